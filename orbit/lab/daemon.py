@@ -1,0 +1,158 @@
+"""One private libvirtd per lab host.
+
+Each host's daemon runs inside its network namespace and a private mount namespace, where a
+tmpfs over ``/run`` (pid files, sockets) and bind mounts of per-host directories over
+``/etc/libvirt``, ``/var/lib/libvirt``, ``/var/log/libvirt`` and ``/var/cache/libvirt``
+make it a separate machine as far as libvirt can tell: its own config, domains, disk images
+(``/var/lib/libvirt/images``) and logs. It listens on TCP without auth on the host's lab
+address only, so the control plane reaches it as ``qemu+tcp://198.18.0.n/system``.
+
+QEMU's stdout/stderr go to plain files (``stdio_handler = "file"``), so no virtlogd is
+needed; cgroups, namespaces and the security driver are off because the lab runs the
+daemons outside systemd, as root, on a machine that may itself be a container.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from orbit.errors import LabError
+from orbit.lab.system import POLL_INTERVAL_S, pid_alive
+
+LIBVIRTD_TCP_PORT = 16509
+#: How long a fresh libvirtd gets to accept connections.
+LIBVIRTD_START_TIMEOUT_S = 30.0
+#: Connect timeout when probing whether a daemon answers.
+PROBE_TIMEOUT_S = 1.0
+
+PER_HOST_DIRS = {
+    "etc": "/etc/libvirt",
+    "lib": "/var/lib/libvirt",
+    "log": "/var/log/libvirt",
+    "cache": "/var/cache/libvirt",
+}
+
+QEMU_CONF = """\
+# Written by the ORBIT lab.
+user = "root"
+group = "root"
+namespaces = [ ]
+cgroup_controllers = [ ]
+security_driver = "none"
+stdio_handler = "file"
+"""
+
+
+def libvirtd_binary() -> str:
+    path = shutil.which("libvirtd") or (
+        "/usr/sbin/libvirtd" if Path("/usr/sbin/libvirtd").exists() else None
+    )
+    if path is None:
+        raise LabError(
+            "libvirtd is not installed (Debian package libvirt-daemon); run 'make bootstrap'"
+        )
+    return path
+
+
+def prepare_host_dir(host_dir: Path, address: str) -> None:
+    """Create the host's private directories and its libvirtd.conf and qemu.conf."""
+    for sub in PER_HOST_DIRS:
+        (host_dir / sub).mkdir(parents=True, exist_ok=True)
+    for sub in ("lib/images", "lib/qemu", "log/qemu", "cache/qemu"):
+        (host_dir / sub).mkdir(parents=True, exist_ok=True)  # the Debian package makes these
+    (host_dir / "etc" / "libvirtd.conf").write_text(
+        "# Written by the ORBIT lab.\n"
+        "listen_tcp = 1\n"
+        "listen_tls = 0\n"
+        'auth_tcp = "none"\n'
+        f'listen_addr = "{address}"\n'
+        f'host_uuid = "{uuid.uuid4()}"\n'
+        'log_outputs = "3:file:/var/log/libvirt/libvirtd.log"\n'
+    )
+    (host_dir / "etc" / "qemu.conf").write_text(QEMU_CONF)
+
+
+def seed_caps_cache(cache: Path, host_dir: Path) -> None:
+    """Give a new host the QEMU capabilities an earlier lab probed.
+
+    libvirt checks each cached file against the QEMU binary and its own version and probes
+    again when they differ, so a stale seed costs time, never correctness.
+    """
+    if cache.is_dir():
+        shutil.copytree(cache, host_dir / "cache" / "qemu" / "capabilities", dirs_exist_ok=True)
+
+
+def save_caps_cache(host_dir: Path, cache: Path) -> None:
+    """Keep the capabilities the host's libvirtd probed, for the next lab."""
+    probed = host_dir / "cache" / "qemu" / "capabilities"
+    if probed.is_dir() and any(probed.iterdir()):
+        shutil.copytree(probed, cache, dirs_exist_ok=True)
+
+
+def start_libvirtd(netns: str, host_dir: Path) -> int:
+    """Start the host's libvirtd in namespace ``netns``; return its PID.
+
+    ``ip netns exec``, ``unshare`` and ``sh -c 'exec …'`` all exec in place, so the PID of
+    the child is libvirtd's own.
+    """
+    mounts = ["mount -t tmpfs tmpfs /run"]
+    for sub, target in PER_HOST_DIRS.items():
+        mounts.append(f"mount --bind {shlex.quote(str(host_dir / sub))} {target}")
+    script = " && ".join(mounts) + f" && exec {shlex.quote(libvirtd_binary())} --listen"
+    with open(host_dir / "libvirtd.stdout", "ab") as out:
+        proc = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                netns,
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return proc.pid
+
+
+def wait_until_listening(pid: int, address: str, host_dir: Path) -> None:
+    """Return once libvirtd accepts TCP connections; raise LabError if it dies or stalls."""
+    deadline = time.monotonic() + LIBVIRTD_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if not pid_alive(pid):
+            tail = _tail(host_dir / "libvirtd.stdout")
+            raise LabError(f"libvirtd for {address} exited at start: {tail}")
+        if answers(address):
+            return
+        time.sleep(POLL_INTERVAL_S)
+    raise LabError(f"libvirtd for {address} did not listen within {LIBVIRTD_START_TIMEOUT_S:.0f} s")
+
+
+def answers(address: str) -> bool:
+    """True if something accepts a TCP connection on the host's libvirtd port."""
+    try:
+        with socket.create_connection((address, LIBVIRTD_TCP_PORT), timeout=PROBE_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
+
+
+def _tail(path: Path) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no output"
+    return lines[-1] if lines else "no output"

@@ -1,0 +1,300 @@
+"""The test guest as a libvirt domain: define, start, find, and read its heartbeat.
+
+The guest (``guest/``, a multiboot ELF) is booted with libvirt's ``<kernel>`` and takes its
+workload on the kernel command line. It writes a heartbeat line to its serial port every
+100 ms; the serial port is a file at ``/var/log/libvirt/qemu/NAME-serial.log`` *inside the
+host's mount namespace*, which is the host's private log directory seen from outside. After
+a migration the destination's QEMU writes to the destination host's file, so the heartbeat
+sequence continues there.
+
+Heartbeat line (see ``guest/README.md``)::
+
+    HB seq=12 ms=1200 pages=3072 passes=0 errors=0 rate_kib_s=10240 max_gap_ms=100
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import libvirt
+
+from orbit.errors import ConfigError, GuestError
+from orbit.lab.lab import Lab, LabHost
+from orbit.lab.libvirt_util import connection, state_name
+from orbit.lab.system import run
+
+#: Memory below the working set: the kernel at 1 MiB, its page table, and BIOS areas.
+GUEST_RESERVED_MIB = 16
+#: Extra headroom above the working set, so the guest's bookkeeping always fits.
+GUEST_HEADROOM_MIB = 8
+MIN_MEMORY_MIB = 32
+MAX_MEMORY_MIB = 16384
+#: How long ``start`` waits for the first heartbeat.
+FIRST_HEARTBEAT_TIMEOUT_S = 10.0
+HEARTBEAT_INTERVAL_S = 0.1
+PATTERNS = ("seq", "random")
+SERIAL_LOG_IN_HOST = "/var/log/libvirt/qemu/{name}-serial.log"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_HB_FIELDS = ("seq", "ms", "pages", "passes", "errors", "rate_kib_s", "max_gap_ms")
+
+
+def guest_kernel() -> Path:
+    """Path of the built guest ELF ($ORBIT_GUEST_KERNEL, else guest/build in the checkout)."""
+    env = os.environ.get("ORBIT_GUEST_KERNEL")
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "guest/build/orbit-guest.elf"
+    if not path.exists():
+        raise GuestError(f"test guest not built: {path} is missing; run 'make guest'")
+    return path
+
+
+def use_kvm() -> bool:
+    """KVM when /dev/kvm is usable (and ORBIT_LAB_ACCEL is not 'tcg'), else TCG."""
+    if os.environ.get("ORBIT_LAB_ACCEL", "").lower() == "tcg":
+        return False
+    return os.access("/dev/kvm", os.R_OK | os.W_OK)
+
+
+@dataclass(frozen=True)
+class GuestSpec:
+    """What to boot: memory size and the workload the guest runs."""
+
+    name: str
+    memory_mib: int = 256
+    wss_mib: int = 64
+    rate_mib_s: int = 0
+    pattern: str = "seq"
+    corrupt: bool = False
+    disk_mib: int = 0  # 0 = no disk; else a qcow2 at /var/lib/libvirt/images/NAME.qcow2
+
+    def validate(self) -> None:
+        if not _NAME_RE.match(self.name):
+            raise ConfigError(f"guest name {self.name!r} is not valid (letters, digits, ._-)")
+        if not MIN_MEMORY_MIB <= self.memory_mib <= MAX_MEMORY_MIB:
+            raise ConfigError(
+                f"--memory-mib {self.memory_mib} is out of range "
+                f"({MIN_MEMORY_MIB}..{MAX_MEMORY_MIB} MiB)"
+            )
+        if self.wss_mib < 1:
+            raise ConfigError(f"--wss-mib must be at least 1 MiB, got {self.wss_mib}")
+        need = self.wss_mib + GUEST_RESERVED_MIB + GUEST_HEADROOM_MIB
+        if self.memory_mib < need:
+            raise ConfigError(
+                f"--memory-mib {self.memory_mib} is too small for --wss-mib {self.wss_mib}: "
+                f"the guest needs at least {need} MiB"
+            )
+        if self.rate_mib_s < 0:
+            raise ConfigError(
+                f"--rate-mib-s must be >= 0 (0 = as fast as possible), got {self.rate_mib_s}"
+            )
+        if self.pattern not in PATTERNS:
+            raise ConfigError(
+                f"--pattern must be one of {', '.join(PATTERNS)}, got {self.pattern!r}"
+            )
+        if self.disk_mib < 0:
+            raise ConfigError(f"--disk-mib must be >= 0, got {self.disk_mib}")
+
+    def cmdline(self) -> str:
+        return (
+            f"wss_mib={self.wss_mib} rate_mib_s={self.rate_mib_s} "
+            f"pattern={self.pattern} corrupt={int(self.corrupt)}"
+        )
+
+    def disk_path(self) -> str:
+        return f"/var/lib/libvirt/images/{self.name}.qcow2"
+
+
+def domain_xml(spec: GuestSpec, kernel: Path, *, kvm: bool) -> str:
+    """The libvirt domain XML for the guest: no disk unless asked, serial port to a file."""
+    disk = ""
+    if spec.disk_mib:
+        disk = (
+            "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+            f"<source file='{escape(spec.disk_path())}'/><target dev='vda' bus='virtio'/></disk>"
+        )
+    serial = escape(SERIAL_LOG_IN_HOST.format(name=spec.name))
+    return f"""<domain type='{"kvm" if kvm else "qemu"}'>
+  <name>{escape(spec.name)}</name>
+  <memory unit='MiB'>{spec.memory_mib}</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{escape(str(kernel))}</kernel>
+    <cmdline>{escape(spec.cmdline())}</cmdline>
+  </os>
+  <clock offset='utc'/>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>destroy</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    {disk}
+    <serial type='file'>
+      <source path='{serial}' append='on'/>
+      <target port='0'/>
+    </serial>
+    <video><model type='none'/></video>
+    <memballoon model='none'/>
+  </devices>
+</domain>
+"""
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    seq: int
+    ms: int
+    pages: int
+    passes: int
+    errors: int
+    rate_kib_s: int
+    max_gap_ms: int
+
+
+def parse_heartbeat(line: str) -> Heartbeat | None:
+    """The heartbeat in ``line``, or None if it is not a complete heartbeat line."""
+    if not line.startswith("HB "):
+        return None
+    fields = dict(part.split("=", 1) for part in line.split()[1:] if "=" in part)
+    try:
+        return Heartbeat(**{k: int(fields[k]) for k in _HB_FIELDS})
+    except (KeyError, ValueError):
+        return None  # a line cut short, e.g. by the switch-over of a migration
+
+
+class Guests:
+    """Test guests on the lab's hosts."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+
+    def serial_log(self, host: str, name: str) -> Path:
+        return self.lab.host_dir(host) / "log" / "qemu" / f"{name}-serial.log"
+
+    def start(self, host_name: str, spec: GuestSpec, *, wait: bool = True) -> Heartbeat | None:
+        """Define and start the guest on ``host_name``; wait for its first heartbeat.
+
+        Nothing is left behind on failure: a domain that was defined is undefined again.
+        """
+        spec.validate()
+        host = self.lab.host(host_name)
+        existing = self.locate(spec.name, missing_ok=True)
+        if existing is not None:
+            raise GuestError(f"a domain named {spec.name!r} already exists on {existing.name}")
+        xml = domain_xml(spec, guest_kernel(), kvm=use_kvm())
+        disk_file = self.lab.host_dir(host.name) / "lib" / "images" / f"{spec.name}.qcow2"
+        log_file = self.serial_log(host.name, spec.name)
+        log_file.unlink(missing_ok=True)
+        with connection(host.uri) as conn:
+            try:
+                if spec.disk_mib:
+                    run(
+                        [
+                            "qemu-img",
+                            "create",
+                            "-q",
+                            "-f",
+                            "qcow2",
+                            str(disk_file),
+                            f"{spec.disk_mib}M",
+                        ]
+                    )
+                dom = conn.defineXML(xml)
+                try:
+                    dom.create()
+                except libvirt.libvirtError:
+                    dom.undefine()
+                    raise
+            except libvirt.libvirtError as err:
+                disk_file.unlink(missing_ok=True)
+                raise GuestError(
+                    f"cannot start guest {spec.name} on {host.name}: {err.get_error_message()}"
+                ) from err
+        if not wait:
+            return None
+        try:
+            return self.wait_heartbeat(host.name, spec.name)
+        except GuestError:
+            self.destroy(spec.name)
+            raise
+
+    def wait_heartbeat(
+        self,
+        host: str,
+        name: str,
+        *,
+        after_seq: int = 0,
+        timeout_s: float = FIRST_HEARTBEAT_TIMEOUT_S,
+    ) -> Heartbeat:
+        """Wait for a heartbeat with seq > ``after_seq`` in the host's serial log."""
+        deadline = time.monotonic() + timeout_s
+        log_file = self.serial_log(host, name)
+        while True:
+            text = log_file.read_text(errors="replace") if log_file.exists() else ""
+            if "ORBIT-GUEST error" in text:
+                line = text[text.index("ORBIT-GUEST error") :].splitlines()[0]
+                raise GuestError(f"guest {name} on {host} failed: {line}")
+            beats = [hb for hb in map(parse_heartbeat, text.splitlines()) if hb]
+            if beats and beats[-1].seq > after_seq:
+                return beats[-1]
+            if time.monotonic() > deadline:
+                raise GuestError(
+                    f"guest {name} on {host} gave no heartbeat within {timeout_s:.0f} s"
+                )
+            time.sleep(HEARTBEAT_INTERVAL_S / 2)
+
+    def heartbeats(self, host: str, name: str) -> list[Heartbeat]:
+        """Every complete heartbeat the guest printed while it ran on ``host``."""
+        log_file = self.serial_log(host, name)
+        if not log_file.exists():
+            return []
+        lines = log_file.read_text(errors="replace").splitlines()
+        return [hb for hb in map(parse_heartbeat, lines) if hb]
+
+    def locate(self, name: str, *, missing_ok: bool = False) -> LabHost | None:
+        """The host where domain ``name`` is active (running beats paused beats defined)."""
+        rank = {"running": 0, "blocked": 0, "paused": 1}
+        best: tuple[int, LabHost] | None = None
+        for host in self.lab.hosts():
+            with connection(host.uri) as conn:
+                try:
+                    dom = conn.lookupByName(name)
+                except libvirt.libvirtError:
+                    continue
+                score = rank.get(state_name(dom), 2)
+            if best is None or score < best[0]:
+                best = (score, host)
+        if best is None:
+            if missing_ok:
+                return None
+            raise GuestError(f"no domain named {name!r} on any lab host")
+        return best[1]
+
+    def latest(self, name: str) -> tuple[str, Heartbeat]:
+        """The latest heartbeat of guest ``name``, wherever it runs now."""
+        host = self.locate(name)
+        assert host is not None
+        beats = self.heartbeats(host.name, name)
+        if not beats:
+            raise GuestError(f"guest {name} on {host.name} has printed no heartbeat yet")
+        return host.name, beats[-1]
+
+    def destroy(self, name: str) -> None:
+        """Stop and undefine the domain on every host where it exists."""
+        for host in self.lab.hosts():
+            with connection(host.uri) as conn:
+                try:
+                    dom = conn.lookupByName(name)
+                except libvirt.libvirtError:
+                    continue
+                try:
+                    if dom.isActive():
+                        dom.destroy()
+                    dom.undefine()
+                except libvirt.libvirtError as err:
+                    raise GuestError(
+                        f"cannot remove guest {name} on {host.name}: {err.get_error_message()}"
+                    ) from err

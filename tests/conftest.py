@@ -1,0 +1,36 @@
+"""Fixtures shared by every test: the real lab (root only) and a guest registry."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from orbit.lab.guest import Guests
+from orbit.lab.lab import Lab
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("the lab tests need root (network namespaces, libvirtd); run 'sudo make test'")
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    """A fresh two-host lab for the test module, always removed afterwards."""
+    require_root()
+    the_lab = Lab.from_env()
+    with the_lab.session(2):
+        yield the_lab
+
+
+@pytest.fixture
+def guests(lab: Lab) -> Iterator[Guests]:
+    """Test guests on the module's lab; every guest a test started is removed after it."""
+    g = Guests(lab)
+    before = {n for s in lab.status() for n in s.domains}
+    yield g
+    after = {n for s in lab.status() for n in s.domains}
+    for name in after - before:
+        g.destroy(name)
