@@ -14,6 +14,14 @@ the most specific class here with ``raise Mapped(...) from err``, so the root ca
      |    +-- HostNotFound      no lab host of that name
      |    +-- CommandFailed     an external command (ip, tc, qemu-img) failed
      +-- GuestError             the test guest could not be defined, started or read
+     +-- HypervisorError        a libvirt call failed (mapped in orbit/virt/libvirt_driver.py)
+     |    +-- HostUnreachable   the host's libvirtd does not answer
+     |    +-- DomainNotFound    no such domain on that host
+     +-- MigrationError         a migration could not start, run or be controlled
+          +-- InvalidMigration  refused before anything changed (same host, VM not running)
+          +-- MigrationRefused  an action the current phase forbids (abort in post-copy)
+          +-- InvalidTransition a phase change the state machine forbids (a bug if seen)
+          +-- MigrationFailed   the migration ended without moving the VM
 """
 
 from __future__ import annotations
@@ -52,3 +60,35 @@ class CommandFailed(LabError):
 
 class GuestError(OrbitError):
     """The test guest could not be defined, started, found or read."""
+
+
+class HypervisorError(OrbitError):
+    """A libvirt call failed; the message names the host and the call."""
+
+
+class HostUnreachable(HypervisorError):
+    """The host's libvirtd does not answer (down, link cut, wrong URI)."""
+
+
+class DomainNotFound(HypervisorError):
+    """No domain of that name or UUID on that host."""
+
+
+class MigrationError(OrbitError):
+    """A migration could not start, run or be controlled."""
+
+
+class InvalidMigration(MigrationError):
+    """The request was refused before anything changed: same host, VM not running, ..."""
+
+
+class MigrationRefused(MigrationError):
+    """The action is not allowed in the migration's current phase (e.g. abort in post-copy)."""
+
+
+class InvalidTransition(MigrationError):
+    """A phase change the state machine does not allow."""
+
+
+class MigrationFailed(MigrationError):
+    """The migration ended without moving the VM (it keeps running on the source)."""

@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from orbit.lab.guest import Guests, GuestSpec
+from orbit.lab.guest import Guests, GuestSpec, accelerator
 from orbit.lab.lab import Lab
 from orbit.lab.network import Shaping
 
@@ -82,9 +82,11 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     statuses = Lab.from_env().status()
+    accel, why = accelerator()
     if args.format == "json":
-        print(json.dumps([asdict(s) for s in statuses], indent=2))
+        print(json.dumps({"accelerator": accel, "hosts": [asdict(s) for s in statuses]}, indent=2))
         return 0
+    print(f"guests run on {accel} ({why})")
     print(f"{'HOST':<5} {'ADDRESS':<12} {'LIBVIRTD':<9} {'LINK':<5} {'SHAPING':<24} DOMAINS")
     for s in statuses:
         daemon = "up" if s.answers else "DOWN"

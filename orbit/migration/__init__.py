@@ -1,0 +1,1 @@
+"""Live migration: the phase state machine, the pure post-copy policy, the engine."""

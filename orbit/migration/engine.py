@@ -1,0 +1,513 @@
+"""The migration engine: runs one live migration end to end on a hypervisor driver.
+
+One :class:`Migration` is one attempt ("migrations are like pods: one shot"); a retry is a
+new Migration. :meth:`Migration.run` blocks until the migration is over and returns a
+:class:`MigrationResult`; :meth:`Migration.force_complete` and :meth:`Migration.abort` may
+be called from other threads meanwhile.
+
+How it runs:
+
+1. *Preflight* (phase ``preparing``): the domain runs on the source, the destination is
+   another host and answers. A failure here raises a specific error and changes nothing.
+2. *Start*: ``migrate`` (peer-to-peer, ``LIVE|PERSIST_DEST|UNDEFINE_SOURCE``, plus
+   ``POSTCOPY`` when permitted, ``NON_SHARED_DISK`` for block migration) in a thread of its
+   own, since the call blocks until the migration ends.
+3. *Monitor*: every :data:`SAMPLE_INTERVAL_S` (sooner when a domain event arrives) read the
+   job statistics into a :class:`~orbit.migration.model.Sample`, ask the pure policy
+   :func:`~orbit.migration.policy.decide` what to do, and do it: switch to post-copy, or
+   abort pre-copy. Operator requests (force-complete, abort) are applied first.
+4. *Finish*: ``completed`` with the destination's final statistics (downtime, bytes), or
+   ``cancelled``/``failed`` with the VM still running on the source, or
+   ``postcopy-paused`` when a post-copy migration broke.
+
+Rules that protect the VM, enforced here:
+
+- A migration in post-copy is never aborted: the VM's memory is split between the hosts,
+  and aborting would lose the pages not yet copied. :meth:`Migration.abort` refuses it.
+- The engine never destroys a domain on either side, whatever fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from orbit.errors import (
+    HypervisorError,
+    InvalidMigration,
+    MigrationFailed,
+    MigrationRefused,
+    OrbitError,
+)
+from orbit.migration.model import MIB, Action, Decision, MigrationSettings, Sample
+from orbit.migration.phase import Phase, transition
+from orbit.migration.policy import decide
+from orbit.virt.driver import (
+    EVENT_POSTCOPY_FAILED,
+    DomainState,
+    HypervisorDriver,
+    JobStats,
+    MigrationParams,
+)
+
+log = logging.getLogger(__name__)
+
+#: How often the engine samples job statistics (domain events wake it sooner).
+SAMPLE_INTERVAL_S = 0.25
+#: How long the engine waits for the destination's statistics after completion.
+FINAL_STATS_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class MigrationRequest:
+    """What to migrate where, and how (settings are already resolved and frozen)."""
+
+    domain: str
+    src_uri: str
+    dst_uri: str
+    settings: MigrationSettings
+    #: where the migration stream goes, e.g. 'tcp://198.18.0.2'; None lets libvirt choose
+    dst_migration_uri: str | None = None
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    at_s: float
+    action: Action
+    reason: str
+    #: 'policy' or 'operator'
+    source: str = "policy"
+
+
+@dataclass
+class MigrationResult:
+    """Everything a migration record keeps about one finished attempt."""
+
+    domain: str
+    src_uri: str
+    dst_uri: str
+    settings: MigrationSettings
+    phase: Phase = Phase.QUEUED
+    error: str | None = None
+    started_at: float = 0.0  # wall clock (time.time()) when the job started
+    total_s: float = 0.0
+    downtime_ms: int | None = None
+    memory_total_bytes: int = 0
+    memory_bytes: int = 0  # memory sent
+    disk_bytes: int = 0  # disk sent
+    iterations: int = 0
+    postcopy_requests: int = 0
+    switch_at_s: float | None = None  # when post-copy started, since the job started
+    phase_times: dict[str, float] = field(default_factory=dict)
+    decisions: list[DecisionRecord] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+
+    @property
+    def switched(self) -> bool:
+        return self.switch_at_s is not None
+
+
+class MigrationListener:
+    """Hooks for whoever records a migration (the conductor persists; tests collect)."""
+
+    def on_phase(self, phase: Phase, at_s: float, reason: str) -> None:
+        """The migration entered ``phase``."""
+
+    def on_sample(self, sample: Sample) -> None:
+        """A new progress sample was taken."""
+
+    def on_decision(self, record: DecisionRecord) -> None:
+        """The policy or the operator decided something."""
+
+
+class Migration:
+    """One live-migration attempt of one domain; see the module docstring."""
+
+    def __init__(
+        self,
+        driver: HypervisorDriver,
+        request: MigrationRequest,
+        *,
+        listener: MigrationListener | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sample_interval_s: float = SAMPLE_INTERVAL_S,
+    ) -> None:
+        self.driver = driver
+        self.sample_interval_s = sample_interval_s
+        self.request = request
+        self.listener = listener or MigrationListener()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._phase = Phase.QUEUED
+        self._t0 = clock()
+        self._abort_reason: str | None = None
+        self._abort_sent = False
+        self._force_requested = False
+        self._paused_source = False
+        self.result = MigrationResult(
+            domain=request.domain,
+            src_uri=request.src_uri,
+            dst_uri=request.dst_uri,
+            settings=request.settings,
+        )
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def phase(self) -> Phase:
+        return self._phase
+
+    def _elapsed(self) -> float:
+        return self._clock() - self._t0
+
+    def _set_phase(self, phase: Phase, reason: str = "") -> None:
+        """Move to ``phase`` through the one transition table; callers hold no lock."""
+        with self._lock:
+            self._phase = transition(self._phase, phase)
+        at = self._elapsed()
+        self.result.phase = phase
+        self.result.phase_times.setdefault(phase.value, round(at, 3))
+        log.info(
+            "migration phase domain=%s phase=%s elapsed_s=%.2f reason=%s",
+            self.request.domain,
+            phase.value,
+            at,
+            reason or "-",
+        )
+        self.listener.on_phase(phase, at, reason)
+
+    def _record(self, action: Action, reason: str, source: str = "policy") -> None:
+        record = DecisionRecord(round(self._elapsed(), 3), action, reason, source)
+        self.result.decisions.append(record)
+        log.info(
+            "migration decision domain=%s action=%s source=%s reason=%s",
+            self.request.domain,
+            action.value,
+            source,
+            reason,
+        )
+        self.listener.on_decision(record)
+
+    # -- operator controls (any thread) --------------------------------------------------
+
+    def abort(self, reason: str = "operator requested abort") -> None:
+        """Abort a migration still in pre-copy; the VM keeps running on the source.
+
+        Raises MigrationRefused in post-copy (the VM's memory is split between the hosts:
+        aborting would lose it) and once the migration is over.
+        """
+        with self._lock:
+            if self._phase.in_postcopy:
+                raise MigrationRefused(
+                    f"migration of {self.request.domain} is in post-copy: its memory is split "
+                    "between source and destination, so it cannot be aborted; "
+                    "force-complete it or let it finish"
+                )
+            if self._phase.is_final or self._phase is Phase.COMPLETING:
+                raise MigrationRefused(
+                    f"migration of {self.request.domain} is already {self._phase.value}"
+                )
+            self._abort_reason = reason
+        self._wake.set()
+
+    def force_complete(self) -> str:
+        """Finish now: switch to post-copy if permitted, else pause the VM so pre-copy ends.
+
+        Returns what will be done; raises MigrationRefused when the migration is over.
+        """
+        with self._lock:
+            if self._phase.is_final:
+                raise MigrationRefused(
+                    f"migration of {self.request.domain} is already {self._phase.value}"
+                )
+            if self._phase.in_postcopy:
+                return "already in post-copy: it completes as the remaining pages arrive"
+            self._force_requested = True
+        self._wake.set()
+        if self.request.settings.post_copy:
+            return "switching to post-copy"
+        return "pausing the VM so that pre-copy completes (post-copy not permitted)"
+
+    # -- running -------------------------------------------------------------------------
+
+    def preflight(self) -> None:
+        """Check the request against the hosts; raise a specific error, change nothing."""
+        req = self.request
+        if req.src_uri == req.dst_uri:
+            raise InvalidMigration(
+                f"destination is the source host ({req.src_uri}): choose another host"
+            )
+        info = self.driver.domain_info(req.src_uri, req.domain)  # DomainNotFound
+        if info.state is not DomainState.RUNNING:
+            raise InvalidMigration(
+                f"domain {req.domain} is {info.state.value}"
+                + (f" ({info.reason})" if info.reason else "")
+                + " on the source: only a running VM can be live-migrated"
+            )
+        self.driver.ping(req.dst_uri)  # HostUnreachable
+
+    def run(self) -> MigrationResult:
+        """Run the migration to its end; see the module docstring for the phases.
+
+        Raises the preflight's error (phase ``failed``, nothing changed) when the request
+        cannot start; every later failure is reported in the result, not raised.
+        """
+        req = self.request
+        self._set_phase(Phase.PREPARING)
+        try:
+            self.preflight()
+        except OrbitError as err:
+            self.result.error = str(err)
+            self._set_phase(Phase.FAILED, str(err))
+            raise
+        try:
+            unwatch = self.driver.watch(req.src_uri, req.domain, self._on_event)
+        except HypervisorError as err:  # events only make the loop faster
+            log.warning("no domain events domain=%s error=%s", req.domain, err)
+            unwatch = None
+
+        outcome: list[BaseException | None] = []
+        thread = threading.Thread(
+            target=self._migrate, args=(outcome,), name=f"migrate-{req.domain}", daemon=True
+        )
+        self._t0 = self._clock()
+        self.result.started_at = time.time()
+        thread.start()
+        self._set_phase(Phase.RUNNING_PRECOPY, f"policy {req.settings.policy.value}")
+        try:
+            self._monitor(thread)
+        finally:
+            thread.join()
+            if unwatch is not None:
+                unwatch()
+        self._finish(outcome[0] if outcome else None)
+        return self.result
+
+    def _migrate(self, outcome: list[BaseException | None]) -> None:
+        s = self.request.settings
+        params = MigrationParams(
+            dst_uri=self.request.dst_uri,
+            dst_migration_uri=self.request.dst_migration_uri,
+            post_copy=s.post_copy,
+            block_migration=s.block_migration,
+            bandwidth_mib_s=s.bandwidth_mib_s,
+            downtime_limit_ms=s.downtime_limit_ms,
+        )
+        try:
+            self.driver.migrate(self.request.src_uri, self.request.domain, params)
+            outcome.append(None)
+        except BaseException as err:  # reported by run() in the caller's thread
+            outcome.append(err)
+        finally:
+            self._wake.set()
+
+    def _on_event(self, event: str) -> None:
+        log.debug("domain event domain=%s event=%s", self.request.domain, event)
+        if event == EVENT_POSTCOPY_FAILED:
+            log.warning("post-copy failed event domain=%s", self.request.domain)
+        self._wake.set()
+
+    def _monitor(self, thread: threading.Thread) -> None:
+        req = self.request
+        downtime_set = False
+        while thread.is_alive():
+            self._wake.wait(self.sample_interval_s)
+            self._wake.clear()
+            if not thread.is_alive():
+                break
+            now = self._elapsed()
+            try:
+                stats = self.driver.job_stats(req.src_uri, req.domain)
+            except HypervisorError as err:
+                log.warning("no job stats domain=%s error=%s", req.domain, err)
+                continue
+            if stats.active:
+                if not downtime_set:
+                    downtime_set = self._try(
+                        lambda: self.driver.set_max_downtime(
+                            req.src_uri, req.domain, req.settings.downtime_limit_ms
+                        )
+                    )
+                sample = self._sample(stats, now)
+                self.result.samples.append(sample)
+                self.listener.on_sample(sample)
+            self._step(now)
+
+    def _sample(self, stats: JobStats, now: float) -> Sample:
+        return Sample(
+            elapsed_s=round(now, 3),
+            memory_total_bytes=stats.memory_total_bytes,
+            memory_processed_bytes=stats.memory_processed_bytes,
+            memory_remaining_bytes=stats.memory_remaining_bytes,
+            dirty_rate_bytes_s=stats.dirty_rate_bytes_s,
+            bandwidth_bytes_s=stats.bandwidth_bytes_s,
+            iteration=stats.iteration,
+            postcopy=self._phase.in_postcopy,
+            postcopy_requests=stats.postcopy_requests,
+            disk_total_bytes=stats.disk_total_bytes,
+            disk_processed_bytes=stats.disk_processed_bytes,
+            disk_remaining_bytes=stats.disk_remaining_bytes,
+        )
+
+    def _step(self, now: float) -> None:
+        """Apply an operator request, else the policy's decision, for this tick."""
+        req = self.request
+        with self._lock:
+            abort_reason = None if self._abort_sent else self._abort_reason
+            force = self._force_requested and not self._phase.in_postcopy
+            self._force_requested = False
+        if abort_reason is not None:
+            self._record(Action.ABORT, abort_reason, "operator")
+            self._abort_sent = self._try(lambda: self.driver.abort_job(req.src_uri, req.domain))
+            return
+        if force:
+            if req.settings.post_copy:
+                self._switch("operator requested force-complete", "operator")
+            elif not self._paused_source:
+                self._record(
+                    Action.PAUSE_AND_COMPLETE,
+                    "operator requested force-complete; post-copy not permitted: "
+                    "pausing the VM so pre-copy converges",
+                    "operator",
+                )
+                self._paused_source = self._try(
+                    lambda: self.driver.suspend(req.src_uri, req.domain)
+                )
+            return
+        if self._phase is not Phase.RUNNING_PRECOPY or self._abort_sent:
+            return
+        decision = decide(self.result.samples, req.settings, now)
+        self._apply(decision)
+
+    def _apply(self, decision: Decision) -> None:
+        req = self.request
+        if decision.action is Action.SWITCH_TO_POSTCOPY:
+            self._switch(decision.reason, "policy")
+        elif decision.action is Action.ABORT:
+            with self._lock:
+                self._abort_reason = decision.reason
+            self._record(Action.ABORT, decision.reason)
+            self._abort_sent = self._try(lambda: self.driver.abort_job(req.src_uri, req.domain))
+        elif decision.action is Action.CONTINUE:
+            last = next((d for d in reversed(self.result.decisions) if d.source == "policy"), None)
+            kind = decision.reason.split(":", 1)[0]
+            if (
+                last is None
+                or last.action is not Action.CONTINUE
+                or (last.reason.split(":", 1)[0] != kind)
+            ):
+                self._record(Action.CONTINUE, decision.reason)
+
+    def _switch(self, reason: str, source: str) -> None:
+        req = self.request
+        if not req.settings.post_copy:
+            return  # never without permission; decide() does not ask for it either
+        self._record(Action.SWITCH_TO_POSTCOPY, reason, source)
+        if self._try(lambda: self.driver.start_postcopy(req.src_uri, req.domain)):
+            self.result.switch_at_s = round(self._elapsed(), 3)
+            self._set_phase(Phase.RUNNING_POSTCOPY, reason)
+
+    def _try(self, call: Callable[[], None]) -> bool:
+        """Run a control call on the running job; a failure is logged, not fatal."""
+        try:
+            call()
+            return True
+        except HypervisorError as err:
+            log.warning("control call failed domain=%s error=%s", self.request.domain, err)
+            return False
+
+    def _finish(self, error: BaseException | None) -> None:
+        req = self.request
+        self.result.total_s = round(self._elapsed(), 3)
+        if error is None:
+            self._collect_final_stats()
+            if self._paused_source:
+                self._resume_if_paused(req.dst_uri)
+            self._set_phase(Phase.COMPLETED)
+            log.info(
+                "migration completed domain=%s total_s=%.2f downtime_ms=%s memory_mib=%.1f "
+                "iterations=%d postcopy_requests=%d",
+                req.domain,
+                self.result.total_s,
+                self.result.downtime_ms,
+                self.result.memory_bytes / MIB,
+                self.result.iterations,
+                self.result.postcopy_requests,
+            )
+            return
+        self.result.error = str(error)
+        if not isinstance(error, OrbitError):
+            log.error("migration crashed domain=%s error=%r", req.domain, error)
+        if self._phase.in_postcopy:
+            # The VM's state is split: keep both sides exactly as they are.
+            self._set_phase(Phase.POSTCOPY_PAUSED, str(error))
+            return
+        if self._paused_source:
+            self._resume_if_paused(req.src_uri)
+        with self._lock:
+            cancelled = self._abort_reason is not None
+        if cancelled:
+            self._set_phase(Phase.CANCELLED, self._abort_reason or "")
+        else:
+            self._set_phase(Phase.FAILED, str(error))
+
+    def _collect_final_stats(self) -> None:
+        req = self.request
+        last = self.result.samples[-1] if self.result.samples else None
+        try:
+            final = self.driver.job_stats(req.dst_uri, req.domain, completed=True)
+        except HypervisorError as err:
+            log.warning("no final stats domain=%s error=%s", req.domain, err)
+            final = None
+        r = self.result
+        if final is not None and final.memory_processed_bytes:
+            r.downtime_ms = final.downtime_ms
+            r.memory_total_bytes = final.memory_total_bytes
+            r.memory_bytes = final.memory_processed_bytes
+            r.disk_bytes = final.disk_processed_bytes
+            r.iterations = final.iteration
+            r.postcopy_requests = final.postcopy_requests
+        elif last is not None:
+            r.memory_total_bytes = last.memory_total_bytes
+            r.memory_bytes = last.memory_processed_bytes
+            r.disk_bytes = last.disk_processed_bytes
+            r.iterations = last.iteration
+            r.postcopy_requests = last.postcopy_requests
+        if last is not None:
+            r.iterations = max(r.iterations, last.iteration)
+            r.postcopy_requests = max(r.postcopy_requests, last.postcopy_requests)
+
+    def _resume_if_paused(self, uri: str) -> None:
+        """Undo the engine's own pause (force-complete without post-copy)."""
+        try:
+            info = self.driver.domain_info(uri, self.request.domain)
+            if info.state is DomainState.PAUSED and info.reason in ("user", "migration", ""):
+                self.driver.resume(uri, self.request.domain)
+        except HypervisorError as err:
+            log.warning("could not resume domain=%s error=%s", self.request.domain, err)
+
+
+def run_migration(
+    driver: HypervisorDriver,
+    request: MigrationRequest,
+    *,
+    listener: MigrationListener | None = None,
+) -> MigrationResult:
+    """Run one migration to its end (convenience for callers that need no controls)."""
+    return Migration(driver, request, listener=listener).run()
+
+
+__all__ = [
+    "SAMPLE_INTERVAL_S",
+    "DecisionRecord",
+    "Migration",
+    "MigrationFailed",
+    "MigrationListener",
+    "MigrationRequest",
+    "MigrationResult",
+    "run_migration",
+]

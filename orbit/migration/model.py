@@ -1,0 +1,152 @@
+"""The engine's vocabulary: settings, progress samples and decisions.
+
+Settings are resolved once per migration and frozen (STYLE 4): a migration record says
+exactly which policy it ran under. Samples are libvirt's job statistics normalised to
+bytes and seconds. A Decision is what the pure policy returns: an action and a reason a
+human can read in the migration record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from orbit.errors import ConfigError
+
+MIB = 1024 * 1024
+
+#: Defaults, overridable per migration.
+DEFAULT_POST_COPY_AFTER_ITERATIONS = 1  # the seed's behaviour
+DEFAULT_COMPLETION_TIMEOUT_S = 300.0
+DEFAULT_DOWNTIME_LIMIT_MS = 300
+MAX_POST_COPY_AFTER_ITERATIONS = 100
+
+
+class Policy(StrEnum):
+    """When (if ever) a migration switches from pre-copy to post-copy."""
+
+    PRECOPY = "precopy"  # never switch; abort at the completion timeout
+    POSTCOPY = "postcopy"  # switch after N completed memory iterations
+    AUTO = "auto"  # switch as soon as pre-copy is seen not to converge
+
+
+class Action(StrEnum):
+    CONTINUE = "continue"
+    SWITCH_TO_POSTCOPY = "switch-to-postcopy"
+    ABORT = "abort"
+    PAUSE_AND_COMPLETE = "pause-and-complete"
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str
+
+
+@dataclass(frozen=True)
+class MigrationSettings:
+    """How one migration runs. Build with :meth:`resolve`, which validates and fills defaults.
+
+    ``post_copy`` says whether post-copy is *permitted* (the API's ``post_copy`` flag);
+    ``policy`` decides when to use it. Without post-copy, the policy is always ``precopy``.
+    """
+
+    post_copy: bool = False
+    policy: Policy = Policy.PRECOPY
+    post_copy_after_iterations: int = DEFAULT_POST_COPY_AFTER_ITERATIONS
+    completion_timeout_s: float = DEFAULT_COMPLETION_TIMEOUT_S
+    downtime_limit_ms: int = DEFAULT_DOWNTIME_LIMIT_MS
+    bandwidth_mib_s: int = 0  # 0 = unlimited
+    block_migration: bool = False
+
+    @classmethod
+    def resolve(
+        cls,
+        *,
+        post_copy: bool = False,
+        policy: Policy | str | None = None,
+        post_copy_after_iterations: int | None = None,
+        completion_timeout_s: float = DEFAULT_COMPLETION_TIMEOUT_S,
+        downtime_limit_ms: int = DEFAULT_DOWNTIME_LIMIT_MS,
+        bandwidth_mib_s: int = 0,
+        block_migration: bool = False,
+    ) -> MigrationSettings:
+        """Validate the request and fill defaults.
+
+        - no post-copy: policy ``precopy`` (asking for another is an error);
+        - post-copy and ``post_copy_after_iterations`` given: policy ``postcopy``;
+        - post-copy and nothing else: policy ``auto``.
+        """
+        try:
+            chosen = Policy(policy) if policy is not None else None
+        except ValueError as err:
+            names = ", ".join(p.value for p in Policy)
+            raise ConfigError(f"migration_policy must be one of {names}, got {policy!r}") from err
+        if post_copy_after_iterations is not None and not (
+            0 <= post_copy_after_iterations <= MAX_POST_COPY_AFTER_ITERATIONS
+        ):
+            raise ConfigError(
+                f"post_copy_after_iterations must be 0..{MAX_POST_COPY_AFTER_ITERATIONS}, "
+                f"got {post_copy_after_iterations}"
+            )
+        if not post_copy:
+            if chosen not in (None, Policy.PRECOPY):
+                raise ConfigError(f"migration_policy {chosen.value!r} needs post_copy=true")
+            if post_copy_after_iterations is not None:
+                raise ConfigError("post_copy_after_iterations needs post_copy=true")
+            chosen = Policy.PRECOPY
+        elif chosen is None:
+            chosen = Policy.POSTCOPY if post_copy_after_iterations is not None else Policy.AUTO
+        elif chosen is not Policy.POSTCOPY and post_copy_after_iterations is not None:
+            raise ConfigError(
+                f"post_copy_after_iterations applies to migration_policy 'postcopy', "
+                f"not {chosen.value!r}"
+            )
+        if completion_timeout_s <= 0:
+            raise ConfigError(f"completion timeout must be > 0 s, got {completion_timeout_s}")
+        if downtime_limit_ms <= 0:
+            raise ConfigError(f"downtime limit must be > 0 ms, got {downtime_limit_ms}")
+        if bandwidth_mib_s < 0:
+            raise ConfigError(
+                f"bandwidth must be >= 0 MiB/s (0 = unlimited), got {bandwidth_mib_s}"
+            )
+        return cls(
+            post_copy=post_copy,
+            policy=chosen,
+            post_copy_after_iterations=(
+                DEFAULT_POST_COPY_AFTER_ITERATIONS
+                if post_copy_after_iterations is None
+                else post_copy_after_iterations
+            ),
+            completion_timeout_s=completion_timeout_s,
+            downtime_limit_ms=downtime_limit_ms,
+            bandwidth_mib_s=bandwidth_mib_s,
+            block_migration=block_migration,
+        )
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One reading of the migration job's progress, normalised to bytes and seconds.
+
+    ``iteration`` is QEMU's memory sync count as libvirt reports it (``memory_iteration``):
+    1 while the first pass over RAM is running, so ``iteration - 1`` passes are complete.
+    ``dirty_rate_bytes_s`` is 0 until QEMU has measured it (after the first pass).
+    """
+
+    elapsed_s: float
+    memory_total_bytes: int = 0
+    memory_processed_bytes: int = 0
+    memory_remaining_bytes: int = 0
+    dirty_rate_bytes_s: int = 0
+    bandwidth_bytes_s: int = 0
+    iteration: int = 0
+    postcopy: bool = False
+    postcopy_requests: int = 0
+    disk_total_bytes: int = 0
+    disk_processed_bytes: int = 0
+    disk_remaining_bytes: int = 0
+
+    @property
+    def completed_iterations(self) -> int:
+        return max(0, self.iteration - 1)

@@ -1,0 +1,284 @@
+"""When to switch a migration from pre-copy to post-copy: one pure function, :func:`decide`.
+
+The engine samples the migration job every 250 ms and calls
+``decide(samples, settings, now_s)`` with every sample so far (oldest first) and the
+seconds since the migration started (the clock of ``Sample.elapsed_s``). ``decide`` reads
+nothing else: no clock, no I/O, no logging. The same inputs always give the same
+:class:`~orbit.migration.model.Decision`, whose reason is one line with numbers and units
+that ends up in the migration record. The engine executes the action; ``decide`` never
+returns ``PAUSE_AND_COMPLETE`` (the engine's force-complete without post-copy).
+
+Background: pre-copy sends all RAM once (iteration 1), then, pass after pass, the pages the
+guest dirtied meanwhile. QEMU stops the VM and sends the rest once what is left fits in the
+downtime limit. If the guest dirties memory about as fast as the link sends it, that never
+happens: pre-copy does not converge. Post-copy then finishes the job for sure: the VM runs
+on the destination at once and pulls its missing pages on demand.
+
+The rules, checked in this order; the first that applies decides:
+
+1. **No sample yet**: continue.
+2. **Already in post-copy** (the latest sample says so): continue. The policy never aborts
+   in post-copy, whatever the policy or the clock: the VM's state is then split between the
+   hosts (the destination runs it, the source holds the pages not yet pulled), so aborting
+   would lose the VM. Only finishing, or resuming after a failure, is safe.
+3. **Post-copy not permitted** (``settings.post_copy`` false): the policy is ``precopy``,
+   whatever ``settings.policy`` says, so ``SWITCH_TO_POSTCOPY`` is never returned.
+
+``precopy`` (never switch)
+    Abort once ``now_s >= completion_timeout_s``: the VM keeps running on the source.
+    Otherwise continue.
+
+``postcopy`` (switch after N completed memory iterations, N = ``post_copy_after_iterations``)
+    N = 0: switch at the first sample (the migration is running). Otherwise switch once
+    ``completed_iterations >= N``, or at the completion timeout (post-copy is permitted, so
+    switching is how the timeout guarantees completion). Otherwise continue.
+
+``auto`` (switch as soon as the samples show pre-copy will not converge in time)
+    a. *Timeout*: ``now_s >= completion_timeout_s`` → switch. This comes first, before the
+       guard below, because the timeout is the completion guarantee: a migration that keeps
+       looking "about to converge" without finishing must not run for ever.
+    b. *About to converge*: if what remains can be sent within the downtime limit at the
+       current transfer rate (``remaining / bandwidth <= downtime_limit``) → continue. QEMU
+       is about to stop the VM and finish; switching now would only add risk.
+    c. *First pass*: before one iteration has completed → continue. The first pass always
+       sends all RAM and QEMU has not measured the dirty rate yet: there is no evidence.
+    d. *Dirty rate*: dirty rate ``>= DIRTY_RATE_RATIO`` (90%) of the transfer rate → switch.
+       Each pass would dirty nearly as much as it sends; the remainder barely shrinks.
+    e. *Remainder not shrinking*: the memory left at the start of each pass (iteration 2
+       and later; see :func:`_pass_starts`) is compared for the last two passes seen; if the
+       later is ``>= SHRINK_RATIO`` (90%) of the earlier → switch. This catches what the
+       dirty rate misses, e.g. a working set that saturates (the rate looks moderate, the
+       remainder is stuck at the working set's size).
+    f. *Projection*: with dirty rate d below bandwidth b, each pass leaves q = d / b of
+       what it sent; if the passes still needed to get down to the downtime target would
+       take longer than the time left before the completion timeout → switch now rather
+       than at the timeout (see :func:`_projected_precopy_s`).
+    g. Otherwise continue.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from orbit.migration.model import MIB, Action, Decision, MigrationSettings, Policy, Sample
+
+#: auto: pre-copy cannot converge when the guest dirties memory at >= this share of the
+#: transfer rate (each pass would leave >= 90% of what it sent).
+DIRTY_RATE_RATIO = 0.9
+
+#: auto: the remainder "is not shrinking" when a pass starts with >= this share of what the
+#: previous pass started with.
+SHRINK_RATIO = 0.9
+
+#: Iteration numbers at or above this are passes over dirtied pages only (1 is the full pass).
+_FIRST_DIRTY_PASS = 2
+
+
+def decide(samples: Sequence[Sample], settings: MigrationSettings, now_s: float) -> Decision:
+    """Decide what the engine does next, from the samples so far (oldest first).
+
+    ``now_s`` is seconds since the migration started, on the clock of ``Sample.elapsed_s``.
+    Pure: reads only its arguments, mutates nothing. The rules are in the module docstring.
+    """
+    if not samples:
+        return Decision(Action.CONTINUE, "waiting for the first progress sample")
+    latest = samples[-1]
+    if latest.postcopy:
+        # Never abort (nor do anything else) in post-copy: the VM's state is split between
+        # the hosts, so aborting would lose it. See rule 2 in the module docstring.
+        return Decision(
+            Action.CONTINUE,
+            f"in post-copy: {_mib(latest.memory_remaining_bytes)} left to pull, "
+            f"{latest.postcopy_requests} page request(s) so far; never aborted in post-copy",
+        )
+    policy = settings.policy if settings.post_copy else Policy.PRECOPY
+    if policy is Policy.POSTCOPY:
+        return _decide_postcopy(latest, settings, now_s)
+    if policy is Policy.AUTO:
+        return _decide_auto(samples, settings, now_s)
+    return _decide_precopy(latest, settings, now_s)
+
+
+def _decide_precopy(latest: Sample, settings: MigrationSettings, now_s: float) -> Decision:
+    timeout_s = settings.completion_timeout_s
+    if now_s >= timeout_s:
+        return Decision(
+            Action.ABORT,
+            f"pre-copy did not complete within {_secs(timeout_s)}; "
+            "aborting, the VM stays on the source",
+        )
+    return Decision(Action.CONTINUE, f"pre-copy in progress: {_progress(latest, settings, now_s)}")
+
+
+def _decide_postcopy(latest: Sample, settings: MigrationSettings, now_s: float) -> Decision:
+    wanted = settings.post_copy_after_iterations
+    done = latest.completed_iterations
+    if wanted == 0:
+        return Decision(
+            Action.SWITCH_TO_POSTCOPY,
+            "post_copy_after_iterations=0: switching to post-copy as soon as the migration runs",
+        )
+    if done >= wanted:
+        return Decision(
+            Action.SWITCH_TO_POSTCOPY,
+            f"{done} memory iteration(s) completed (post_copy_after_iterations={wanted})",
+        )
+    if now_s >= settings.completion_timeout_s:
+        return _timeout_switch(settings)
+    return Decision(
+        Action.CONTINUE,
+        f"{done} of {wanted} memory iteration(s) completed before switching to post-copy: "
+        f"{_progress(latest, settings, now_s)}",
+    )
+
+
+def _decide_auto(samples: Sequence[Sample], settings: MigrationSettings, now_s: float) -> Decision:
+    latest = samples[-1]
+    remaining = latest.memory_remaining_bytes
+    bandwidth = latest.bandwidth_bytes_s
+    dirty = latest.dirty_rate_bytes_s
+    downtime_s = settings.downtime_limit_ms / 1000
+
+    # a. The completion timeout guarantees completion, so it beats every other rule.
+    if now_s >= settings.completion_timeout_s:
+        return _timeout_switch(settings)
+
+    # b. About to converge: never switch a migration QEMU is about to finish.
+    if bandwidth > 0 and remaining / bandwidth <= downtime_s:
+        return Decision(
+            Action.CONTINUE,
+            f"converging: {_mib(remaining)} remaining at {_mib_s(bandwidth)} takes "
+            f"{remaining / bandwidth * 1000:.0f} ms <= downtime limit "
+            f"{settings.downtime_limit_ms} ms",
+        )
+
+    # c. No evidence during the first pass: it sends all RAM whatever the guest does.
+    if latest.completed_iterations < 1:
+        return Decision(
+            Action.CONTINUE,
+            f"first pass over RAM in progress: {_mib(remaining)} of "
+            f"{_mib(latest.memory_total_bytes)} remaining",
+        )
+    done = latest.completed_iterations
+
+    # d. The guest dirties memory nearly as fast as the link sends it.
+    if dirty > 0 and bandwidth > 0 and dirty >= DIRTY_RATE_RATIO * bandwidth:
+        return Decision(
+            Action.SWITCH_TO_POSTCOPY,
+            f"pre-copy cannot converge: dirty rate {_mib_s(dirty)} >= "
+            f"{DIRTY_RATE_RATIO:.0%} of transfer rate {_mib_s(bandwidth)} "
+            f"after {done} iteration(s)",
+        )
+
+    # e. What each pass starts with is not shrinking.
+    starts = _pass_starts(samples)
+    if len(starts) >= 2:
+        (prev_it, prev_bytes), (last_it, last_bytes) = starts[-2], starts[-1]
+        if prev_bytes > 0 and last_bytes >= SHRINK_RATIO * prev_bytes:
+            return Decision(
+                Action.SWITCH_TO_POSTCOPY,
+                f"remaining memory not shrinking: {_mib(last_bytes)} at the start of "
+                f"iteration {last_it} vs {_mib(prev_bytes)} at the start of iteration "
+                f"{prev_it} (>= {SHRINK_RATIO:.0%})",
+            )
+
+    # f. Converging, but too slowly to finish before the completion timeout.
+    time_left_s = settings.completion_timeout_s - now_s
+    if dirty > 0 and bandwidth > 0 and dirty < bandwidth:
+        needed_s, passes = _projected_precopy_s(remaining, dirty, bandwidth, downtime_s)
+        if needed_s > time_left_s:
+            return Decision(
+                Action.SWITCH_TO_POSTCOPY,
+                f"pre-copy too slow: about {passes} more iteration(s) taking "
+                f"{needed_s:.1f} s to reach the downtime target "
+                f"({_mib(bandwidth * downtime_s)} in {settings.downtime_limit_ms} ms at "
+                f"{_mib_s(bandwidth)}, dirty rate {_mib_s(dirty)}), but only "
+                f"{time_left_s:.1f} s left before the {_secs(settings.completion_timeout_s)} "
+                "completion timeout",
+            )
+
+    return Decision(
+        Action.CONTINUE,
+        f"pre-copy progressing: {_mib(remaining)} remaining after {done} iteration(s), "
+        f"dirty rate {_mib_s(dirty)}, transfer rate {_mib_s(bandwidth)}",
+    )
+
+
+def _pass_starts(samples: Sequence[Sample]) -> list[tuple[int, int]]:
+    """``(iteration, bytes)``: the memory left at the start of each dirty-page pass seen.
+
+    Only iterations >= 2 (passes over dirtied pages), in iteration order. The value for an
+    iteration is the *largest* ``memory_remaining_bytes`` seen during it. Why the largest:
+    QEMU's remaining count is its dirty-page count. Within an iteration it only goes down
+    (pages are sent; pages dirtied meanwhile are not counted until the next bitmap sync).
+    The sync that starts iteration i+1 happens once the count has fallen below what fits in
+    the downtime limit, and adds everything dirtied during iteration i. So the first (and
+    largest) reading of iteration i+1 is what pass i left behind, the quantity that must
+    shrink; the smallest reading of any iteration is just below the downtime threshold,
+    whatever the guest does, and says nothing about convergence.
+
+    An iteration the samples missed is skipped; comparing across it is only stricter
+    (the 90% then applies to two passes' shrinkage together).
+    """
+    largest: dict[int, int] = {}
+    for sample in samples:
+        if sample.postcopy or sample.iteration < _FIRST_DIRTY_PASS:
+            continue
+        seen = largest.get(sample.iteration)
+        if seen is None or sample.memory_remaining_bytes > seen:
+            largest[sample.iteration] = sample.memory_remaining_bytes
+    return sorted(largest.items())
+
+
+def _projected_precopy_s(
+    remaining_bytes: int, dirty_bytes_s: int, bandwidth_bytes_s: int, downtime_s: float
+) -> tuple[float, int]:
+    """Seconds (and passes) pre-copy still needs to get ``remaining`` down to the target.
+
+    The model, a geometric series: a pass over r bytes at bandwidth b takes r / b seconds,
+    during which the guest dirties d * r / b = q * r bytes (q = d / b < 1), which the next
+    pass must send. Starting from r0 = remaining, pass j sends r0 * q**j. QEMU can stop the
+    VM once what is left fits in the downtime limit: target = b * downtime. The number of
+    passes needed is the smallest k with r0 * q**k <= target, k = ceil(log(target / r0) /
+    log(q)), and they take sum(r0 * q**j / b for j < k) = r0 / b * (1 - q**k) / (1 - q).
+
+    Optimistic on purpose (a switch must be justified): it ignores that dirtying
+    saturates at the working set, which rule e catches instead.
+    Requires 0 < dirty < bandwidth.
+    """
+    target = bandwidth_bytes_s * downtime_s
+    if remaining_bytes <= target:
+        return 0.0, 0
+    q = dirty_bytes_s / bandwidth_bytes_s
+    passes = max(1, math.ceil(math.log(target / remaining_bytes) / math.log(q)))
+    seconds = remaining_bytes / bandwidth_bytes_s * (1 - q**passes) / (1 - q)
+    return seconds, passes
+
+
+def _timeout_switch(settings: MigrationSettings) -> Decision:
+    return Decision(
+        Action.SWITCH_TO_POSTCOPY,
+        f"pre-copy did not complete within {_secs(settings.completion_timeout_s)}; "
+        "switching to post-copy to guarantee completion",
+    )
+
+
+def _progress(latest: Sample, settings: MigrationSettings, now_s: float) -> str:
+    return (
+        f"{_mib(latest.memory_remaining_bytes)} remaining in iteration {latest.iteration}, "
+        f"{now_s:.1f} s of {_secs(settings.completion_timeout_s)} elapsed"
+    )
+
+
+def _mib(n_bytes: float) -> str:
+    return f"{n_bytes / MIB:.1f} MiB"
+
+
+def _mib_s(bytes_s: float) -> str:
+    return f"{bytes_s / MIB:.1f} MiB/s"
+
+
+def _secs(seconds: float) -> str:
+    """``300 s`` for whole seconds, ``12.5 s`` otherwise."""
+    return f"{seconds:.0f} s" if float(seconds).is_integer() else f"{seconds:.1f} s"

@@ -1,0 +1,1 @@
+"""The hypervisor seam: a narrow driver Protocol, its libvirt implementation and a fake."""

@@ -1,0 +1,123 @@
+"""The narrow interface between ORBIT and a hypervisor host: only the calls we use.
+
+Hosts are named by their libvirt URI (``qemu+tcp://198.18.0.2/system``); domains by name.
+The libvirt implementation is :class:`orbit.virt.libvirt_driver.LibvirtDriver`; the
+in-memory :class:`orbit.virt.fake.FakeDriver` serves fast tests of callers only.
+
+Every method raises an :class:`~orbit.errors.HypervisorError` subclass on failure
+(:class:`~orbit.errors.HostUnreachable`, :class:`~orbit.errors.DomainNotFound`), or a
+:class:`~orbit.errors.MigrationFailed` from :meth:`HypervisorDriver.migrate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+
+class DomainState(StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"
+    SHUTOFF = "shutoff"
+    CRASHED = "crashed"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    name: str
+    uuid: str
+    state: DomainState
+    #: libvirt's reason for the state, e.g. 'postcopy', 'postcopy-failed', 'migration', 'user'
+    reason: str
+    memory_mib: int
+    vcpus: int
+    persistent: bool
+
+    @property
+    def postcopy_failed(self) -> bool:
+        return self.reason == "postcopy-failed"
+
+
+@dataclass(frozen=True)
+class JobStats:
+    """libvirt's job statistics, normalised to bytes, bytes/s and milliseconds."""
+
+    active: bool
+    time_elapsed_ms: int = 0
+    downtime_ms: int | None = None
+    memory_total_bytes: int = 0
+    memory_processed_bytes: int = 0
+    memory_remaining_bytes: int = 0
+    dirty_rate_bytes_s: int = 0
+    bandwidth_bytes_s: int = 0
+    iteration: int = 0
+    postcopy_requests: int = 0
+    disk_total_bytes: int = 0
+    disk_processed_bytes: int = 0
+    disk_remaining_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class MigrationParams:
+    """Everything :meth:`HypervisorDriver.migrate` needs besides the source and domain."""
+
+    dst_uri: str
+    #: where QEMU sends the stream (``tcp://198.18.0.2``); None lets libvirt pick
+    dst_migration_uri: str | None = None
+    post_copy: bool = False
+    block_migration: bool = False
+    bandwidth_mib_s: int = 0
+    downtime_limit_ms: int | None = None
+    #: resume a post-copy migration that broke (VIR_MIGRATE_POSTCOPY_RESUME)
+    postcopy_resume: bool = False
+
+
+#: Domain events the engine cares about: they wake its monitoring loop early.
+EVENT_ITERATION = "migration-iteration"
+EVENT_SUSPENDED_POSTCOPY = "suspended-postcopy"
+EVENT_POSTCOPY_FAILED = "postcopy-failed"
+EVENT_JOB_COMPLETED = "job-completed"
+EVENT_LIFECYCLE = "lifecycle"
+
+
+class HypervisorDriver(Protocol):
+    def ping(self, uri: str) -> None:
+        """Return if the host's daemon answers; raise HostUnreachable if not."""
+
+    def list_domains(self, uri: str) -> list[DomainInfo]:
+        """Every domain defined or active on the host."""
+
+    def domain_info(self, uri: str, name: str) -> DomainInfo:
+        """State and size of one domain; raise DomainNotFound if it is not on the host."""
+
+    def migrate(self, uri: str, name: str, params: MigrationParams) -> None:
+        """Live-migrate ``name`` from host ``uri`` peer-to-peer; block until it ends.
+
+        Needs the domain active on the source. On failure raises MigrationFailed; the
+        domain then still runs on the source, unless post-copy had started (then both
+        sides stay as they are: never destroyed here).
+        """
+
+    def job_stats(self, uri: str, name: str, *, completed: bool = False) -> JobStats:
+        """The running migration job's progress (``completed``: the last finished job's)."""
+
+    def start_postcopy(self, uri: str, name: str) -> None:
+        """Switch the running migration to post-copy (it must have been started with it)."""
+
+    def set_max_downtime(self, uri: str, name: str, downtime_ms: int) -> None:
+        """Change the downtime target of the running migration."""
+
+    def abort_job(self, uri: str, name: str, *, postcopy: bool = False) -> None:
+        """Abort the running job; ``postcopy`` breaks a post-copy migration (recoverable)."""
+
+    def suspend(self, uri: str, name: str) -> None:
+        """Pause the domain's vCPUs (to let a pre-copy migration converge)."""
+
+    def resume(self, uri: str, name: str) -> None:
+        """Resume a paused domain."""
+
+    def watch(self, uri: str, name: str, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` on the domain's migration events; return an unsubscriber."""

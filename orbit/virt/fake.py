@@ -1,0 +1,222 @@
+"""An in-memory hypervisor for fast tests of the engine and its callers. Never the only
+evidence that a feature works: the lab tests run the same paths on real libvirt.
+
+Hosts are URIs, domains live in dicts. A migration is simulated in ticks of
+``tick_s`` real seconds: each tick sends ``bandwidth_bytes`` and the guest dirties
+``dirty_bytes``; pre-copy converges when what remains fits in one tick; after
+``start_postcopy`` it completes once the remaining pages are pulled over.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from orbit.errors import DomainNotFound, HostUnreachable, HypervisorError, MigrationFailed
+from orbit.virt.driver import (
+    EVENT_ITERATION,
+    DomainInfo,
+    DomainState,
+    JobStats,
+    MigrationParams,
+)
+
+MIB = 1024 * 1024
+
+
+@dataclass
+class FakeWorkload:
+    """How a fake domain behaves while it migrates (per tick)."""
+
+    memory_bytes: int = 256 * MIB
+    bandwidth_bytes: int = 64 * MIB
+    dirty_bytes: int = 0
+
+
+@dataclass
+class _Job:
+    stats: JobStats
+    postcopy: bool = False
+    aborted: bool = False
+
+
+@dataclass
+class FakeHost:
+    up: bool = True
+    domains: dict[str, DomainInfo] = field(default_factory=dict)
+    workloads: dict[str, FakeWorkload] = field(default_factory=dict)
+    jobs: dict[str, _Job] = field(default_factory=dict)
+    completed: dict[str, JobStats] = field(default_factory=dict)
+
+
+class FakeDriver:
+    """Implements :class:`~orbit.virt.driver.HypervisorDriver` in memory."""
+
+    def __init__(self, tick_s: float = 0.01) -> None:
+        self.tick_s = tick_s
+        self.hosts: dict[str, FakeHost] = {}
+        self.calls: list[str] = []
+        self._lock = threading.Lock()
+        self._watchers: dict[tuple[str, str], list[Callable[[str], None]]] = {}
+
+    # -- set-up for tests ----------------------------------------------------------------
+
+    def add_host(self, uri: str) -> FakeHost:
+        return self.hosts.setdefault(uri, FakeHost())
+
+    def add_domain(
+        self,
+        uri: str,
+        name: str,
+        *,
+        state: DomainState = DomainState.RUNNING,
+        workload: FakeWorkload | None = None,
+    ) -> None:
+        host = self.add_host(uri)
+        wl = workload or FakeWorkload()
+        host.domains[name] = DomainInfo(
+            name=name,
+            uuid=str(uuid.uuid4()),
+            state=state,
+            reason="",
+            memory_mib=wl.memory_bytes // MIB,
+            vcpus=1,
+            persistent=True,
+        )
+        host.workloads[name] = wl
+
+    def _host(self, uri: str) -> FakeHost:
+        host = self.hosts.get(uri)
+        if host is None or not host.up:
+            raise HostUnreachable(f"host {uri} does not answer")
+        return host
+
+    def _dom(self, uri: str, name: str) -> DomainInfo:
+        dom = self._host(uri).domains.get(name)
+        if dom is None:
+            raise DomainNotFound(f"looking up domain {name} on {uri}: no such domain")
+        return dom
+
+    # -- the driver interface ------------------------------------------------------------
+
+    def ping(self, uri: str) -> None:
+        self._host(uri)
+
+    def list_domains(self, uri: str) -> list[DomainInfo]:
+        return list(self._host(uri).domains.values())
+
+    def domain_info(self, uri: str, name: str) -> DomainInfo:
+        return self._dom(uri, name)
+
+    def migrate(self, uri: str, name: str, params: MigrationParams) -> None:
+        self.calls.append(f"migrate {name} post_copy={params.post_copy}")
+        src = self._host(uri)
+        dst = self._host(params.dst_uri)
+        self._dom(uri, name)
+        wl = src.workloads[name]
+        job = _Job(JobStats(active=True, memory_total_bytes=wl.memory_bytes, iteration=1))
+        with self._lock:
+            src.jobs[name] = job
+        remaining, processed, iteration, requests = wl.memory_bytes, 0, 1, 0
+        dirtied_this_pass, started = 0, time.monotonic()
+        try:
+            while True:
+                time.sleep(self.tick_s)
+                if job.aborted:
+                    raise MigrationFailed(f"migrating {name}: operation aborted: job cancelled")
+                sent = min(wl.bandwidth_bytes, remaining)
+                processed += sent
+                remaining -= sent
+                if job.postcopy:
+                    requests += 1
+                    if remaining == 0:
+                        break
+                else:
+                    dirtied_this_pass = min(wl.memory_bytes, dirtied_this_pass + wl.dirty_bytes)
+                    if src.domains[name].state is DomainState.PAUSED:
+                        dirtied_this_pass = 0
+                    if remaining == 0:
+                        if dirtied_this_pass <= wl.bandwidth_bytes:
+                            break  # the last dirty pages fit in the downtime
+                        iteration += 1
+                        remaining, dirtied_this_pass = dirtied_this_pass, 0
+                        self._notify(uri, name, EVENT_ITERATION)
+                job.stats = replace(
+                    job.stats,
+                    time_elapsed_ms=int((time.monotonic() - started) * 1000),
+                    memory_processed_bytes=processed,
+                    memory_remaining_bytes=remaining,
+                    dirty_rate_bytes_s=int(wl.dirty_bytes / self.tick_s) if iteration > 1 else 0,
+                    bandwidth_bytes_s=int(wl.bandwidth_bytes / self.tick_s),
+                    iteration=iteration,
+                    postcopy_requests=requests,
+                )
+        finally:
+            with self._lock:
+                src.jobs.pop(name, None)
+        final = replace(
+            job.stats,
+            active=False,
+            downtime_ms=int(self.tick_s * 1000),
+            memory_processed_bytes=processed,
+            memory_remaining_bytes=0,
+            iteration=iteration,
+            postcopy_requests=requests,
+        )
+        with self._lock:
+            # the destination takes the source's state: paused if it was paused to converge
+            dst.domains[name] = src.domains.pop(name)
+            dst.workloads[name] = wl
+            dst.completed[name] = final
+
+    def job_stats(self, uri: str, name: str, *, completed: bool = False) -> JobStats:
+        host = self._host(uri)
+        self._dom(uri, name)
+        if completed:
+            return host.completed.get(name, JobStats(active=False))
+        job = host.jobs.get(name)
+        return job.stats if job else JobStats(active=False)
+
+    def _job(self, uri: str, name: str) -> _Job:
+        job = self._host(uri).jobs.get(name)
+        if job is None:
+            raise HypervisorError(f"domain {name} on {uri} has no migration job")
+        return job
+
+    def start_postcopy(self, uri: str, name: str) -> None:
+        self.calls.append(f"start_postcopy {name}")
+        self._job(uri, name).postcopy = True
+
+    def set_max_downtime(self, uri: str, name: str, downtime_ms: int) -> None:
+        self.calls.append(f"set_max_downtime {name} {downtime_ms}")
+        self._job(uri, name)
+
+    def abort_job(self, uri: str, name: str, *, postcopy: bool = False) -> None:
+        self.calls.append(f"abort_job {name} postcopy={postcopy}")
+        self._job(uri, name).aborted = True
+
+    def suspend(self, uri: str, name: str) -> None:
+        self.calls.append(f"suspend {name}")
+        host = self._host(uri)
+        host.domains[name] = replace(self._dom(uri, name), state=DomainState.PAUSED, reason="user")
+
+    def resume(self, uri: str, name: str) -> None:
+        self.calls.append(f"resume {name}")
+        host = self._host(uri)
+        host.domains[name] = replace(self._dom(uri, name), state=DomainState.RUNNING, reason="")
+
+    def watch(self, uri: str, name: str, callback: Callable[[str], None]) -> Callable[[], None]:
+        self._dom(uri, name)
+        self._watchers.setdefault((uri, name), []).append(callback)
+
+        def unsubscribe() -> None:
+            self._watchers.get((uri, name), []).remove(callback)
+
+        return unsubscribe
+
+    def _notify(self, uri: str, name: str, event: str) -> None:
+        for callback in list(self._watchers.get((uri, name), [])):
+            callback(event)

@@ -1,0 +1,174 @@
+"""The engine's control flow on the in-memory driver: fast, and no evidence on its own
+(tests/migration/test_engine_lab.py runs the same paths on real libvirt)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from orbit.errors import DomainNotFound, HostUnreachable, InvalidMigration, MigrationRefused
+from orbit.migration.engine import Migration, MigrationRequest
+from orbit.migration.model import Action, MigrationSettings
+from orbit.migration.phase import Phase
+from orbit.virt.driver import DomainState, HypervisorDriver
+from orbit.virt.fake import MIB, FakeDriver, FakeWorkload
+
+SRC, DST = "fake://h1", "fake://h2"
+TICK_S = 0.005
+QUIET = FakeWorkload(memory_bytes=64 * MIB, bandwidth_bytes=4 * MIB, dirty_bytes=0)
+HOT = FakeWorkload(memory_bytes=64 * MIB, bandwidth_bytes=4 * MIB, dirty_bytes=8 * MIB)
+
+
+def _driver(workload: FakeWorkload, state: DomainState = DomainState.RUNNING) -> FakeDriver:
+    driver = FakeDriver(tick_s=TICK_S)
+    driver.add_host(DST)
+    driver.add_domain(SRC, "vm", workload=workload, state=state)
+    return driver
+
+
+def _migration(driver: FakeDriver, settings: MigrationSettings, dst: str = DST) -> Migration:
+    return Migration(
+        driver, MigrationRequest("vm", SRC, dst, settings), sample_interval_s=TICK_S * 2
+    )
+
+
+def test_drivers_satisfy_the_protocol() -> None:
+    driver: HypervisorDriver = FakeDriver()
+    assert driver is not None
+
+
+def test_quiet_precopy_completes_on_the_destination() -> None:
+    driver = _driver(QUIET)
+    result = _migration(driver, MigrationSettings.resolve()).run()
+    assert result.phase is Phase.COMPLETED, result.error
+    assert "vm" in driver.hosts[DST].domains and "vm" not in driver.hosts[SRC].domains
+    assert not result.switched and result.memory_bytes >= 64 * MIB
+    assert list(result.phase_times) == ["preparing", "running-precopy", "completed"]
+
+
+def test_precopy_times_out_and_the_vm_stays_on_the_source() -> None:
+    driver = _driver(HOT)
+    settings = MigrationSettings.resolve(completion_timeout_s=0.2)
+    result = _migration(driver, settings).run()
+    assert result.phase is Phase.CANCELLED
+    assert "vm" in driver.hosts[SRC].domains and "vm" not in driver.hosts[DST].domains
+    assert result.decisions[-1].action is Action.ABORT
+    assert "did not complete" in result.decisions[-1].reason
+
+
+@pytest.mark.parametrize("after", [0, 1, 3])
+def test_postcopy_switches_after_n_iterations(after: int) -> None:
+    driver = _driver(HOT)
+    settings = MigrationSettings.resolve(post_copy=True, post_copy_after_iterations=after)
+    result = _migration(driver, settings).run()
+    assert result.phase is Phase.COMPLETED, result.error
+    assert result.switched
+    switch = next(d for d in result.decisions if d.action is Action.SWITCH_TO_POSTCOPY)
+    first_postcopy = next(s for s in result.samples if s.postcopy)
+    # the switch happened after `after` completed iterations: none more than one extra
+    before = [s for s in result.samples if not s.postcopy]
+    assert before[-1].completed_iterations >= after, switch.reason
+    assert first_postcopy.completed_iterations <= after + 1
+    assert "vm" in driver.hosts[DST].domains
+
+
+def test_auto_switches_a_hot_guest_and_says_why() -> None:
+    driver = _driver(HOT)
+    result = _migration(driver, MigrationSettings.resolve(post_copy=True)).run()
+    assert result.phase is Phase.COMPLETED and result.switched
+    switch = next(d for d in result.decisions if d.action is Action.SWITCH_TO_POSTCOPY)
+    assert switch.source == "policy" and switch.reason
+
+
+def test_auto_leaves_a_quiet_guest_in_precopy() -> None:
+    driver = _driver(QUIET)
+    result = _migration(driver, MigrationSettings.resolve(post_copy=True)).run()
+    assert result.phase is Phase.COMPLETED and not result.switched
+
+
+def _run_in_thread(m: Migration) -> threading.Thread:
+    t = threading.Thread(target=m.run)
+    t.start()
+    return t
+
+
+def _wait_phase(m: Migration, phase: Phase) -> None:
+    deadline = 200
+    while m.phase is not phase and deadline:
+        threading.Event().wait(TICK_S)
+        deadline -= 1
+    assert m.phase is phase
+
+
+def test_force_complete_switches_to_postcopy() -> None:
+    driver = _driver(HOT)
+    # post-copy permitted, but the policy never switches on its own: only the operator does
+    m = _migration(driver, MigrationSettings.resolve(post_copy=True, policy="precopy"))
+    t = _run_in_thread(m)
+    _wait_phase(m, Phase.RUNNING_PRECOPY)
+    assert m.force_complete() == "switching to post-copy"
+    t.join()
+    assert m.result.phase is Phase.COMPLETED and m.result.switched
+    assert m.result.decisions[-1].source == "operator"
+
+
+def test_force_complete_without_postcopy_pauses_and_resumes_on_destination() -> None:
+    driver = _driver(HOT)
+    m = _migration(driver, MigrationSettings.resolve())
+    t = _run_in_thread(m)
+    _wait_phase(m, Phase.RUNNING_PRECOPY)
+    assert "pausing" in m.force_complete()
+    t.join()
+    assert m.result.phase is Phase.COMPLETED and not m.result.switched
+    assert driver.hosts[DST].domains["vm"].state is DomainState.RUNNING
+    assert "suspend vm" in driver.calls and "resume vm" in driver.calls
+
+
+def test_abort_in_precopy_cancels_and_abort_in_postcopy_is_refused() -> None:
+    driver = _driver(HOT)
+    m = _migration(driver, MigrationSettings.resolve())
+    t = _run_in_thread(m)
+    _wait_phase(m, Phase.RUNNING_PRECOPY)
+    m.abort()
+    t.join()
+    assert m.result.phase is Phase.CANCELLED
+    assert driver.hosts[SRC].domains["vm"].state is DomainState.RUNNING
+
+    slow = FakeWorkload(memory_bytes=512 * MIB, bandwidth_bytes=1 * MIB, dirty_bytes=8 * MIB)
+    driver = _driver(slow)
+    m = _migration(driver, MigrationSettings.resolve(post_copy=True, post_copy_after_iterations=0))
+    t = _run_in_thread(m)
+    _wait_phase(m, Phase.RUNNING_POSTCOPY)
+    with pytest.raises(MigrationRefused, match="post-copy"):
+        m.abort()
+    t.join()
+    assert m.result.phase is Phase.COMPLETED
+    assert not any("abort_job" in c for c in driver.calls)
+
+
+@pytest.mark.parametrize(
+    ("setup", "error", "message"),
+    [
+        ("unknown", DomainNotFound, "no such domain"),
+        ("same-host", InvalidMigration, "destination is the source"),
+        ("host-down", HostUnreachable, "does not answer"),
+        ("not-running", InvalidMigration, "only a running VM"),
+    ],
+)
+def test_bad_requests_fail_before_anything_changes(
+    setup: str, error: type[Exception], message: str
+) -> None:
+    driver = _driver(QUIET, DomainState.SHUTOFF if setup == "not-running" else DomainState.RUNNING)
+    dst = SRC if setup == "same-host" else DST
+    if setup == "host-down":
+        driver.hosts[DST].up = False
+    request = MigrationRequest(
+        "ghost" if setup == "unknown" else "vm", SRC, dst, MigrationSettings.resolve()
+    )
+    m = Migration(driver, request)
+    with pytest.raises(error, match=message):
+        m.run()
+    assert m.phase is Phase.FAILED
+    assert not any(c.startswith("migrate") for c in driver.calls)
+    assert "vm" in driver.hosts[SRC].domains
