@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from orbit.errors import ConfigError, HostNotFound, LabError, LabStateError
-from orbit.lab import daemon, network
+from orbit.lab import daemon, libvirt_util, network
 from orbit.lab.system import pid_alive, pids_in_netns, terminate
 
 log = logging.getLogger(__name__)
@@ -162,6 +162,7 @@ class Lab:
             for h in hosts:
                 assert h.libvirtd_pid is not None
                 daemon.wait_until_listening(h.libvirtd_pid, h.address, self.host_dir(h.name))
+                libvirt_util.ensure_images_pool(h.uri)
         except BaseException:
             log.error("lab up failed; removing what was created")
             self.down()

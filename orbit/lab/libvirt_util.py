@@ -79,3 +79,25 @@ def start_event_loop() -> None:
 
     threading.Thread(target=loop, name="libvirt-events", daemon=True).start()
     _event_loop_started = True
+
+
+IMAGES_POOL_XML = """<pool type='dir'>
+  <name>default</name>
+  <target><path>/var/lib/libvirt/images</path></target>
+</pool>"""
+
+
+def ensure_images_pool(uri: str) -> None:
+    """A 'default' directory pool over the host's images directory, active.
+
+    With it, libvirt creates the destination's disk images itself for a block migration
+    (it looks up the pool that holds the source's disk path on the destination).
+    """
+    with connection(uri) as conn:
+        try:
+            pool = conn.storagePoolLookupByName("default")
+        except libvirt.libvirtError:
+            pool = conn.storagePoolDefineXML(IMAGES_POOL_XML, 0)
+        if not pool.isActive():
+            pool.create(0)
+        pool.setAutostart(1)

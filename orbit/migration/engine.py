@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from orbit.errors import (
+    DomainNotFound,
     HypervisorError,
     InvalidMigration,
     MigrationFailed,
@@ -46,6 +47,7 @@ from orbit.migration.model import MIB, Action, Decision, MigrationSettings, Samp
 from orbit.migration.phase import Phase, transition
 from orbit.migration.policy import decide
 from orbit.virt.driver import (
+    EVENT_JOB_COMPLETED,
     EVENT_POSTCOPY_FAILED,
     DomainState,
     HypervisorDriver,
@@ -57,8 +59,8 @@ log = logging.getLogger(__name__)
 
 #: How often the engine samples job statistics (domain events wake it sooner).
 SAMPLE_INTERVAL_S = 0.25
-#: How long the engine waits for the destination's statistics after completion.
-FINAL_STATS_TIMEOUT_S = 5.0
+#: How long the engine waits for the job-completed event (final statistics) after the end.
+FINAL_STATS_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,8 @@ class Migration:
         self._abort_sent = False
         self._force_requested = False
         self._paused_source = False
+        self._final_stats: JobStats | None = None  # from the job-completed event
+        self._completed_event = threading.Event()
         self.result = MigrationResult(
             domain=request.domain,
             src_uri=request.src_uri,
@@ -280,11 +284,12 @@ class Migration:
         self._set_phase(Phase.RUNNING_PRECOPY, f"policy {req.settings.policy.value}")
         try:
             self._monitor(thread)
+            thread.join()
+            self._finish(outcome[0] if outcome else None, watching=unwatch is not None)
         finally:
             thread.join()
             if unwatch is not None:
                 unwatch()
-        self._finish(outcome[0] if outcome else None)
         return self.result
 
     def _migrate(self, outcome: list[BaseException | None]) -> None:
@@ -305,8 +310,11 @@ class Migration:
         finally:
             self._wake.set()
 
-    def _on_event(self, event: str) -> None:
+    def _on_event(self, event: str, stats: JobStats | None) -> None:
         log.debug("domain event domain=%s event=%s", self.request.domain, event)
+        if event == EVENT_JOB_COMPLETED and stats is not None:
+            self._final_stats = stats
+            self._completed_event.set()
         if event == EVENT_POSTCOPY_FAILED:
             log.warning("post-copy failed event domain=%s", self.request.domain)
         self._wake.set()
@@ -322,6 +330,8 @@ class Migration:
             now = self._elapsed()
             try:
                 stats = self.driver.job_stats(req.src_uri, req.domain)
+            except DomainNotFound:
+                continue  # the source domain is undefined as the migration completes
             except HypervisorError as err:
                 log.warning("no job stats domain=%s error=%s", req.domain, err)
                 continue
@@ -420,11 +430,11 @@ class Migration:
             log.warning("control call failed domain=%s error=%s", self.request.domain, err)
             return False
 
-    def _finish(self, error: BaseException | None) -> None:
+    def _finish(self, error: BaseException | None, *, watching: bool) -> None:
         req = self.request
         self.result.total_s = round(self._elapsed(), 3)
         if error is None:
-            self._collect_final_stats()
+            self._collect_final_stats(wait_for_event=watching)
             if self._paused_source:
                 self._resume_if_paused(req.dst_uri)
             self._set_phase(Phase.COMPLETED)
@@ -455,14 +465,17 @@ class Migration:
         else:
             self._set_phase(Phase.FAILED, str(error))
 
-    def _collect_final_stats(self) -> None:
+    def _collect_final_stats(self, *, wait_for_event: bool) -> None:
         req = self.request
         last = self.result.samples[-1] if self.result.samples else None
-        try:
-            final = self.driver.job_stats(req.dst_uri, req.domain, completed=True)
-        except HypervisorError as err:
-            log.warning("no final stats domain=%s error=%s", req.domain, err)
-            final = None
+        if wait_for_event:  # events arrive asynchronously, maybe after migrate() returned
+            self._completed_event.wait(FINAL_STATS_TIMEOUT_S)
+        final = self._final_stats
+        if final is None:  # the event may be lost; pre-copy leaves them on the destination
+            try:
+                final = self.driver.job_stats(req.dst_uri, req.domain, completed=True)
+            except HypervisorError as err:
+                log.warning("no final stats domain=%s error=%s", req.domain, err)
         r = self.result
         if final is not None and final.memory_processed_bytes:
             r.downtime_ms = final.downtime_ms

@@ -82,6 +82,10 @@ EVENT_POSTCOPY_FAILED = "postcopy-failed"
 EVENT_JOB_COMPLETED = "job-completed"
 EVENT_LIFECYCLE = "lifecycle"
 
+#: ``callback(event, stats)``: ``stats`` only with EVENT_JOB_COMPLETED (the job's final
+#: statistics, which the source reports even when the destination keeps none: post-copy)
+EventCallback = Callable[[str, JobStats | None], None]
+
 
 class HypervisorDriver(Protocol):
     def ping(self, uri: str) -> None:
@@ -119,5 +123,8 @@ class HypervisorDriver(Protocol):
     def resume(self, uri: str, name: str) -> None:
         """Resume a paused domain."""
 
-    def watch(self, uri: str, name: str, callback: Callable[[str], None]) -> Callable[[], None]:
-        """Call ``callback(event)`` on the domain's migration events; return an unsubscriber."""
+    def watch(self, uri: str, name: str, callback: EventCallback) -> Callable[[], None]:
+        """Call ``callback(event, stats)`` on the domain's migration events.
+
+        Returns a function that unsubscribes.
+        """

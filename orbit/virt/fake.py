@@ -18,8 +18,10 @@ from dataclasses import dataclass, field, replace
 from orbit.errors import DomainNotFound, HostUnreachable, HypervisorError, MigrationFailed
 from orbit.virt.driver import (
     EVENT_ITERATION,
+    EVENT_JOB_COMPLETED,
     DomainInfo,
     DomainState,
+    EventCallback,
     JobStats,
     MigrationParams,
 )
@@ -60,7 +62,7 @@ class FakeDriver:
         self.hosts: dict[str, FakeHost] = {}
         self.calls: list[str] = []
         self._lock = threading.Lock()
-        self._watchers: dict[tuple[str, str], list[Callable[[str], None]]] = {}
+        self._watchers: dict[tuple[str, str], list[EventCallback]] = {}
 
     # -- set-up for tests ----------------------------------------------------------------
 
@@ -166,11 +168,13 @@ class FakeDriver:
             iteration=iteration,
             postcopy_requests=requests,
         )
+        self._notify(uri, name, EVENT_JOB_COMPLETED, final)
         with self._lock:
             # the destination takes the source's state: paused if it was paused to converge
             dst.domains[name] = src.domains.pop(name)
             dst.workloads[name] = wl
-            dst.completed[name] = final
+            if not job.postcopy:  # like libvirt: no completed stats on the destination
+                dst.completed[name] = final
 
     def job_stats(self, uri: str, name: str, *, completed: bool = False) -> JobStats:
         host = self._host(uri)
@@ -208,7 +212,7 @@ class FakeDriver:
         host = self._host(uri)
         host.domains[name] = replace(self._dom(uri, name), state=DomainState.RUNNING, reason="")
 
-    def watch(self, uri: str, name: str, callback: Callable[[str], None]) -> Callable[[], None]:
+    def watch(self, uri: str, name: str, callback: EventCallback) -> Callable[[], None]:
         self._dom(uri, name)
         self._watchers.setdefault((uri, name), []).append(callback)
 
@@ -217,6 +221,6 @@ class FakeDriver:
 
         return unsubscribe
 
-    def _notify(self, uri: str, name: str, event: str) -> None:
+    def _notify(self, uri: str, name: str, event: str, stats: JobStats | None = None) -> None:
         for callback in list(self._watchers.get((uri, name), [])):
-            callback(event)
+            callback(event, stats)

@@ -41,6 +41,7 @@ from orbit.virt.driver import (
     EVENT_SUSPENDED_POSTCOPY,
     DomainInfo,
     DomainState,
+    EventCallback,
     JobStats,
     MigrationParams,
 )
@@ -299,25 +300,25 @@ class LibvirtDriver:
         except libvirt.libvirtError as err:
             raise _mapped(err, uri, f"{what} {name}") from err
 
-    def watch(self, uri: str, name: str, callback: Callable[[str], None]) -> Callable[[], None]:
+    def watch(self, uri: str, name: str, callback: EventCallback) -> Callable[[], None]:
         conn = self._conn(uri)
         dom = self._domain(uri, name)
 
         def on_iteration(_c: object, _d: object, _iteration: int, _o: object) -> None:
-            callback(EVENT_ITERATION)
+            callback(EVENT_ITERATION, None)
 
-        def on_job_completed(_c: object, _d: object, _stats: object, _o: object) -> None:
-            callback(EVENT_JOB_COMPLETED)
+        def on_job_completed(_c: object, _d: object, stats: dict[str, Any], _o: object) -> None:
+            callback(EVENT_JOB_COMPLETED, stats_from_libvirt(stats))
 
         def on_lifecycle(_c: object, _d: object, event: int, detail: int, _o: object) -> None:
             if event == libvirt.VIR_DOMAIN_EVENT_SUSPENDED:
                 if detail == libvirt.VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY:
-                    callback(EVENT_SUSPENDED_POSTCOPY)
+                    callback(EVENT_SUSPENDED_POSTCOPY, None)
                     return
                 if detail == libvirt.VIR_DOMAIN_EVENT_SUSPENDED_POSTCOPY_FAILED:
-                    callback(EVENT_POSTCOPY_FAILED)
+                    callback(EVENT_POSTCOPY_FAILED, None)
                     return
-            callback(EVENT_LIFECYCLE)
+            callback(EVENT_LIFECYCLE, None)
 
         ids = []
         try:

@@ -1,0 +1,68 @@
+"""The test guest on a real lab host: boots fast, dirties at the rate asked, checks itself."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from orbit.lab.guest import Guests, GuestSpec, Heartbeat
+from orbit.lab.lab import Lab
+from tests.helpers import run_orbit
+
+FIRST_HEARTBEAT_LIMIT_S = 2.0
+RATE_TOLERANCE = 0.20
+PAGE_KIB = 4
+#: heartbeats (100 ms each) over which the dirty rate is measured
+RATE_WINDOW_BEATS = 15
+
+
+def _measured_rate_mib_s(a: Heartbeat, b: Heartbeat) -> float:
+    """Dirty rate between two heartbeats, from the guest's page counter and its own clock."""
+    return (b.pages - a.pages) * PAGE_KIB / 1024 / ((b.ms - a.ms) / 1000)
+
+
+def test_guest_boots_and_heartbeats_within_two_seconds(lab: Lab, guests: Guests) -> None:
+    started = time.monotonic()
+    first = guests.start("h1", GuestSpec("boot", memory_mib=128, wss_mib=16, rate_mib_s=4))
+    elapsed = time.monotonic() - started
+    assert first is not None and first.seq >= 1
+    assert elapsed < FIRST_HEARTBEAT_LIMIT_S, f"first heartbeat after {elapsed:.2f} s"
+    later = guests.wait_heartbeat("h1", "boot", after_seq=first.seq + 3)
+    assert later.seq > first.seq and later.errors == 0
+
+
+@pytest.mark.parametrize("rate_mib_s", [5, 20, 60])
+def test_dirty_rate_matches_the_request(lab: Lab, guests: Guests, rate_mib_s: int) -> None:
+    name = f"rate{rate_mib_s}"
+    first = guests.start("h1", GuestSpec(name, memory_mib=192, wss_mib=128, rate_mib_s=rate_mib_s))
+    assert first is not None
+    a = guests.wait_heartbeat("h1", name, after_seq=first.seq + 2)  # past the start-up
+    b = guests.wait_heartbeat("h1", name, after_seq=a.seq + RATE_WINDOW_BEATS)
+    measured = _measured_rate_mib_s(a, b)
+    assert abs(measured - rate_mib_s) <= RATE_TOLERANCE * rate_mib_s, (
+        f"asked {rate_mib_s} MiB/s, measured {measured:.1f} MiB/s over {b.ms - a.ms} ms"
+    )
+    assert b.errors == 0
+
+
+def test_corrupted_page_is_detected(lab: Lab, guests: Guests) -> None:
+    first = guests.start(
+        "h1", GuestSpec("corrupt", memory_mib=64, wss_mib=8, rate_mib_s=8, corrupt=True)
+    )
+    assert first is not None
+    deadline = time.monotonic() + 10.0
+    hb = first
+    while hb.errors == 0 and time.monotonic() < deadline:
+        hb = guests.wait_heartbeat("h1", "corrupt", after_seq=hb.seq)
+    assert hb.errors > 0, f"the checker missed the corrupted page: {hb}"
+
+
+def test_heartbeat_cli_prints_json_wherever_the_guest_runs(lab: Lab, guests: Guests) -> None:
+    guests.start("h2", GuestSpec("hbcli", memory_mib=64, wss_mib=8, rate_mib_s=2))
+    proc = run_orbit("lab", "guest", "heartbeat", "hbcli")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["host"] == "h2" and doc["name"] == "hbcli"
+    assert doc["seq"] >= 1 and doc["errors"] == 0 and doc["pages"] > 0
