@@ -52,7 +52,8 @@ static struct {
     uint32_t rate_mib_s;                        /* 0 = unpaced */
     uint32_t corrupt;                           /* test-only fault injection */
     enum pattern pattern;
-} cfg = { 64, 0, 0, PATTERN_SEQ };
+    uint32_t tlbflush;                          /* flush the TLB around writes (TCG) */
+} cfg = { 64, 0, 0, PATTERN_SEQ, 0 };
 
 static uint32_t gen[MAX_PAGES];                 /* per-page generation, in .bss */
 static char cmdline[1024];
@@ -263,6 +264,10 @@ static void apply_option(const char *key, const char *val)
         if (!parse_u32(val, &v) || v > 1)
             bad_value(key, val, "0|1");
         cfg.corrupt = v;
+    } else if (streq(key, "tlbflush")) {
+        if (!parse_u32(val, &v) || v > 1)
+            bad_value(key, val, "0|1");
+        cfg.tlbflush = v;
     } else {
         puts("ORBIT-GUEST warning: ignoring unknown key ");
         puts(key);
@@ -361,6 +366,28 @@ static void page_fill(uint32_t p, uint32_t g)
         w[i] = (base + i) ^ mix;
 }
 
+/* tlbflush=1, for QEMU's TCG emulator: toggling CR4.PGE makes QEMU flush its
+ * software TLB (paging is off, so nothing else changes). TCG tracks dirty pages
+ * for migration by trapping the first write through each TLB entry; after a
+ * dirty-bitmap sync (one per pre-copy iteration) it does not re-arm entries
+ * that are already cached (QEMU 7.2), so writes through them go unrecorded and
+ * the destination gets a stale page. Flushing right before each write of a
+ * page and of its generation keeps every write recorded except in a window of
+ * one instruction. KVM tracks dirty pages in hardware and needs none of this. */
+static uint32_t cr4_pge_toggle;
+
+static inline void tlb_flush(void)
+{
+    uint32_t cr4;
+
+    if (!cfg.tlbflush)
+        return;
+    __asm__ volatile("mov %%cr4, %0" : "=r"(cr4));
+    cr4_pge_toggle ^= 1u << 7;                  /* CR4.PGE */
+    cr4 = (cr4 & ~(1u << 7)) | cr4_pge_toggle;
+    __asm__ volatile("mov %0, %%cr4" : : "r"(cr4) : "memory");
+}
+
 /* Verify page p against its recorded generation, then rewrite it with the
  * next generation. */
 static void touch_page(uint32_t p)
@@ -371,7 +398,9 @@ static void touch_page(uint32_t p)
         errors++;
     if (++g == 0)                               /* 0 means "never written" */
         g = 1;
+    tlb_flush();
     page_fill(p, g);
+    tlb_flush();
     gen[p] = g;
     pages_written++;
 }
@@ -428,6 +457,7 @@ static uint32_t hb_seq;
 
 static void heartbeat(uint64_t now)
 {
+    tlb_flush();                                /* keep hb_seq's update recorded */
     uint64_t gap = now - hb_last_tsc;
     uint64_t delta_kib = (pages_written - hb_last_pages) * (PAGE_SIZE / 1024u);
     uint64_t passes = cfg.pattern == PATTERN_SEQ
@@ -565,6 +595,7 @@ void kmain(uint32_t magic, uint32_t info_addr)
     put_kv("rate_mib_s", cfg.rate_mib_s);
     puts(cfg.pattern == PATTERN_SEQ ? " pattern=seq" : " pattern=random");
     put_kv("corrupt", cfg.corrupt);
+    put_kv("tlbflush", cfg.tlbflush);
     put_kv("mem_mib", mem_mib);
     put_kv("tsc_khz", tsc_khz);
     putc('\n');

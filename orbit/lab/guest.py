@@ -14,8 +14,10 @@ Heartbeat line (see ``guest/README.md``)::
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,7 @@ MAX_MEMORY_MIB = 16384
 #: How long ``start`` waits for the first heartbeat.
 FIRST_HEARTBEAT_TIMEOUT_S = 10.0
 HEARTBEAT_INTERVAL_S = 0.1
+VERIFY_PASS_TIMEOUT_S = 30.0
 PATTERNS = ("seq", "random")
 SERIAL_LOG_IN_HOST = "/var/log/libvirt/qemu/{name}-serial.log"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -113,10 +116,11 @@ class GuestSpec:
         if self.disk_mib < 0:
             raise ConfigError(f"--disk-mib must be >= 0, got {self.disk_mib}")
 
-    def cmdline(self) -> str:
+    def cmdline(self, *, tlbflush: bool = False) -> str:
+        """The guest's command line; ``tlbflush`` for TCG (see guest/guest.c, tlb_flush)."""
         return (
             f"wss_mib={self.wss_mib} rate_mib_s={self.rate_mib_s} "
-            f"pattern={self.pattern} corrupt={int(self.corrupt)}"
+            f"pattern={self.pattern} corrupt={int(self.corrupt)} tlbflush={int(tlbflush)}"
         )
 
     def disk_path(self) -> str:
@@ -139,7 +143,7 @@ def domain_xml(spec: GuestSpec, kernel: Path, *, kvm: bool) -> str:
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
     <kernel>{escape(str(kernel))}</kernel>
-    <cmdline>{escape(spec.cmdline())}</cmdline>
+    <cmdline>{escape(spec.cmdline(tlbflush=not kvm))}</cmdline>
   </os>
   <clock offset='utc'/>
   <on_poweroff>destroy</on_poweroff>
@@ -189,10 +193,40 @@ class Guests:
     def serial_log(self, host: str, name: str) -> Path:
         return self.lab.host_dir(host) / "log" / "qemu" / f"{name}-serial.log"
 
-    def start(self, host_name: str, spec: GuestSpec, *, wait: bool = True) -> Heartbeat | None:
+    def disk_file(self, host: str, name: str) -> Path:
+        """The guest's disk image on ``host``, as seen from outside the lab."""
+        return self.lab.host_dir(host) / "lib" / "images" / f"{name}.qcow2"
+
+    def disk_sha256(self, host: str, name: str) -> str:
+        """SHA-256 of the guest disk's content (raw), read while the guest may run."""
+        with tempfile.TemporaryDirectory(prefix="orbit-disk-") as tmp:
+            raw = Path(tmp) / "disk.raw"
+            run(
+                [
+                    "qemu-img",
+                    "convert",
+                    "-U",
+                    "-O",
+                    "raw",
+                    str(self.disk_file(host, name)),
+                    str(raw),
+                ]
+            )
+            return file_sha256(raw)
+
+    def start(
+        self,
+        host_name: str,
+        spec: GuestSpec,
+        *,
+        wait: bool = True,
+        disk_content: Path | None = None,
+    ) -> Heartbeat | None:
         """Define and start the guest on ``host_name``; wait for its first heartbeat.
 
-        Nothing is left behind on failure: a domain that was defined is undefined again.
+        With ``spec.disk_mib``, the guest gets a qcow2 disk: empty and of that size, or a
+        copy of the raw image ``disk_content``. Nothing is left behind on failure: a domain that
+        was defined is undefined again.
         """
         spec.validate()
         host = self.lab.host(host_name)
@@ -200,23 +234,17 @@ class Guests:
         if existing is not None:
             raise GuestError(f"a domain named {spec.name!r} already exists on {existing.name}")
         xml = domain_xml(spec, guest_kernel(), kvm=use_kvm())
-        disk_file = self.lab.host_dir(host.name) / "lib" / "images" / f"{spec.name}.qcow2"
-        log_file = self.serial_log(host.name, spec.name)
-        log_file.unlink(missing_ok=True)
+        disk_file = self.disk_file(host.name, spec.name)
+        for other in self.lab.hosts():  # a new guest starts with no heartbeats anywhere
+            self.serial_log(other.name, spec.name).unlink(missing_ok=True)
         with connection(host.uri) as conn:
             try:
-                if spec.disk_mib:
-                    run(
-                        [
-                            "qemu-img",
-                            "create",
-                            "-q",
-                            "-f",
-                            "qcow2",
-                            str(disk_file),
-                            f"{spec.disk_mib}M",
-                        ]
-                    )
+                if spec.disk_mib and disk_content is not None:
+                    convert = ["qemu-img", "convert", "-q", "-f", "raw", "-O", "qcow2"]
+                    run([*convert, str(disk_content), str(disk_file)])
+                elif spec.disk_mib:
+                    create = ["qemu-img", "create", "-q", "-f", "qcow2", str(disk_file)]
+                    run([*create, f"{spec.disk_mib}M"])
                 dom = conn.defineXML(xml)
                 try:
                     dom.create()
@@ -260,6 +288,26 @@ class Guests:
                     f"guest {name} on {host} gave no heartbeat within {timeout_s:.0f} s"
                 )
             time.sleep(HEARTBEAT_INTERVAL_S / 2)
+
+    def wait_verified(
+        self, host: str, name: str, *, timeout_s: float = VERIFY_PASS_TIMEOUT_S
+    ) -> Heartbeat:
+        """Wait until the guest on ``host`` completes one more full verification pass.
+
+        A pass re-checks every page of the working set, so "errors == 0" afterwards covers
+        all of its memory as it is now.
+        """
+        now = self.wait_heartbeat(host, name)
+        deadline = time.monotonic() + timeout_s
+        hb = now
+        while hb.passes <= now.passes:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise GuestError(
+                    f"guest {name} on {host} completed no verification pass in {timeout_s:.0f} s"
+                )
+            hb = self.wait_heartbeat(host, name, after_seq=hb.seq, timeout_s=left)
+        return hb
 
     def heartbeats(self, host: str, name: str) -> list[Heartbeat]:
         """Every complete heartbeat the guest printed while it ran on ``host``."""
@@ -313,3 +361,11 @@ class Guests:
                     raise GuestError(
                         f"cannot remove guest {name} on {host.name}: {err.get_error_message()}"
                     ) from err
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

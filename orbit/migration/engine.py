@@ -17,7 +17,8 @@ How it runs:
    :func:`~orbit.migration.policy.decide` what to do, and do it: switch to post-copy, or
    abort pre-copy. Operator requests (force-complete, abort) are applied first.
 4. *Finish*: ``completed`` with the destination's final statistics (downtime, bytes), or
-   ``cancelled``/``failed`` with the VM still running on the source, or
+   ``cancelled`` (operator abort) or ``failed`` (error, or pre-copy's completion timeout)
+   with the VM still running on the source, or
    ``postcopy-paused`` when a post-copy migration broke.
 
 Rules that protect the VM, enforced here:
@@ -147,6 +148,7 @@ class Migration:
         self._phase = Phase.QUEUED
         self._t0 = clock()
         self._abort_reason: str | None = None
+        self._policy_aborted = False  # the policy aborted (timeout): failed, not cancelled
         self._abort_sent = False
         self._force_requested = False
         self._paused_source = False
@@ -376,7 +378,9 @@ class Migration:
             return
         if force:
             if req.settings.post_copy:
-                self._switch("operator requested force-complete", "operator")
+                if not self._switch("operator requested force-complete", "operator"):
+                    with self._lock:  # e.g. the job is still setting up: try again next tick
+                        self._force_requested = True
             elif not self._paused_source:
                 self._record(
                     Action.PAUSE_AND_COMPLETE,
@@ -400,6 +404,7 @@ class Migration:
         elif decision.action is Action.ABORT:
             with self._lock:
                 self._abort_reason = decision.reason
+                self._policy_aborted = True
             self._record(Action.ABORT, decision.reason)
             self._abort_sent = self._try(lambda: self.driver.abort_job(req.src_uri, req.domain))
         elif decision.action is Action.CONTINUE:
@@ -412,14 +417,17 @@ class Migration:
             ):
                 self._record(Action.CONTINUE, decision.reason)
 
-    def _switch(self, reason: str, source: str) -> None:
+    def _switch(self, reason: str, source: str) -> bool:
+        """Ask for post-copy; True once it is requested (a failed call is retried later)."""
         req = self.request
         if not req.settings.post_copy:
-            return  # never without permission; decide() does not ask for it either
+            return True  # never without permission; decide() does not ask for it either
+        if not self._try(lambda: self.driver.start_postcopy(req.src_uri, req.domain)):
+            return False
         self._record(Action.SWITCH_TO_POSTCOPY, reason, source)
-        if self._try(lambda: self.driver.start_postcopy(req.src_uri, req.domain)):
-            self.result.switch_at_s = round(self._elapsed(), 3)
-            self._set_phase(Phase.RUNNING_POSTCOPY, reason)
+        self.result.switch_at_s = round(self._elapsed(), 3)
+        self._set_phase(Phase.RUNNING_POSTCOPY, reason)
+        return True
 
     def _try(self, call: Callable[[], None]) -> bool:
         """Run a control call on the running job; a failure is logged, not fatal."""
@@ -459,9 +467,12 @@ class Migration:
         if self._paused_source:
             self._resume_if_paused(req.src_uri)
         with self._lock:
-            cancelled = self._abort_reason is not None
+            cancelled = self._abort_reason is not None and not self._policy_aborted
         if cancelled:
             self._set_phase(Phase.CANCELLED, self._abort_reason or "")
+        elif self._policy_aborted:  # the completion timeout: the migration failed
+            self.result.error = self._abort_reason
+            self._set_phase(Phase.FAILED, self._abort_reason or str(error))
         else:
             self._set_phase(Phase.FAILED, str(error))
 
@@ -471,6 +482,7 @@ class Migration:
         if wait_for_event:  # events arrive asynchronously, maybe after migrate() returned
             self._completed_event.wait(FINAL_STATS_TIMEOUT_S)
         final = self._final_stats
+        log.debug("final stats domain=%s from_event=%s", req.domain, final is not None)
         if final is None:  # the event may be lost; pre-copy leaves them on the destination
             try:
                 final = self.driver.job_stats(req.dst_uri, req.domain, completed=True)

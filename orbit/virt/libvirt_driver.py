@@ -144,6 +144,22 @@ class LibvirtDriver:
             cls._event_loop_started = True
 
     def _open(self, uri: str) -> libvirt.virConnect:
+        self._probe(uri)
+        try:
+            conn = libvirt.open(uri)
+            conn.setKeepAlive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
+        except libvirt.libvirtError as err:
+            raise HostUnreachable(
+                f"cannot connect to {host_of(uri)}: {err.get_error_message()}"
+            ) from err
+        return conn
+
+    @staticmethod
+    def _probe(uri: str) -> None:
+        """Fail fast with HostUnreachable when a TCP host's libvirt port does not answer.
+
+        libvirt itself would notice only after its keepalive timeout (30 s).
+        """
         parts = urlsplit(uri)
         if parts.scheme.endswith("+tcp") and parts.hostname:
             try:
@@ -154,16 +170,10 @@ class LibvirtDriver:
                     pass
             except OSError as err:
                 raise HostUnreachable(
-                    f"host {parts.hostname} does not answer on its libvirt port: {err}"
+                    f"host {parts.hostname} does not answer on its libvirt port "
+                    f"{parts.port or LIBVIRT_TCP_PORT} within {CONNECT_PROBE_TIMEOUT_S:.0f} s: "
+                    f"{err}"
                 ) from err
-        try:
-            conn = libvirt.open(uri)
-            conn.setKeepAlive(KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT)
-        except libvirt.libvirtError as err:
-            raise HostUnreachable(
-                f"cannot connect to {host_of(uri)}: {err.get_error_message()}"
-            ) from err
-        return conn
 
     def _conn(self, uri: str) -> libvirt.virConnect:
         """The cached control connection to ``uri``, reopened if it died."""
@@ -196,6 +206,7 @@ class LibvirtDriver:
     # -- the driver interface ------------------------------------------------------------
 
     def ping(self, uri: str) -> None:
+        self._probe(uri)  # a cached connection would take the keepalive timeout to notice
         try:
             self._conn(uri).getLibVersion()
         except libvirt.libvirtError as err:
