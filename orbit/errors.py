@@ -18,10 +18,11 @@ the most specific class here with ``raise Mapped(...) from err``, so the root ca
      |    +-- HostUnreachable   the host's libvirtd does not answer
      |    +-- DomainNotFound    no such domain on that host
      +-- MigrationError         a migration could not start, run or be controlled
-          +-- InvalidMigration  refused before anything changed (same host, VM not running)
-          +-- MigrationRefused  an action the current phase forbids (abort in post-copy)
-          +-- InvalidTransition a phase change the state machine forbids (a bug if seen)
-          +-- MigrationFailed   the migration ended without moving the VM
+     |    +-- InvalidMigration  refused before anything changed (same host, VM not running)
+     |    +-- MigrationRefused  an action the current phase forbids (abort in post-copy)
+     |    +-- InvalidTransition a phase change the state machine forbids (a bug if seen)
+     |    +-- MigrationFailed   the migration ended without moving the VM
+     +-- DatabaseError          the database is unreachable, or its schema could not be set up
 """
 
 from __future__ import annotations
@@ -92,3 +93,12 @@ class InvalidTransition(MigrationError):
 
 class MigrationFailed(MigrationError):
     """The migration ended without moving the VM (it keeps running on the source)."""
+
+
+class DatabaseError(OrbitError):
+    """The database is unreachable, locked or misconfigured, or its schema upgrade failed.
+
+    Raised by :mod:`orbit.db.database`, which maps SQLAlchemy's and Alembic's errors here
+    (``raise DatabaseError(...) from err``). Constraint violations (``IntegrityError``) are
+    not mapped: the data function that caused one knows what it means.
+    """

@@ -334,9 +334,11 @@ class Migration:
                 stats = self.driver.job_stats(req.src_uri, req.domain)
             except DomainNotFound:
                 continue  # the source domain is undefined as the migration completes
-            except HypervisorError as err:
-                log.warning("no job stats domain=%s error=%s", req.domain, err)
+            except HypervisorError as err:  # transient: the job is starting or ending
+                log.debug("no job stats domain=%s error=%s", req.domain, err)
                 continue
+            if stats.active and stats.memory_total_bytes == 0:
+                continue  # libvirt is still preparing: QEMU's migration has not started
             if stats.active:
                 if not downtime_set:
                     downtime_set = self._try(
@@ -458,6 +460,7 @@ class Migration:
             )
             return
         self.result.error = str(error)
+        self._counters_from_last_sample()  # what was sent before it ended
         if not isinstance(error, OrbitError):
             log.error("migration crashed domain=%s error=%r", req.domain, error)
         if self._phase.in_postcopy:
@@ -478,7 +481,6 @@ class Migration:
 
     def _collect_final_stats(self, *, wait_for_event: bool) -> None:
         req = self.request
-        last = self.result.samples[-1] if self.result.samples else None
         if wait_for_event:  # events arrive asynchronously, maybe after migrate() returned
             self._completed_event.wait(FINAL_STATS_TIMEOUT_S)
         final = self._final_stats
@@ -496,15 +498,19 @@ class Migration:
             r.disk_bytes = final.disk_processed_bytes
             r.iterations = final.iteration
             r.postcopy_requests = final.postcopy_requests
-        elif last is not None:
-            r.memory_total_bytes = last.memory_total_bytes
-            r.memory_bytes = last.memory_processed_bytes
-            r.disk_bytes = last.disk_processed_bytes
-            r.iterations = last.iteration
-            r.postcopy_requests = last.postcopy_requests
-        if last is not None:
-            r.iterations = max(r.iterations, last.iteration)
-            r.postcopy_requests = max(r.postcopy_requests, last.postcopy_requests)
+        self._counters_from_last_sample()
+
+    def _counters_from_last_sample(self) -> None:
+        """Fill what the final statistics did not give from the last progress sample."""
+        r = self.result
+        if not r.samples:
+            return
+        last = r.samples[-1]
+        r.memory_total_bytes = r.memory_total_bytes or last.memory_total_bytes
+        r.memory_bytes = r.memory_bytes or last.memory_processed_bytes
+        r.disk_bytes = r.disk_bytes or last.disk_processed_bytes
+        r.iterations = max(r.iterations, last.iteration)
+        r.postcopy_requests = max(r.postcopy_requests, last.postcopy_requests)
 
     def _resume_if_paused(self, uri: str) -> None:
         """Undo the engine's own pause (force-complete without post-copy)."""

@@ -1,0 +1,205 @@
+"""The database handle: one Engine, a session factory, and the Alembic schema upgrade.
+
+Use one :class:`Database` per process and a short session per unit of work::
+
+    db = Database(default_url())
+    db.upgrade()                        # create or upgrade the schema (idempotent)
+    with db.session() as session:       # commits on success, rolls back on an exception
+        session.add(Host(name="h1", uri="qemu+tcp://198.18.0.1/system"))
+
+The URL is any SQLAlchemy URL; ORBIT is tested on SQLite (``sqlite:////path/orbit.db``,
+or ``sqlite://`` in memory) and PostgreSQL (``postgresql+psycopg://user@host:port/db``).
+
+SQLite is set up for a multi-threaded server: connections may cross threads
+(``check_same_thread=False``; a session still belongs to one thread at a time), foreign keys
+are enforced (``PRAGMA foreign_keys=ON``, off by default in SQLite), a writer waits up to
+:data:`SQLITE_BUSY_TIMEOUT_S` for another's lock instead of failing at once, and a file
+database uses the write-ahead log so that readers do not wait for a writer. An in-memory
+database is one connection shared by every session (``StaticPool``), or each session would
+see its own empty database.
+
+Errors: connection and operational failures (no server, a locked SQLite file, a failed
+upgrade, a bad URL) are raised as :class:`orbit.errors.DatabaseError` with the cause kept.
+Constraint violations stay SQLAlchemy's ``IntegrityError``: only the caller knows whether a
+duplicate name is a user's mistake or a race.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.util.exc import CommandError
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, InterfaceError, NoSuchModuleError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
+
+from orbit.errors import DatabaseError
+
+#: Where ORBIT keeps its database unless ``ORBIT_DATABASE_URL`` says otherwise.
+DEFAULT_URL = "sqlite:////var/lib/orbit/orbit.db"
+URL_ENV = "ORBIT_DATABASE_URL"
+#: How long an SQLite writer waits for another writer's lock before "database is locked".
+SQLITE_BUSY_TIMEOUT_S = 30.0
+#: Alembic's scripts: env.py and versions/, next to this file.
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+def default_url() -> str:
+    """``$ORBIT_DATABASE_URL`` if set (and not empty), else :data:`DEFAULT_URL`."""
+    return os.environ.get(URL_ENV) or DEFAULT_URL
+
+
+def _parse(url: str | URL) -> URL:
+    try:
+        return make_url(url)
+    except ArgumentError as err:
+        raise DatabaseError(f"bad database URL {url!r}: {err}") from err
+
+
+def _sqlite_path(url: URL) -> Path | None:
+    """The file of an SQLite URL; None for another backend or an in-memory database."""
+    if url.get_backend_name() != "sqlite":
+        return None
+    database = url.database or ""
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def ensure_sqlite_dir(url: str | URL) -> None:
+    """Create the directory of an SQLite database file (mode 0700); no-op for other URLs.
+
+    The caller decides when (a CLI command, the API server's start), since the default
+    directory, ``/var/lib/orbit``, needs root to create.
+    """
+    path = _sqlite_path(_parse(url))
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as err:
+        raise DatabaseError(f"cannot create the database directory {path.parent}: {err}") from err
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    """Per-connection SQLite settings (runs outside any transaction, where PRAGMAs apply)."""
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
+def _on_sqlite_file_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    _on_sqlite_connect(dbapi_connection, record)
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")  # persistent; readers don't block on writers
+    finally:
+        cursor.close()
+
+
+class Database:
+    """One database: an Engine (a connection pool) and a factory of sessions.
+
+    Thread-safe: share one instance; give each thread (each request) its own session.
+    Creating it does not connect; the first session or :meth:`upgrade` does.
+    """
+
+    def __init__(self, url: str | URL, *, echo: bool = False) -> None:
+        self.url = _parse(url)
+        kwargs: dict[str, Any] = {"echo": echo}
+        sqlite_file = _sqlite_path(self.url)
+        is_sqlite = self.url.get_backend_name() == "sqlite"
+        if is_sqlite:
+            kwargs["connect_args"] = {
+                "check_same_thread": False,
+                "timeout": SQLITE_BUSY_TIMEOUT_S,  # sqlite3 sets the busy timeout from it
+            }
+            if sqlite_file is None:
+                kwargs["poolclass"] = StaticPool
+        else:
+            kwargs["pool_pre_ping"] = True  # a restarted server costs one retry, not an error
+        try:
+            self.engine: Engine = create_engine(self.url, **kwargs)
+        except (ArgumentError, NoSuchModuleError, ImportError) as err:
+            raise DatabaseError(f"cannot use database {self._safe_url}: {err}") from err
+        if is_sqlite:
+            listener = _on_sqlite_connect if sqlite_file is None else _on_sqlite_file_connect
+            event.listen(self.engine, "connect", listener)
+        # expire_on_commit=False: objects stay readable after the session commits and closes
+        # (an API handler returns what it just wrote); reload them to see others' changes.
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def _safe_url(self) -> str:
+        return self.url.render_as_string(hide_password=True)
+
+    def __repr__(self) -> str:
+        return f"Database({self._safe_url!r})"
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session for one unit of work: committed if the block ends normally, rolled
+        back (and the exception re-raised) if it raises; closed in both cases.
+
+        Raises DatabaseError if the database cannot be reached or is locked (the cause is
+        kept); IntegrityError and programming errors pass through unchanged.
+        """
+        # Leaving the ``with`` closes the session, which rolls back what was not committed.
+        with self._sessions() as session:
+            try:
+                yield session
+                session.commit()
+            except (OperationalError, InterfaceError) as err:
+                raise DatabaseError(f"database {self._safe_url} failed: {err.orig or err}") from err
+
+    def alembic_config(self) -> Config:
+        """An Alembic Config for this database, built in code (there is no alembic.ini).
+
+        env.py takes the connection from ``config.attributes["connection"]`` when a caller
+        put one there (as :meth:`upgrade` does), else it connects to ``attributes["url"]``.
+        """
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        # r<rev>_<slug>.py: revision files are importable module names (mypy checks them)
+        config.set_main_option("file_template", "r%%(rev)s_%%(slug)s")
+        config.attributes["url"] = self.url
+        return config
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Bring the schema to ``revision`` (default: the newest) with Alembic; idempotent.
+
+        Each revision runs in a transaction on PostgreSQL, so a failure leaves the schema at
+        the last good revision. SQLite commits its DDL as it goes. Raises DatabaseError.
+        """
+        config = self.alembic_config()
+        try:
+            with self.engine.begin() as connection:
+                config.attributes["connection"] = connection
+                command.upgrade(config, revision)
+        except (CommandError, OperationalError, InterfaceError) as err:
+            raise DatabaseError(
+                f"schema upgrade of {self._safe_url} to {revision} failed: {err}"
+            ) from err
+
+    def current_revision(self) -> str | None:
+        """The schema revision the database is at; None before the first upgrade."""
+        try:
+            with self.engine.connect() as connection:
+                return MigrationContext.configure(connection).get_current_revision()
+        except (OperationalError, InterfaceError) as err:
+            raise DatabaseError(f"database {self._safe_url} failed: {err.orig or err}") from err
+
+    def dispose(self) -> None:
+        """Close every pooled connection. The Database stays usable (it reconnects)."""
+        self.engine.dispose()

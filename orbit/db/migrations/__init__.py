@@ -1,0 +1,1 @@
+"""Alembic's scripts for ORBIT's schema (run them with ``Database.upgrade()``)."""

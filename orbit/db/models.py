@@ -1,0 +1,400 @@
+"""ORBIT's tables as SQLAlchemy 2 typed ORM models.
+
+::
+
+    projects <-- users <-- tokens
+       ^  ^
+       |  +----- servers --> hosts
+       |           ^           ^
+       |           |           | source_host_id, dest_host_id (SET NULL)
+       +------ migrations -----+
+                   ^
+                   +-- migration_samples (ON DELETE CASCADE)
+
+Conventions:
+
+- String ids are uuid4 strings (:func:`~orbit.db.types.new_id`); a server's id is its libvirt
+  domain UUID. Migrations have integer ids, as Nova's do, and a ``uuid`` as well.
+- Every timestamp is a :class:`~orbit.db.types.UTCDateTime`: aware UTC in, aware UTC out.
+- Value sets (roles, host states, server statuses, power states, migration phases) are
+  plain strings or ints checked by the database (``CHECK`` constraints), so a record can
+  never hold a value the code does not know. A new :class:`~orbit.migration.phase.Phase`
+  therefore needs a schema migration; the tests catch a forgotten one.
+- The schema itself is created by Alembic (:meth:`orbit.db.database.Database.upgrade`),
+  never by ``metadata.create_all``; a test checks that the two agree.
+- JSON columns (``decisions``, ``phase_times``) track ``append``/``[key] = value`` on the
+  list or dict itself; changes inside a nested value need the attribute assigned anew.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from enum import IntEnum, StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.ext.mutable import MutableDict, MutableList
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from orbit.db.types import UUID_LEN, UTCDateTime, new_id, utcnow
+from orbit.migration.model import (
+    DEFAULT_COMPLETION_TIMEOUT_S,
+    DEFAULT_DOWNTIME_LIMIT_MS,
+    DEFAULT_POST_COPY_AFTER_ITERATIONS,
+    MigrationSettings,
+    Policy,
+    Sample,
+)
+from orbit.migration.phase import Phase
+
+#: Constraint names Alembic can rely on (batch mode on SQLite needs named constraints).
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+NAME_LEN = 255
+URI_LEN = 1024
+STATUS_LEN = 32
+SHA256_HEX_LEN = 64
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    MEMBER = "member"
+
+
+class HostState(StrEnum):
+    UP = "up"
+    DOWN = "down"
+    UNKNOWN = "unknown"
+
+
+class ServerStatus(StrEnum):
+    """Nova's server statuses, the subset ORBIT reports."""
+
+    ACTIVE = "ACTIVE"
+    PAUSED = "PAUSED"
+    SHUTOFF = "SHUTOFF"
+    MIGRATING = "MIGRATING"
+    ERROR = "ERROR"
+    UNKNOWN = "UNKNOWN"
+
+
+class PowerState(IntEnum):
+    """Nova's power-state codes (``OS-EXT-STS:power_state``)."""
+
+    NOSTATE = 0
+    RUNNING = 1
+    PAUSED = 3
+    SHUTDOWN = 4
+    CRASHED = 6
+    SUSPENDED = 7
+
+
+DEFAULT_MIGRATION_TYPE = "live-migration"
+
+
+def _one_of(column: str, values: Iterable[str | int]) -> str:
+    """SQL text for a CHECK that ``column`` holds one of ``values`` (enum members or plain)."""
+    literals = (f"'{v}'" if isinstance(v, str) else str(int(v)) for v in values)
+    return f"{column} IN ({', '.join(literals)})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[str] = mapped_column(String(UUID_LEN), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    users: Mapped[list[User]] = relationship(back_populates="project")
+
+    def __repr__(self) -> str:
+        return f"Project(id={self.id!r}, name={self.name!r})"
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (CheckConstraint(_one_of("role", Role), name="role"),)
+
+    id: Mapped[str] = mapped_column(String(UUID_LEN), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(NAME_LEN))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
+    role: Mapped[str] = mapped_column(String(STATUS_LEN), default=Role.MEMBER.value)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    project: Mapped[Project] = relationship(back_populates="users")
+    tokens: Mapped[list[Token]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+    def __repr__(self) -> str:
+        return f"User(id={self.id!r}, name={self.name!r}, role={self.role!r})"
+
+
+class Token(Base):
+    """An API token. Only its SHA-256 (hex) is stored: a database dump leaks no token."""
+
+    __tablename__ = "tokens"
+
+    id: Mapped[str] = mapped_column(String(UUID_LEN), primary_key=True, default=new_id)
+    token_hash: Mapped[str] = mapped_column(String(SHA256_HEX_LEN), unique=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    user: Mapped[User] = relationship(back_populates="tokens")
+    project: Mapped[Project] = relationship()
+
+    def __repr__(self) -> str:
+        return f"Token(id={self.id!r}, user_id={self.user_id!r}, expires_at={self.expires_at!r})"
+
+
+class Host(Base):
+    """A hypervisor host: a libvirt URI, and where migration streams to it should go."""
+
+    __tablename__ = "hosts"
+    __table_args__ = (CheckConstraint(_one_of("state", HostState), name="state"),)
+
+    id: Mapped[str] = mapped_column(String(UUID_LEN), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
+    uri: Mapped[str] = mapped_column(String(URI_LEN))
+    #: e.g. 'tcp://198.18.0.2'; None lets libvirt choose
+    migration_address: Mapped[str | None] = mapped_column(String(URI_LEN))
+    state: Mapped[str] = mapped_column(String(STATUS_LEN), default=HostState.UNKNOWN.value)
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    memory_total_mib: Mapped[int] = mapped_column(Integer, default=0)
+    memory_free_mib: Mapped[int] = mapped_column(Integer, default=0)
+    vcpus: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    servers: Mapped[list[Server]] = relationship(back_populates="host", passive_deletes=True)
+
+    def __repr__(self) -> str:
+        return f"Host(id={self.id!r}, name={self.name!r}, state={self.state!r})"
+
+
+class Server(Base):
+    """A VM (a libvirt domain); ``host_id`` is where it runs now, None if unknown."""
+
+    __tablename__ = "servers"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", ServerStatus), name="status"),
+        CheckConstraint(_one_of("power_state", PowerState), name="power_state"),
+    )
+
+    #: the libvirt domain UUID
+    id: Mapped[str] = mapped_column(String(UUID_LEN), primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN), index=True)
+    host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id", ondelete="SET NULL"))
+    status: Mapped[str] = mapped_column(String(STATUS_LEN), default=ServerStatus.UNKNOWN.value)
+    power_state: Mapped[int] = mapped_column(Integer, default=PowerState.NOSTATE.value)
+    memory_mib: Mapped[int] = mapped_column(Integer, default=0)
+    vcpus: Mapped[int] = mapped_column(Integer, default=0)
+    project_id: Mapped[str | None] = mapped_column(ForeignKey("projects.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    host: Mapped[Host | None] = relationship(back_populates="servers")
+    project: Mapped[Project | None] = relationship()
+    migrations: Mapped[list[Migration]] = relationship(
+        back_populates="server", order_by="Migration.id"
+    )
+
+    def __repr__(self) -> str:
+        return f"Server(id={self.id!r}, name={self.name!r}, status={self.status!r})"
+
+
+class Migration(Base):
+    """One migration attempt, its frozen settings (STYLE 4), progress and outcome.
+
+    ``status`` is a :class:`~orbit.migration.phase.Phase` value. A retry is a new record.
+    Deleting a server that has migrations is refused by the database (the history stays);
+    deleting a host leaves its migrations with ``source_host_id``/``dest_host_id`` NULL.
+    """
+
+    __tablename__ = "migrations"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", Phase), name="status"),
+        CheckConstraint(_one_of("policy", Policy), name="policy"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    uuid: Mapped[str] = mapped_column(String(UUID_LEN), unique=True, default=new_id)
+    server_id: Mapped[str] = mapped_column(ForeignKey("servers.id"), index=True)
+    source_host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id", ondelete="SET NULL"))
+    dest_host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id", ondelete="SET NULL"))
+    status: Mapped[str] = mapped_column(String(STATUS_LEN), default=Phase.QUEUED.value, index=True)
+    migration_type: Mapped[str] = mapped_column(String(STATUS_LEN), default=DEFAULT_MIGRATION_TYPE)
+
+    # The settings it ran under, frozen when the record is created (set them with
+    # ``migration.settings = MigrationSettings.resolve(...)``); defaults are MigrationSettings'.
+    post_copy: Mapped[bool] = mapped_column(Boolean, default=False)
+    policy: Mapped[str] = mapped_column(String(STATUS_LEN), default=Policy.PRECOPY.value)
+    post_copy_after_iterations: Mapped[int] = mapped_column(
+        Integer, default=DEFAULT_POST_COPY_AFTER_ITERATIONS
+    )
+    block_migration: Mapped[bool] = mapped_column(Boolean, default=False)
+    disk_over_commit: Mapped[bool] = mapped_column(Boolean, default=False)
+    completion_timeout_s: Mapped[float] = mapped_column(Float, default=DEFAULT_COMPLETION_TIMEOUT_S)
+    downtime_limit_ms: Mapped[int] = mapped_column(Integer, default=DEFAULT_DOWNTIME_LIMIT_MS)
+    #: 0 = unlimited
+    bandwidth_mib_s: Mapped[int] = mapped_column(Integer, default=0)
+
+    # Progress (the latest sample) and outcome.
+    memory_total_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    memory_processed_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    memory_remaining_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    disk_total_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    disk_processed_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    disk_remaining_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    iterations: Mapped[int] = mapped_column(Integer, default=0)
+    postcopy_requests: Mapped[int] = mapped_column(Integer, default=0)
+    downtime_ms: Mapped[int | None] = mapped_column(Integer)
+    #: when post-copy started, seconds since the job started; None if it never switched
+    switch_at_s: Mapped[float | None] = mapped_column(Float)
+    total_s: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    #: DecisionRecords as dicts: {"at_s", "action", "reason", "source"}
+    decisions: Mapped[list[dict[str, Any]]] = mapped_column(
+        MutableList.as_mutable(JSON()), default=list
+    )
+    #: phase value -> seconds since the job started when the migration entered it
+    phase_times: Mapped[dict[str, float]] = mapped_column(
+        MutableDict.as_mutable(JSON()), default=dict
+    )
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    project_id: Mapped[str | None] = mapped_column(String(UUID_LEN), index=True)
+
+    server: Mapped[Server] = relationship(back_populates="migrations")
+    source_host: Mapped[Host | None] = relationship(foreign_keys=[source_host_id])
+    dest_host: Mapped[Host | None] = relationship(foreign_keys=[dest_host_id])
+    user: Mapped[User | None] = relationship()
+    samples: Mapped[list[MigrationSample]] = relationship(
+        back_populates="migration",
+        order_by="MigrationSample.elapsed_s",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+    @property
+    def phase(self) -> Phase:
+        return Phase(self.status)
+
+    @property
+    def settings(self) -> MigrationSettings:
+        """The settings this migration ran under, as the engine takes them."""
+        return MigrationSettings(
+            post_copy=self.post_copy,
+            policy=Policy(self.policy),
+            post_copy_after_iterations=self.post_copy_after_iterations,
+            completion_timeout_s=self.completion_timeout_s,
+            downtime_limit_ms=self.downtime_limit_ms,
+            bandwidth_mib_s=self.bandwidth_mib_s,
+            block_migration=self.block_migration,
+        )
+
+    @settings.setter
+    def settings(self, settings: MigrationSettings) -> None:
+        self.post_copy = settings.post_copy
+        self.policy = settings.policy.value
+        self.post_copy_after_iterations = settings.post_copy_after_iterations
+        self.completion_timeout_s = settings.completion_timeout_s
+        self.downtime_limit_ms = settings.downtime_limit_ms
+        self.bandwidth_mib_s = settings.bandwidth_mib_s
+        self.block_migration = settings.block_migration
+
+    def __repr__(self) -> str:
+        return f"Migration(id={self.id!r}, server_id={self.server_id!r}, status={self.status!r})"
+
+
+class MigrationSample(Base):
+    """One progress reading of a migration (a stored :class:`~orbit.migration.model.Sample`)."""
+
+    __tablename__ = "migration_samples"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    migration_id: Mapped[int] = mapped_column(
+        ForeignKey("migrations.id", ondelete="CASCADE"), index=True
+    )
+    elapsed_s: Mapped[float] = mapped_column(Float)
+    memory_total_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    memory_processed_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    memory_remaining_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    dirty_rate_bytes_s: Mapped[int] = mapped_column(BigInteger, default=0)
+    bandwidth_bytes_s: Mapped[int] = mapped_column(BigInteger, default=0)
+    disk_total_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    disk_processed_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    disk_remaining_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    iteration: Mapped[int] = mapped_column(Integer, default=0)
+    postcopy: Mapped[bool] = mapped_column(Boolean, default=False)
+    postcopy_requests: Mapped[int] = mapped_column(Integer, default=0)
+
+    migration: Mapped[Migration] = relationship(back_populates="samples")
+
+    @classmethod
+    def from_sample(cls, sample: Sample) -> MigrationSample:
+        """A row for the engine's ``sample`` (append it to ``Migration.samples``)."""
+        return cls(
+            elapsed_s=sample.elapsed_s,
+            memory_total_bytes=sample.memory_total_bytes,
+            memory_processed_bytes=sample.memory_processed_bytes,
+            memory_remaining_bytes=sample.memory_remaining_bytes,
+            dirty_rate_bytes_s=sample.dirty_rate_bytes_s,
+            bandwidth_bytes_s=sample.bandwidth_bytes_s,
+            disk_total_bytes=sample.disk_total_bytes,
+            disk_processed_bytes=sample.disk_processed_bytes,
+            disk_remaining_bytes=sample.disk_remaining_bytes,
+            iteration=sample.iteration,
+            postcopy=sample.postcopy,
+            postcopy_requests=sample.postcopy_requests,
+        )
+
+    def to_sample(self) -> Sample:
+        """The engine's :class:`~orbit.migration.model.Sample` this row stores."""
+        return Sample(
+            elapsed_s=self.elapsed_s,
+            memory_total_bytes=self.memory_total_bytes,
+            memory_processed_bytes=self.memory_processed_bytes,
+            memory_remaining_bytes=self.memory_remaining_bytes,
+            dirty_rate_bytes_s=self.dirty_rate_bytes_s,
+            bandwidth_bytes_s=self.bandwidth_bytes_s,
+            iteration=self.iteration,
+            postcopy=self.postcopy,
+            postcopy_requests=self.postcopy_requests,
+            disk_total_bytes=self.disk_total_bytes,
+            disk_processed_bytes=self.disk_processed_bytes,
+            disk_remaining_bytes=self.disk_remaining_bytes,
+        )
+
+    def __repr__(self) -> str:
+        return f"MigrationSample(migration_id={self.migration_id!r}, elapsed_s={self.elapsed_s!r})"
