@@ -22,7 +22,19 @@ the most specific class here with ``raise Mapped(...) from err``, so the root ca
      |    +-- MigrationRefused  an action the current phase forbids (abort in post-copy)
      |    +-- InvalidTransition a phase change the state machine forbids (a bug if seen)
      |    +-- MigrationFailed   the migration ended without moving the VM
+     |    +-- InvalidState      the VM's state does not allow it (not running)   409
+     |    +-- MigrationInProgress  the VM is already migrating                   409
      +-- DatabaseError          the database is unreachable, or its schema could not be set up
+     +-- NotFound               an object named in a request does not exist      404
+     |    +-- ServerNotFound, ComputeHostNotFound, MigrationNotFound
+     +-- NoValidHost            the scheduler found no destination               400
+     +-- AuthError              no valid credentials or token                    401
+     |    +-- Forbidden         authenticated, but the role does not allow it    403
+     +-- ClientError            the CLI's request failed (unreachable API, HTTP error)
+
+The numbers are the HTTP status the API answers with (orbit/api/errors.py maps the tree in
+one place); ConfigError and InvalidMigration are 400, MigrationRefused 409,
+HostUnreachable 400 (for a destination), other errors 500.
 """
 
 from __future__ import annotations
@@ -102,3 +114,47 @@ class DatabaseError(OrbitError):
     (``raise DatabaseError(...) from err``). Constraint violations (``IntegrityError``) are
     not mapped: the data function that caused one knows what it means.
     """
+
+
+class InvalidState(MigrationError):
+    """The VM is not in a state that allows the action (e.g. not running)."""
+
+
+class MigrationInProgress(MigrationError):
+    """The VM already has a migration that is not over."""
+
+
+class NotFound(OrbitError):
+    """An object named in a request does not exist."""
+
+
+class ServerNotFound(NotFound):
+    """No server (VM) with that id or name."""
+
+
+class ComputeHostNotFound(NotFound):
+    """No registered hypervisor host with that name."""
+
+
+class MigrationNotFound(NotFound):
+    """No migration with that id for that server."""
+
+
+class NoValidHost(OrbitError):
+    """The scheduler found no host that can take the VM; the message says why."""
+
+
+class AuthError(OrbitError):
+    """No valid credentials or token."""
+
+
+class Forbidden(AuthError):
+    """Authenticated, but the user's role does not allow the action."""
+
+
+class ClientError(OrbitError):
+    """A request of the ``orbit`` CLI failed; ``status`` is the HTTP status, if any."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status

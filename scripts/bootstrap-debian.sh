@@ -13,6 +13,7 @@ packages=(
   qemu-system-x86 qemu-utils
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libvirt-dev
   pkg-config iproute2 iptables gcc gcc-multilib make python3-venv python3-dev
+  postgresql   # the tests start a private server from its binaries; the service stays off
 )
 case "$major" in
   12) ;;

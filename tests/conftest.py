@@ -9,6 +9,7 @@ import pytest
 
 from orbit.lab.guest import Guests
 from orbit.lab.lab import Lab
+from tests.dbfixtures import db, db_url, postgres_url  # noqa: F401
 
 
 def require_root() -> None:

@@ -38,7 +38,14 @@ from alembic.runtime.migration import MigrationContext
 from alembic.util.exc import CommandError
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, InterfaceError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    InterfaceError,
+    NoSuchModuleError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
@@ -63,6 +70,12 @@ def _parse(url: str | URL) -> URL:
         return make_url(url)
     except ArgumentError as err:
         raise DatabaseError(f"bad database URL {url!r}: {err}") from err
+
+
+def _reason(err: BaseException) -> str:
+    """The first line of the driver's message (SQLAlchemy's own adds the SQL and a link)."""
+    cause = err.orig if isinstance(err, DBAPIError) and err.orig is not None else err
+    return next((ln.strip() for ln in str(cause).splitlines() if ln.strip()), type(cause).__name__)
 
 
 def _sqlite_path(url: URL) -> Path | None:
@@ -161,7 +174,7 @@ class Database:
                 yield session
                 session.commit()
             except (OperationalError, InterfaceError) as err:
-                raise DatabaseError(f"database {self._safe_url} failed: {err.orig or err}") from err
+                raise DatabaseError(f"database {self._safe_url} failed: {_reason(err)}") from err
 
     def alembic_config(self) -> Config:
         """An Alembic Config for this database, built in code (there is no alembic.ini).
@@ -179,17 +192,18 @@ class Database:
     def upgrade(self, revision: str = "head") -> None:
         """Bring the schema to ``revision`` (default: the newest) with Alembic; idempotent.
 
-        Each revision runs in a transaction on PostgreSQL, so a failure leaves the schema at
-        the last good revision. SQLite commits its DDL as it goes. Raises DatabaseError.
+        The whole upgrade is one transaction on PostgreSQL (its DDL is transactional), so a
+        failure leaves the schema as it was; SQLite commits its DDL as it goes. Raises
+        DatabaseError for any failure, the cause kept.
         """
         config = self.alembic_config()
         try:
             with self.engine.begin() as connection:
                 config.attributes["connection"] = connection
                 command.upgrade(config, revision)
-        except (CommandError, OperationalError, InterfaceError) as err:
+        except (CommandError, SQLAlchemyError) as err:
             raise DatabaseError(
-                f"schema upgrade of {self._safe_url} to {revision} failed: {err}"
+                f"schema upgrade of {self._safe_url} to {revision} failed: {_reason(err)}"
             ) from err
 
     def current_revision(self) -> str | None:
@@ -198,7 +212,7 @@ class Database:
             with self.engine.connect() as connection:
                 return MigrationContext.configure(connection).get_current_revision()
         except (OperationalError, InterfaceError) as err:
-            raise DatabaseError(f"database {self._safe_url} failed: {err.orig or err}") from err
+            raise DatabaseError(f"database {self._safe_url} failed: {_reason(err)}") from err
 
     def dispose(self) -> None:
         """Close every pooled connection. The Database stays usable (it reconnects)."""

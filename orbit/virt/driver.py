@@ -35,10 +35,21 @@ class DomainInfo:
     memory_mib: int
     vcpus: int
     persistent: bool
+    #: local disks (device='disk'); block migration copies them
+    disks: int = 0
 
     @property
     def postcopy_failed(self) -> bool:
         return self.reason == "postcopy-failed"
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """A hypervisor's capacity, as the scheduler and the hypervisor list need it."""
+
+    memory_total_mib: int
+    memory_free_mib: int
+    cpus: int
 
 
 @dataclass(frozen=True)
@@ -90,6 +101,10 @@ EventCallback = Callable[[str, JobStats | None], None]
 class HypervisorDriver(Protocol):
     def ping(self, uri: str) -> None:
         """Return if the host's daemon answers; raise HostUnreachable if not."""
+
+    def host_info(self, uri: str) -> HostInfo:
+        """Memory and CPUs of the host; HostUnreachable if it does not answer."""
+        ...
 
     def list_domains(self, uri: str) -> list[DomainInfo]:
         """Every domain defined or active on the host."""

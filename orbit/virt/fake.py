@@ -22,6 +22,7 @@ from orbit.virt.driver import (
     DomainInfo,
     DomainState,
     EventCallback,
+    HostInfo,
     JobStats,
     MigrationParams,
 )
@@ -48,6 +49,8 @@ class _Job:
 @dataclass
 class FakeHost:
     up: bool = True
+    memory_total_mib: int = 16384
+    cpus: int = 8
     domains: dict[str, DomainInfo] = field(default_factory=dict)
     workloads: dict[str, FakeWorkload] = field(default_factory=dict)
     jobs: dict[str, _Job] = field(default_factory=dict)
@@ -106,6 +109,11 @@ class FakeDriver:
 
     def ping(self, uri: str) -> None:
         self._host(uri)
+
+    def host_info(self, uri: str) -> HostInfo:
+        host = self._host(uri)
+        used = sum(d.memory_mib for d in host.domains.values())
+        return HostInfo(host.memory_total_mib, host.memory_total_mib - used, host.cpus)
 
     def list_domains(self, uri: str) -> list[DomainInfo]:
         return list(self._host(uri).domains.values())

@@ -42,6 +42,7 @@ from orbit.virt.driver import (
     DomainInfo,
     DomainState,
     EventCallback,
+    HostInfo,
     JobStats,
     MigrationParams,
 )
@@ -212,6 +213,15 @@ class LibvirtDriver:
         except libvirt.libvirtError as err:
             raise _mapped(err, uri, "ping") from err
 
+    def host_info(self, uri: str) -> HostInfo:
+        conn = self._conn(uri)
+        try:
+            _model, memory_mib, cpus, *_rest = conn.getInfo()
+            free_bytes = conn.getFreeMemory()
+        except libvirt.libvirtError as err:
+            raise _mapped(err, uri, "reading host memory") from err
+        return HostInfo(int(memory_mib), int(free_bytes) // (1024 * 1024), int(cpus))
+
     def list_domains(self, uri: str) -> list[DomainInfo]:
         try:
             return [self._info(dom) for dom in self._conn(uri).listAllDomains()]
@@ -244,6 +254,7 @@ class LibvirtDriver:
             memory_mib=max_kib // 1024,
             vcpus=vcpus,
             persistent=bool(dom.isPersistent()),
+            disks=dom.XMLDesc(0).count("device='disk'"),
         )
 
     def migrate(self, uri: str, name: str, params: MigrationParams) -> None:

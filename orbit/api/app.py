@@ -1,0 +1,47 @@
+"""The ASGI application: identity, compute (three URL prefixes, as Nova), errors, OpenAPI."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+
+from orbit.api import errors
+from orbit.api.deps import Services
+from orbit.api.errors import ApiError, error_response
+from orbit.api.routes import compute, identity
+
+COMPUTE_PREFIXES = ("/v2.1", "/v2.1/{project_id}", "/v2/{project_id}")
+
+
+def create_app(services: Services) -> FastAPI:
+    app = FastAPI(
+        title="ORBIT",
+        summary="Live-migration control plane: Nova-compatible compute API with post-copy",
+        version=compute.MAX_VERSION,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.services = services
+    errors.install(app)
+    app.include_router(identity.router)
+    app.include_router(compute.versions)
+    for prefix in COMPUTE_PREFIXES:  # the project-less one first: it wins ambiguous paths
+        app.include_router(compute.router, prefix=prefix, include_in_schema=prefix == "/v2.1")
+
+    @app.middleware("http")
+    async def microversions(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        if not request.url.path.startswith("/v2"):
+            return await call_next(request)
+        try:
+            version = compute.requested_version(request)
+        except ApiError as err:
+            return error_response(err.status, str(err), identity=False)
+        response = await call_next(request)
+        compute.microversion_headers(response, version)
+        return response
+
+    return app

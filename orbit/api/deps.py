@@ -1,0 +1,68 @@
+"""Dependencies shared by the routes: the services, a database session, the caller."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.orm import Session
+
+from orbit.api.errors import ApiError
+from orbit.conductor.conductor import Conductor
+from orbit.config import ServerConfig
+from orbit.db.database import Database
+from orbit.identity.service import AuthContext, validate_token
+
+
+@dataclass
+class Services:
+    """What the routes need; built once by orbit-server (or a test)."""
+
+    config: ServerConfig
+    db: Database
+    conductor: Conductor
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def get_session(services: ServicesDep) -> Iterator[Session]:
+    with services.db.session() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_auth(
+    session: SessionDep, x_auth_token: Annotated[str | None, Header()] = None
+) -> AuthContext:
+    return validate_token(session, token=x_auth_token)
+
+
+AuthDep = Annotated[AuthContext, Depends(get_auth)]
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object; 400 with a clear message otherwise."""
+    raw = await request.body()
+    if not raw:
+        raise ApiError(400, "the request body is empty: a JSON object is required")
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ApiError(400, f"malformed request body: not JSON ({err})") from err
+    if not isinstance(body, dict):
+        raise ApiError(400, "malformed request body: a JSON object is required")
+    return body
+
+
+BodyDep = Annotated[dict[str, Any], Depends(json_body)]

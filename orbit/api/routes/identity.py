@@ -1,0 +1,159 @@
+"""Keystone-v3-style identity: version discovery and password tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Response
+from fastapi.responses import JSONResponse
+
+from orbit.api.deps import BodyDep, ServicesDep, SessionDep
+from orbit.api.errors import ApiError
+from orbit.identity.service import AuthContext, issue_token, revoke_token, validate_token
+
+router = APIRouter(prefix="/identity", tags=["identity"])
+
+IDENTITY_VERSION = "v3.14"
+REGION = "RegionOne"
+DOMAIN = {"id": "default", "name": "Default"}
+UPDATED = "2026-11-01T00:00:00Z"
+
+
+def _iso(ts: datetime) -> str:
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _version(base: str) -> dict[str, Any]:
+    return {
+        "id": IDENTITY_VERSION,
+        "status": "stable",
+        "updated": UPDATED,
+        "links": [{"rel": "self", "href": f"{base}/identity/v3/"}],
+        "media-types": [
+            {"base": "application/json", "type": "application/vnd.openstack.identity-v3+json"}
+        ],
+    }
+
+
+@router.get("", include_in_schema=False)
+@router.get("/")
+def identity_versions(services: ServicesDep) -> JSONResponse:
+    """Identity API versions (Keystone's discovery document)."""
+    doc = {"versions": {"values": [_version(services.config.base_url)]}}
+    return JSONResponse(doc, status_code=300)
+
+
+@router.get("/v3", include_in_schema=False)
+@router.get("/v3/")
+def identity_v3(services: ServicesDep) -> dict[str, Any]:
+    """The identity v3 version document."""
+    return {"version": _version(services.config.base_url)}
+
+
+def token_body(ctx: AuthContext, base: str) -> dict[str, Any]:
+    compute_url = f"{base}/v2.1"
+    return {
+        "token": {
+            "methods": ["password"],
+            "user": {"id": ctx.user_id, "name": ctx.user_name, "domain": DOMAIN},
+            "project": {"id": ctx.project_id, "name": ctx.project_name, "domain": DOMAIN},
+            "roles": [{"id": role, "name": role} for role in ctx.roles],
+            "issued_at": _iso(ctx.issued_at),
+            "expires_at": _iso(ctx.expires_at),
+            "catalog": [
+                {
+                    "type": "compute",
+                    "name": "nova",
+                    "id": "compute",
+                    "endpoints": [
+                        {"id": f"compute-{i}", "interface": i, "region": REGION,
+                         "region_id": REGION, "url": compute_url}
+                        for i in ("public", "internal", "admin")
+                    ],
+                },
+                {
+                    "type": "identity",
+                    "name": "keystone",
+                    "id": "identity",
+                    "endpoints": [
+                        {"id": f"identity-{i}", "interface": i, "region": REGION,
+                         "region_id": REGION, "url": f"{base}/identity/v3"}
+                        for i in ("public", "internal", "admin")
+                    ],
+                },
+            ],
+        }
+    }  # fmt: skip
+
+
+def _password_credentials(body: dict[str, Any]) -> tuple[str, str, str | None]:
+    try:
+        identity = body["auth"]["identity"]
+        methods = identity["methods"]
+        user = identity["password"]["user"]
+        name, password = user["name"], user["password"]
+    except (KeyError, TypeError) as err:
+        raise ApiError(
+            400,
+            "expected {'auth': {'identity': {'methods': ['password'], 'password': "
+            "{'user': {'name': ..., 'password': ...}}}}}",
+        ) from err
+    if "password" not in methods:
+        raise ApiError(400, "only the 'password' authentication method is supported")
+    if not isinstance(name, str) or not isinstance(password, str):
+        raise ApiError(400, "user name and password must be strings")
+    scope = body["auth"].get("scope")
+    project = None
+    if isinstance(scope, dict) and isinstance(scope.get("project"), dict):
+        project = scope["project"].get("name")
+        if project is not None and not isinstance(project, str):
+            raise ApiError(400, "scope.project.name must be a string")
+    return name, password, project
+
+
+@router.post("/v3/auth/tokens", status_code=201)
+def create_token(body: BodyDep, services: ServicesDep, session: SessionDep) -> JSONResponse:
+    """Log in with a password; the token is in the X-Subject-Token header."""
+    name, password, project = _password_credentials(body)
+    token, ctx = issue_token(
+        session,
+        user_name=name,
+        password=password,
+        project_name=project,
+        ttl_s=services.config.token_ttl_s,
+    )
+    return JSONResponse(
+        token_body(ctx, services.config.base_url),
+        status_code=201,
+        headers={"X-Subject-Token": token},
+    )
+
+
+@router.get("/v3/auth/tokens")
+def check_token(
+    services: ServicesDep,
+    session: SessionDep,
+    x_auth_token: Annotated[str | None, Header()] = None,
+    x_subject_token: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
+    """Validate X-Subject-Token (the caller authenticates with X-Auth-Token)."""
+    validate_token(session, token=x_auth_token)
+    ctx = validate_token(session, token=x_subject_token)
+    return JSONResponse(
+        token_body(ctx, services.config.base_url),
+        headers={"X-Subject-Token": x_subject_token or ""},
+    )
+
+
+@router.delete("/v3/auth/tokens", status_code=204)
+def delete_token(
+    session: SessionDep,
+    x_auth_token: Annotated[str | None, Header()] = None,
+    x_subject_token: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Revoke X-Subject-Token."""
+    validate_token(session, token=x_auth_token)
+    if x_subject_token:
+        revoke_token(session, token=x_subject_token)
+    return Response(status_code=204)

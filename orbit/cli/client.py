@@ -1,0 +1,182 @@
+"""The CLI's HTTP client for orbit-server (or any Nova-compatible endpoint).
+
+Credentials, first match wins:
+
+1. ``ORBIT_URL`` and ``ORBIT_TOKEN``: the compute root (e.g. http://127.0.0.1:8774) and a
+   token (``ORBIT_URL`` alone with ``OS_USERNAME``/``OS_PASSWORD`` logs in there);
+2. ``OS_CLOUD``: that entry of ``clouds.yaml`` (./, ~/.config/openstack/, /etc/openstack/);
+3. ``OS_AUTH_URL``, ``OS_USERNAME``, ``OS_PASSWORD`` [, ``OS_PROJECT_NAME``].
+
+With a password, the client logs in at the identity endpoint and takes the compute URL
+from the service catalog, as OpenStack clients do. Every failure is a
+:class:`~orbit.errors.ClientError` with one readable line.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml  # type: ignore[import-untyped]
+
+from orbit.errors import ClientError
+
+MICROVERSION = "2.25"
+TIMEOUT_S = 30.0
+CLOUDS_YAML_DIRS = (Path.cwd(), Path.home() / ".config" / "openstack", Path("/etc/openstack"))
+
+
+@dataclass(frozen=True)
+class Credentials:
+    auth_url: str | None = None
+    username: str | None = None
+    password: str | None = None
+    project_name: str | None = None
+    compute_url: str | None = None
+    token: str | None = None
+
+
+def _from_clouds_yaml(cloud: str) -> Credentials:
+    for directory in CLOUDS_YAML_DIRS:
+        path = directory / "clouds.yaml"
+        if not path.exists():
+            continue
+        try:
+            doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ClientError(f"cannot read {path}: {err}") from err
+        entry = (doc.get("clouds") or {}).get(cloud)
+        if entry is None:
+            continue
+        auth = entry.get("auth") or {}
+        return Credentials(
+            auth_url=auth.get("auth_url"),
+            username=auth.get("username"),
+            password=auth.get("password"),
+            project_name=auth.get("project_name"),
+        )
+    raise ClientError(f"cloud {cloud!r} not found in any clouds.yaml")
+
+
+def credentials_from_env(env: dict[str, str] | None = None) -> Credentials:
+    env = dict(os.environ) if env is None else env
+    if env.get("ORBIT_URL"):
+        return Credentials(
+            auth_url=f"{env['ORBIT_URL'].rstrip('/')}/identity/v3",
+            username=env.get("OS_USERNAME"),
+            password=env.get("OS_PASSWORD"),
+            project_name=env.get("OS_PROJECT_NAME"),
+            compute_url=f"{env['ORBIT_URL'].rstrip('/')}/v2.1",
+            token=env.get("ORBIT_TOKEN"),
+        )
+    if env.get("OS_CLOUD"):
+        return _from_clouds_yaml(env["OS_CLOUD"])
+    if env.get("OS_AUTH_URL"):
+        return Credentials(
+            auth_url=env["OS_AUTH_URL"],
+            username=env.get("OS_USERNAME"),
+            password=env.get("OS_PASSWORD"),
+            project_name=env.get("OS_PROJECT_NAME"),
+        )
+    raise ClientError(
+        "no credentials: set ORBIT_URL and ORBIT_TOKEN, or OS_CLOUD, or OS_AUTH_URL, "
+        "OS_USERNAME and OS_PASSWORD"
+    )
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:200] or response.reason_phrase
+    if isinstance(body, dict) and len(body) == 1:
+        inner = next(iter(body.values()))
+        if isinstance(inner, dict) and "message" in inner:
+            return str(inner["message"])
+    return str(body)[:200]
+
+
+class Client:
+    """A logged-in session against the compute API."""
+
+    def __init__(self, creds: Credentials, *, transport: httpx.BaseTransport | None = None):
+        self._http = httpx.Client(timeout=TIMEOUT_S, transport=transport)
+        self.creds = creds
+        self.token = creds.token
+        self.compute_url = creds.compute_url
+        if self.token is None:
+            self._login()
+        if self.compute_url is None:
+            raise ClientError("no compute endpoint: the service catalog has none")
+
+    def _login(self) -> None:
+        c = self.creds
+        if not (c.auth_url and c.username and c.password):
+            raise ClientError("no token and no user name/password to log in with")
+        body: dict[str, Any] = {
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {
+                        "user": {"name": c.username, "password": c.password,
+                                 "domain": {"name": "Default"}}
+                    },
+                }
+            }
+        }  # fmt: skip
+        if c.project_name:
+            body["auth"]["scope"] = {
+                "project": {"name": c.project_name, "domain": {"name": "Default"}}
+            }
+        url = c.auth_url.rstrip("/")
+        if not url.endswith("/v3"):
+            url += "/v3"
+        response = self._send("POST", f"{url}/auth/tokens", json=body, auth=False)
+        self.token = response.headers.get("X-Subject-Token")
+        if self.compute_url is None:
+            for service in response.json()["token"].get("catalog", []):
+                if service.get("type") == "compute":
+                    for ep in service.get("endpoints", []):
+                        if ep.get("interface") == "public":
+                            self.compute_url = ep["url"].rstrip("/")
+
+    def _send(
+        self, method: str, url: str, *, json: Any = None, auth: bool = True
+    ) -> httpx.Response:
+        headers = {"OpenStack-API-Version": f"compute {MICROVERSION}"}
+        if auth and self.token:
+            headers["X-Auth-Token"] = self.token
+        try:
+            response = self._http.request(method, url, json=json, headers=headers)
+        except httpx.HTTPError as err:
+            raise ClientError(f"cannot reach {url.split('/v2')[0]}: {err}") from err
+        if response.status_code >= 400:
+            raise ClientError(
+                f"{_message(response)} (HTTP {response.status_code})", response.status_code
+            )
+        return response
+
+    def get(self, path: str) -> Any:
+        return self._send("GET", f"{self.compute_url}{path}").json()
+
+    def post(self, path: str, body: Any) -> httpx.Response:
+        return self._send("POST", f"{self.compute_url}{path}", json=body)
+
+    def delete(self, path: str) -> httpx.Response:
+        return self._send("DELETE", f"{self.compute_url}{path}")
+
+    def find_server(self, ref: str) -> dict[str, Any]:
+        """A server by id or by (unique) name."""
+        servers: list[dict[str, Any]] = self.get("/servers/detail")["servers"]
+        for s in servers:
+            if s["id"] == ref:
+                return s
+        named = [s for s in servers if s["name"] == ref]
+        if len(named) == 1:
+            return named[0]
+        if named:
+            raise ClientError(f"{len(named)} servers are named {ref!r}: use the id")
+        raise ClientError(f"no server with id or name {ref!r}")

@@ -1,0 +1,293 @@
+"""``orbit live-migration …`` and friends: the operator's commands against orbit-server.
+
+The seed's contract: ``orbit live-migration [--block-migrate] [--post-copy] VM [DST_HOST]``.
+Every command takes ``--format table|json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from orbit.cli.client import Client, credentials_from_env
+from orbit.errors import ClientError
+
+MIB = 1024 * 1024
+WAIT_POLL_INTERVAL_S = 0.5
+WAIT_FOR_RECORD_S = 10.0
+FINAL = {"completed", "failed", "cancelled", "error"}
+BAR_WIDTH = 30
+
+
+def register(sub: Any) -> None:
+    def cmd(name: str, help_text: str, func: Any) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(name, help=help_text)
+        p.add_argument("--format", choices=("table", "json"), default="table")
+        p.set_defaults(func=func)
+        return p
+
+    cmd("list", "list servers", cmd_list)
+    p = cmd("show", "show a server", cmd_show)
+    p.add_argument("server", help="server id or name")
+    cmd("hypervisor-list", "list hypervisors", cmd_hypervisor_list)
+    p = cmd("host-add", "register a libvirt host", cmd_host_add)
+    p.add_argument("name")
+    p.add_argument("uri", help="libvirt URI, e.g. qemu+tcp://198.18.0.1/system")
+    p.add_argument("--migration-address", help="where migration streams go, e.g. tcp://198.18.0.1")
+    cmd("host-list", "list registered hosts", cmd_host_list)
+    p = cmd("host-remove", "unregister a host", cmd_host_remove)
+    p.add_argument("name")
+
+    p = cmd("live-migration", "live-migrate a server", cmd_live_migration)
+    p.add_argument("--block-migrate", action="store_true", help="copy local disks too")
+    p.add_argument("--post-copy", action="store_true", help="permit post-copy")
+    p.add_argument("--post-copy-after", type=int, metavar="N",
+                   help="switch after N memory iterations (implies policy postcopy)")  # fmt: skip
+    p.add_argument("--policy", choices=("precopy", "postcopy", "auto"))
+    p.add_argument("--wait", action="store_true", help="follow progress until it ends")
+    p.add_argument("server", help="server id or name")
+    p.add_argument("host", nargs="?", help="destination host (default: scheduler's choice)")
+
+    p = cmd("server-migration-list", "migrations of a server", cmd_server_migration_list)
+    p.add_argument("server")
+    p = cmd("server-migration-show", "one migration of a server", cmd_server_migration_show)
+    p.add_argument("server")
+    p.add_argument("migration", type=int)
+    p = cmd("migration-list", "all migrations", cmd_migration_list)
+    p.add_argument("--host")
+    p.add_argument("--status")
+    p = cmd("live-migration-force-complete", "switch to post-copy now", cmd_force_complete)
+    p.add_argument("server")
+    p.add_argument("migration", type=int)
+    p = cmd("live-migration-abort", "abort a migration in pre-copy", cmd_abort)
+    p.add_argument("server")
+    p.add_argument("migration", type=int)
+
+
+def _client() -> Client:
+    return Client(credentials_from_env())
+
+
+def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+def _out(
+    args: argparse.Namespace, data: Any, rows: Sequence[dict[str, Any]], cols: list[str]
+) -> int:
+    if args.format == "json":
+        print(json.dumps(data, indent=2))
+    else:
+        print(_table(rows, cols))
+    return 0
+
+
+def _server_row(s: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": s["id"],
+        "name": s["name"],
+        "status": s["status"],
+        "host": s.get("OS-EXT-SRV-ATTR:host"),
+        "memory_mib": s.get("orbit:memory_mib"),
+        "vcpus": s.get("orbit:vcpus"),
+        "migration": s.get("orbit:migration_id"),
+    }
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    servers = _client().get("/servers/detail")["servers"]
+    rows = [_server_row(s) for s in servers]
+    return _out(args, servers, rows, ["id", "name", "status", "host", "memory_mib", "migration"])
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    server = _client().find_server(args.server)
+    row = _server_row(server)
+    return _out(
+        args, server, [{"field": k, "value": v} for k, v in row.items()], ["field", "value"]
+    )
+
+
+def cmd_hypervisor_list(args: argparse.Namespace) -> int:
+    hvs = _client().get("/os-hypervisors/detail")["hypervisors"]
+    cols = ["id", "hypervisor_hostname", "state", "memory_mb", "free_ram_mb", "running_vms"]
+    return _out(args, hvs, hvs, cols)
+
+
+def cmd_host_add(args: argparse.Namespace) -> int:
+    body = {"name": args.name, "uri": args.uri}
+    if args.migration_address:
+        body["migration_address"] = args.migration_address
+    host = _client().post("/orbit-hosts", body).json()["host"]
+    return _out(args, host, [host], ["name", "uri", "migration_address", "state"])
+
+
+def cmd_host_list(args: argparse.Namespace) -> int:
+    hosts = _client().get("/orbit-hosts")["hosts"]
+    cols = ["name", "uri", "state", "memory_free_mib", "servers"]
+    return _out(args, hosts, hosts, cols)
+
+
+def cmd_host_remove(args: argparse.Namespace) -> int:
+    _client().delete(f"/orbit-hosts/{args.name}")
+    return 0
+
+
+def _migration_row(m: dict[str, Any]) -> dict[str, Any]:
+    o = m.get("orbit", {})
+    return {
+        "id": m["id"],
+        "server": o.get("server_name", m.get("server_uuid")),
+        "source": m.get("source_compute"),
+        "dest": m.get("dest_compute"),
+        "status": m["status"],
+        "policy": o.get("settings", {}).get("migration_policy"),
+        "remaining_mib": round(m.get("memory_remaining_bytes", 0) / MIB, 1),
+        "total_s": o.get("total_s"),
+        "switch_at_s": o.get("switch_at_s"),
+    }
+
+
+MIGRATION_COLS = ["id", "server", "source", "dest", "status", "policy", "remaining_mib",
+                  "total_s", "switch_at_s"]  # fmt: skip
+
+
+def cmd_live_migration(args: argparse.Namespace) -> int:
+    if args.post_copy_after is not None and args.post_copy_after < 0:
+        raise ClientError(f"--post-copy-after must be >= 0, got {args.post_copy_after}")
+    client = _client()
+    server = client.find_server(args.server)
+    body: dict[str, Any] = {
+        "host": args.host,
+        "block_migration": args.block_migrate,
+        "disk_over_commit": False,
+        "post_copy": args.post_copy,
+    }
+    if args.post_copy_after is not None:
+        body["post_copy_after_iterations"] = args.post_copy_after
+    if args.policy:
+        body["migration_policy"] = args.policy
+    before = {m["id"] for m in client.get(f"/servers/{server['id']}/migrations")["migrations"]}
+    client.post(f"/servers/{server['id']}/action", {"os-migrateLive": body})
+    record = _new_migration(client, server["id"], before)
+    if not args.wait:
+        return _out(args, record, [_migration_row(record)], MIGRATION_COLS)
+    final = _follow(client, server["id"], record["id"], json_mode=args.format == "json")
+    if args.format == "json":
+        print(json.dumps(final, indent=2))
+    else:
+        _print_record(final)
+    return 0 if final["status"] == "completed" else 1
+
+
+def _new_migration(client: Client, server_id: str, before: set[int]) -> dict[str, Any]:
+    deadline = time.monotonic() + WAIT_FOR_RECORD_S
+    while True:
+        for m in client.get(f"/servers/{server_id}/migrations")["migrations"]:
+            if m["id"] not in before:
+                return dict(m)
+        if time.monotonic() > deadline:
+            raise ClientError("the migration was accepted but no record appeared")
+        time.sleep(WAIT_POLL_INTERVAL_S)
+
+
+def _bar(done: float) -> str:
+    filled = round(max(0.0, min(1.0, done)) * BAR_WIDTH)
+    return "[" + "#" * filled + "." * (BAR_WIDTH - filled) + "]"
+
+
+def _follow(client: Client, server_id: str, mid: int, *, json_mode: bool) -> dict[str, Any]:
+    """Poll the record until it is final, drawing a progress line on stderr."""
+    last_samples = -1.0
+    rate = dirty = 0
+    tty = sys.stderr.isatty()
+    while True:
+        m: dict[str, Any] = client.get(f"/servers/{server_id}/migrations/{mid}")["migration"]
+        samples = client.get(
+            f"/servers/{server_id}/migrations/{mid}/samples?after_s={last_samples}"
+        )
+        if samples["samples"]:
+            s = samples["samples"][-1]
+            last_samples = s["elapsed_s"]
+            rate, dirty = s["bandwidth_bytes_s"], s["dirty_rate_bytes_s"]
+        total = m["memory_total_bytes"] or 1
+        remaining = m["memory_remaining_bytes"]
+        line = (
+            f"{m['status']:<17} {_bar(1 - remaining / total)} iter {m['orbit']['iterations']:>2}  "
+            f"remaining {remaining / MIB:7.1f} MiB  rate {rate / MIB:6.1f} MiB/s  "
+            f"dirty {dirty / MIB:6.1f} MiB/s  pc-req {m['orbit']['postcopy_requests']}"
+        )
+        if not json_mode:
+            print(
+                ("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True
+            )
+        if m["status"] in FINAL:
+            if tty and not json_mode:
+                print(file=sys.stderr)
+            return m
+        time.sleep(WAIT_POLL_INTERVAL_S)
+
+
+def _print_record(m: dict[str, Any]) -> None:
+    o = m["orbit"]
+    print(f"migration {m['id']}: {o['server_name']} {m['source_compute']} -> {m['dest_compute']}")
+    print(f"  status            : {m['status']}" + (f" ({o['error']})" if o["error"] else ""))
+    s = o["settings"]
+    print(f"  policy            : {s['migration_policy']} (post_copy={s['post_copy']}, "
+          f"after {s['post_copy_after_iterations']} iteration(s))")  # fmt: skip
+    print(f"  total time        : {o['total_s']} s; switch to post-copy at {o['switch_at_s']} s")
+    print(f"  downtime          : {o['downtime_ms']} ms")
+    print(f"  memory sent       : {m['memory_processed_bytes'] / MIB:.1f} MiB of "
+          f"{m['memory_total_bytes'] / MIB:.1f} MiB")  # fmt: skip
+    print(f"  iterations        : {o['iterations']}; post-copy requests {o['postcopy_requests']}")
+    for d in o["decisions"]:
+        if d["action"] != "continue":
+            print(f"  t={d['at_s']:6.2f} s     : {d['source']}: {d['action']}: {d['reason']}")
+
+
+def cmd_server_migration_list(args: argparse.Namespace) -> int:
+    client = _client()
+    server = client.find_server(args.server)
+    ms = client.get(f"/servers/{server['id']}/migrations")["migrations"]
+    return _out(args, ms, [_migration_row(m) for m in ms], MIGRATION_COLS)
+
+
+def cmd_server_migration_show(args: argparse.Namespace) -> int:
+    client = _client()
+    server = client.find_server(args.server)
+    m = client.get(f"/servers/{server['id']}/migrations/{args.migration}")["migration"]
+    if args.format == "json":
+        print(json.dumps(m, indent=2))
+    else:
+        _print_record(m)
+    return 0
+
+
+def cmd_migration_list(args: argparse.Namespace) -> int:
+    query = "&".join(f"{k}={v}" for k, v in (("host", args.host), ("status", args.status)) if v)
+    ms = _client().get("/os-migrations" + (f"?{query}" if query else ""))["migrations"]
+    return _out(args, ms, [_migration_row(m) for m in ms], MIGRATION_COLS)
+
+
+def cmd_force_complete(args: argparse.Namespace) -> int:
+    client = _client()
+    server = client.find_server(args.server)
+    client.post(f"/servers/{server['id']}/migrations/{args.migration}/action",
+                {"force_complete": None})  # fmt: skip
+    return 0
+
+
+def cmd_abort(args: argparse.Namespace) -> int:
+    client = _client()
+    server = client.find_server(args.server)
+    client.delete(f"/servers/{server['id']}/migrations/{args.migration}")
+    return 0

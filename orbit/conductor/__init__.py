@@ -1,0 +1,1 @@
+"""The conductor: runs migrations with the engine and keeps the inventory in sync."""

@@ -1,0 +1,533 @@
+"""The conductor: accepts migrations, runs them with the engine, records everything.
+
+- :meth:`Conductor.request_migration` validates a request against the database and the
+  scheduler and stores a ``queued`` record; a refused request raises a specific error and
+  changes nothing.
+- A dispatcher thread starts queued migrations while each host has fewer than
+  ``max_outgoing_per_host`` migrations leaving it and ``max_incoming_per_host`` arriving;
+  the rest wait in the queue, oldest first.
+- Each migration runs in a thread of its own through :class:`~orbit.migration.engine.Migration`;
+  every phase change, progress sample and decision is written to the database as it
+  happens (:class:`_Recorder`), and the final result when it ends.
+- After a restart, records that were running are *adopted*: the conductor follows the job
+  that still runs in libvirt and, once it is over, writes what libvirt's truth says (the VM
+  is on the destination: completed; on the source: failed; split: postcopy-paused).
+- An inventory thread re-reads hosts and servers every ``sync_interval_s``, and after each
+  migration.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from orbit.conductor.inventory import ACTIVE_PHASES, sync_inventory
+from orbit.config import ServerConfig
+from orbit.db.database import Database
+from orbit.db.models import (
+    Host,
+    HostState,
+    Migration,
+    MigrationSample,
+    Server,
+    ServerStatus,
+)
+from orbit.db.types import utcnow
+from orbit.errors import (
+    DomainNotFound,
+    HypervisorError,
+    InvalidMigration,
+    InvalidState,
+    MigrationInProgress,
+    MigrationNotFound,
+    MigrationRefused,
+    OrbitError,
+)
+from orbit.migration.engine import (
+    DecisionRecord,
+    MigrationListener,
+    MigrationRequest,
+    MigrationResult,
+)
+from orbit.migration.engine import Migration as EngineMigration
+from orbit.migration.model import MigrationSettings, Sample
+from orbit.migration.phase import Phase
+from orbit.scheduler.placement import HostView, pick_host
+from orbit.virt.driver import DomainState, HypervisorDriver
+
+log = logging.getLogger(__name__)
+
+#: How often the dispatcher looks at the queue when nothing wakes it.
+DISPATCH_INTERVAL_S = 1.0
+#: How often an adopted migration's job is polled.
+ADOPT_POLL_INTERVAL_S = 0.5
+#: How long a stopping conductor waits for each migration thread.
+STOP_JOIN_TIMEOUT_S = 5.0
+
+
+def _migration_uri(host: Host) -> str | None:
+    return host.migration_address or None
+
+
+class Conductor:
+    """Runs migrations for one orbit-server process. Thread-safe."""
+
+    def __init__(self, db: Database, driver: HypervisorDriver, config: ServerConfig) -> None:
+        self.db = db
+        self.driver = driver
+        self.config = config
+        self._lock = threading.Lock()
+        self._engines: dict[int, EngineMigration] = {}
+        self._threads: dict[int, threading.Thread] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._sync_now = threading.Event()
+        self._loops: list[threading.Thread] = []
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.sync()
+        self._adopt_unfinished()
+        for target, name in ((self._dispatch_loop, "dispatch"), (self._sync_loop, "sync")):
+            t = threading.Thread(target=target, name=f"conductor-{name}", daemon=True)
+            t.start()
+            self._loops.append(t)
+
+    def stop(self) -> None:
+        """Stop the loops. Running migrations go on in libvirt; a restart adopts them."""
+        self._stop.set()
+        self._wake.set()
+        self._sync_now.set()
+        for t in self._loops:
+            t.join(STOP_JOIN_TIMEOUT_S)
+        with self._lock:
+            running = list(self._threads.values())
+        for t in running:  # recording threads: give them a moment to write their result
+            t.join(STOP_JOIN_TIMEOUT_S)
+
+    def sync(self) -> None:
+        with self.db.session() as session:
+            report = sync_inventory(session, self.driver)
+        log.debug(
+            "inventory synced hosts_up=%d hosts_down=%d servers=%d",
+            report.hosts_up,
+            report.hosts_down,
+            report.servers,
+        )
+
+    def _sync_loop(self) -> None:
+        while not self._stop.is_set():
+            self._sync_now.wait(self.config.sync_interval_s)
+            self._sync_now.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.sync()
+            except OrbitError as err:
+                log.warning("inventory sync failed error=%s", err)
+            except Exception:
+                log.exception("inventory sync crashed")
+
+    # -- requests (called by the API, in its request's session) --------------------------
+
+    def request_migration(
+        self,
+        session: Session,
+        *,
+        server: Server,
+        dest_host_name: str | None,
+        settings: MigrationSettings,
+        block_migration_auto: bool,
+        disk_over_commit: bool,
+        user_id: str | None,
+        project_id: str | None,
+    ) -> Migration:
+        """Validate and queue a live migration; raises a specific OrbitError, changing nothing."""
+        source = server.host
+        if server.status == ServerStatus.MIGRATING.value or session.scalar(
+            select(Migration.id).where(
+                Migration.server_id == server.id, Migration.status.in_(ACTIVE_PHASES)
+            )
+        ):
+            raise MigrationInProgress(f"server {server.name} is already being migrated")
+        if server.status != ServerStatus.ACTIVE.value or source is None:
+            raise InvalidState(
+                f"cannot live-migrate server {server.name} while it is {server.status}: "
+                "only a running (ACTIVE) server can be live-migrated"
+            )
+        hosts = list(session.scalars(select(Host).order_by(Host.name)))
+        if dest_host_name is None:
+            views = [
+                HostView(h.name, h.state == HostState.UP.value, h.memory_free_mib) for h in hosts
+            ]
+            dest_host_name = pick_host(views, source=source.name, memory_mib=server.memory_mib)
+        dest = next((h for h in hosts if h.name == dest_host_name), None)
+        if dest is None:
+            raise InvalidMigration(f"compute host {dest_host_name!r} could not be found")
+        if dest.id == source.id:
+            raise InvalidMigration(
+                f"the destination {dest.name} is the server's current host: choose another"
+            )
+        if dest.state != HostState.UP.value:
+            raise InvalidMigration(f"compute host {dest.name} is {dest.state}: it cannot take VMs")
+        if block_migration_auto:
+            settings = MigrationSettings(**{**asdict(settings), "block_migration": True})
+        record = Migration(
+            server_id=server.id,
+            source_host_id=source.id,
+            dest_host_id=dest.id,
+            status=Phase.QUEUED.value,
+            disk_over_commit=disk_over_commit,
+            user_id=user_id,
+            project_id=project_id,
+            memory_total_bytes=server.memory_mib * 1024 * 1024,
+        )
+        record.settings = settings
+        session.add(record)
+        server.status = ServerStatus.MIGRATING.value
+        session.flush()
+        log.info(
+            "migration queued id=%d server=%s source=%s dest=%s policy=%s post_copy=%s",
+            record.id,
+            server.name,
+            source.name,
+            dest.name,
+            settings.policy.value,
+            settings.post_copy,
+        )
+        return record
+
+    def kick(self) -> None:
+        """Look at the queue now (after a new request was committed)."""
+        self._wake.set()
+
+    def force_complete(self, session: Session, record: Migration) -> str:
+        phase = record.phase
+        if phase.is_final:
+            raise MigrationRefused(f"migration {record.id} is already {phase.value}")
+        engine = self._engines.get(record.id)
+        if engine is None:
+            if phase is Phase.QUEUED:
+                raise MigrationRefused(f"migration {record.id} has not started yet: it is queued")
+            raise MigrationRefused(
+                f"migration {record.id} is followed after a restart of orbit-server; "
+                "force-complete is not available for it"
+            )
+        return engine.force_complete()
+
+    def abort(self, session: Session, record: Migration) -> None:
+        phase = record.phase
+        if phase is Phase.QUEUED:
+            record.status = Phase.CANCELLED.value
+            record.error = "aborted by the operator before it started"
+            record.finished_at = utcnow()
+            if record.server.status == ServerStatus.MIGRATING.value:
+                record.server.status = ServerStatus.ACTIVE.value
+            return
+        if phase.in_postcopy:
+            raise MigrationRefused(
+                f"migration {record.id} is in post-copy: the VM's memory is split between "
+                "source and destination, so it cannot be aborted; force-complete it or let "
+                "it finish"
+            )
+        if phase.is_final:
+            raise MigrationRefused(f"migration {record.id} is already {phase.value}")
+        engine = self._engines.get(record.id)
+        if engine is None:
+            raise MigrationRefused(
+                f"migration {record.id} is followed after a restart of orbit-server; "
+                "abort is not available for it"
+            )
+        engine.abort()
+
+    # -- dispatching ---------------------------------------------------------------------
+
+    def _dispatch_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(DISPATCH_INTERVAL_S)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self._dispatch()
+            except Exception:
+                log.exception("dispatch crashed")
+
+    def _dispatch(self) -> None:
+        with self.db.session() as session:
+            running = list(
+                session.execute(
+                    select(Migration.source_host_id, Migration.dest_host_id).where(
+                        Migration.status.in_(ACTIVE_PHASES), Migration.status != Phase.QUEUED.value
+                    )
+                )
+            )
+            outgoing: dict[str | None, int] = {}
+            incoming: dict[str | None, int] = {}
+            for src, dst in running:
+                outgoing[src] = outgoing.get(src, 0) + 1
+                incoming[dst] = incoming.get(dst, 0) + 1
+            queued = session.scalars(
+                select(Migration)
+                .where(Migration.status == Phase.QUEUED.value)
+                .order_by(Migration.id)
+            )
+            to_start: list[int] = []
+            for record in queued:
+                src, dst = record.source_host_id, record.dest_host_id
+                if outgoing.get(src, 0) >= self.config.max_outgoing_per_host:
+                    continue
+                if incoming.get(dst, 0) >= self.config.max_incoming_per_host:
+                    continue
+                outgoing[src] = outgoing.get(src, 0) + 1
+                incoming[dst] = incoming.get(dst, 0) + 1
+                record.status = Phase.PREPARING.value
+                record.started_at = utcnow()
+                to_start.append(record.id)
+        for mid in to_start:
+            self._start_thread(mid, self._run)
+
+    def _start_thread(self, mid: int, target: Callable[[int], None]) -> None:
+        t = threading.Thread(target=target, args=(mid,), name=f"migration-{mid}", daemon=True)
+        with self._lock:
+            self._threads[mid] = t
+        t.start()
+
+    def _request_for(self, mid: int) -> tuple[MigrationRequest, str]:
+        with self.db.session() as session:
+            record = session.get(Migration, mid)
+            if record is None:
+                raise MigrationNotFound(f"migration {mid} disappeared")
+            src, dst = record.source_host, record.dest_host
+            if src is None or dst is None:
+                raise InvalidMigration(f"migration {mid}: a host was removed")
+            request = MigrationRequest(
+                domain=record.server.name,
+                src_uri=src.uri,
+                dst_uri=dst.uri,
+                settings=record.settings,
+                dst_migration_uri=_migration_uri(dst),
+            )
+            return request, record.server.name
+
+    def _run(self, mid: int) -> None:
+        try:
+            request, name = self._request_for(mid)
+        except OrbitError as err:
+            self._finish_record(mid, Phase.FAILED, str(err), None)
+            return
+        engine = EngineMigration(self.driver, request, listener=_Recorder(self.db, mid))
+        with self._lock:
+            self._engines[mid] = engine
+        result: MigrationResult | None = None
+        try:
+            result = engine.run()
+            phase, error = result.phase, result.error
+        except OrbitError as err:  # refused by the engine's preflight: nothing changed
+            phase, error, result = Phase.FAILED, str(err), engine.result
+        except Exception as err:
+            log.exception("migration crashed id=%d server=%s", mid, name)
+            phase, error, result = Phase.ERROR, f"internal error: {err!r}", engine.result
+        finally:
+            with self._lock:
+                self._engines.pop(mid, None)
+        self._finish_record(mid, phase, error, result)
+
+    def _finish_record(
+        self, mid: int, phase: Phase, error: str | None, result: MigrationResult | None
+    ) -> None:
+        with self.db.session() as session:
+            record = session.get(Migration, mid)
+            if record is None:
+                return
+            record.status = phase.value
+            record.error = error
+            if phase.is_final:
+                record.finished_at = utcnow()
+            if result is not None:
+                record.total_s = result.total_s
+                record.downtime_ms = result.downtime_ms
+                record.memory_total_bytes = result.memory_total_bytes or record.memory_total_bytes
+                record.memory_processed_bytes = result.memory_bytes
+                record.disk_processed_bytes = result.disk_bytes
+                record.iterations = result.iterations
+                record.postcopy_requests = result.postcopy_requests
+                record.switch_at_s = result.switch_at_s
+                record.phase_times = dict(result.phase_times)
+                if phase is Phase.COMPLETED:
+                    record.memory_remaining_bytes = 0
+                    record.disk_remaining_bytes = 0
+            server = record.server
+            if phase is Phase.COMPLETED and record.dest_host_id is not None:
+                server.host_id = record.dest_host_id
+            if phase.is_final and server.status == ServerStatus.MIGRATING.value:
+                server.status = ServerStatus.ACTIVE.value  # sync below corrects it
+            log.info(
+                "migration finished id=%d server=%s phase=%s total_s=%s error=%s",
+                mid,
+                server.name,
+                phase.value,
+                record.total_s,
+                error or "-",
+            )
+        with self._lock:
+            self._threads.pop(mid, None)
+        try:
+            self.sync()
+        except OrbitError as err:
+            log.warning("inventory sync after migration failed error=%s", err)
+        self._wake.set()
+
+    # -- adoption after a restart ---------------------------------------------------------
+
+    def _adopt_unfinished(self) -> None:
+        with self.db.session() as session:
+            ids = list(
+                session.scalars(
+                    select(Migration.id).where(
+                        Migration.status.in_(ACTIVE_PHASES), Migration.status != Phase.QUEUED.value
+                    )
+                )
+            )
+        for mid in ids:
+            log.info("adopting migration id=%d", mid)
+            self._start_thread(mid, self._follow)
+
+    def _follow(self, mid: int) -> None:
+        """Follow a migration started by an earlier process until libvirt says it is over."""
+        try:
+            request, name = self._request_for(mid)
+        except OrbitError as err:
+            self._finish_record(mid, Phase.ERROR, str(err), None)
+            return
+        recorder = _Recorder(self.db, mid)
+        started = _started_at(self.db, mid)
+        while not self._stop.is_set():
+            try:
+                stats = self.driver.job_stats(request.src_uri, name)
+            except DomainNotFound:
+                break  # undefined on the source: the migration is over
+            except HypervisorError as err:
+                log.debug("adopted migration id=%d no stats error=%s", mid, err)
+                stats = None
+            if stats is not None and not stats.active:
+                break
+            if stats is not None:
+                elapsed = (utcnow() - started).total_seconds() if started else 0.0
+                recorder.on_sample(
+                    Sample(
+                        elapsed_s=round(elapsed, 3),
+                        memory_total_bytes=stats.memory_total_bytes,
+                        memory_processed_bytes=stats.memory_processed_bytes,
+                        memory_remaining_bytes=stats.memory_remaining_bytes,
+                        dirty_rate_bytes_s=stats.dirty_rate_bytes_s,
+                        bandwidth_bytes_s=stats.bandwidth_bytes_s,
+                        iteration=stats.iteration,
+                        postcopy_requests=stats.postcopy_requests,
+                    )
+                )
+            self._stop.wait(ADOPT_POLL_INTERVAL_S)
+        if self._stop.is_set():
+            return
+        phase, error = self._outcome(request, name)
+        self._finish_record(mid, phase, error, None)
+
+    def _outcome(self, request: MigrationRequest, name: str) -> tuple[Phase, str | None]:
+        """Where the VM is now decides how an adopted migration ended."""
+
+        def state(uri: str) -> tuple[DomainState | None, str]:
+            try:
+                info = self.driver.domain_info(uri, name)
+            except DomainNotFound:
+                return None, ""
+            return info.state, info.reason
+
+        dst_state, dst_reason = state(request.dst_uri)
+        src_state, src_reason = state(request.src_uri)
+        if "postcopy-failed" in (dst_reason, src_reason):
+            return Phase.POSTCOPY_PAUSED, "post-copy broke while orbit-server was restarting"
+        if dst_state is DomainState.RUNNING and src_state in (None, DomainState.SHUTOFF):
+            return Phase.COMPLETED, None
+        if src_state is DomainState.RUNNING:
+            return Phase.FAILED, "the migration ended without moving the VM (seen after a restart)"
+        return Phase.ERROR, (
+            f"after a restart the VM is {src_state} on the source and {dst_state} on the "
+            "destination: an operator must look"
+        )
+
+
+def _started_at(db: Database, mid: int) -> datetime | None:
+    with db.session() as session:
+        record = session.get(Migration, mid)
+        return record.started_at if record else None
+
+
+class _Recorder(MigrationListener):
+    """Writes the engine's progress into the migration's record as it happens."""
+
+    def __init__(self, db: Database, migration_id: int) -> None:
+        self.db = db
+        self.mid = migration_id
+
+    def _update(self, fn: Callable[[Migration], Any]) -> None:
+        try:
+            with self.db.session() as session:
+                record = session.get(Migration, self.mid)
+                if record is not None:
+                    fn(record)
+        except OrbitError as err:  # the migration goes on; the next write may succeed
+            log.warning("cannot record progress id=%d error=%s", self.mid, err)
+
+    def on_phase(self, phase: Phase, at_s: float, reason: str) -> None:
+        def apply(record: Migration) -> None:
+            if phase is not Phase.PREPARING or record.phase is Phase.QUEUED:
+                record.status = phase.value
+            record.phase_times = {**record.phase_times, phase.value: round(at_s, 3)}
+            if phase in (Phase.FAILED, Phase.CANCELLED, Phase.POSTCOPY_PAUSED) and reason:
+                record.error = reason
+
+        self._update(apply)
+
+    def on_sample(self, sample: Sample) -> None:
+        def apply(record: Migration) -> None:
+            record.samples.append(MigrationSample.from_sample(sample))
+            record.memory_total_bytes = sample.memory_total_bytes
+            record.memory_processed_bytes = sample.memory_processed_bytes
+            record.memory_remaining_bytes = sample.memory_remaining_bytes
+            record.disk_total_bytes = sample.disk_total_bytes
+            record.disk_processed_bytes = sample.disk_processed_bytes
+            record.disk_remaining_bytes = sample.disk_remaining_bytes
+            record.iterations = sample.iteration
+            record.postcopy_requests = sample.postcopy_requests
+
+        self._update(apply)
+
+    def on_decision(self, record_: DecisionRecord) -> None:
+        entry = {
+            "at_s": record_.at_s,
+            "action": record_.action.value,
+            "reason": record_.reason,
+            "source": record_.source,
+        }
+
+        def apply(record: Migration) -> None:
+            record.decisions = [*record.decisions, entry]
+            if record_.action.value == "switch-to-postcopy":
+                record.switch_at_s = record_.at_s
+
+        self._update(apply)
+
+
+def count_active(session: Session) -> int:
+    return int(
+        session.scalar(select(func.count(Migration.id)).where(Migration.status.in_(ACTIVE_PHASES)))
+        or 0
+    )

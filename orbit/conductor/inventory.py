@@ -1,0 +1,128 @@
+"""Hosts and servers as libvirt sees them, mirrored into the database.
+
+:func:`sync_inventory` asks every registered host for its capacity and domains and updates
+the ``hosts`` and ``servers`` tables. Rules:
+
+- A host that does not answer is marked ``down``; its servers keep their rows and their
+  host (they are not lost, only unknown: status ``UNKNOWN``).
+- A domain can exist on two hosts during a migration (running on the source, paused for the
+  incoming migration on the destination). The server's host is the best-ranked copy:
+  running, then paused for another reason, then paused for the migration, then shut off.
+- Servers with a migration in progress belong to the conductor: sync leaves their status
+  (``MIGRATING``) and host alone.
+- A server no longer found on any answering host, whose host answers, has gone: its row is
+  deleted if it has no migration history, else kept with status ``SHUTOFF`` and no host.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from orbit.db.models import Host, HostState, Migration, PowerState, Server, ServerStatus
+from orbit.db.types import utcnow
+from orbit.errors import HypervisorError
+from orbit.migration.phase import Phase
+from orbit.virt.driver import DomainInfo, DomainState, HypervisorDriver
+
+log = logging.getLogger(__name__)
+
+ACTIVE_PHASES = tuple(p.value for p in Phase if not p.is_final)
+_MIGRATION_REASONS = ("migration", "postcopy", "postcopy-failed", "incoming-migration")
+
+
+def status_of(info: DomainInfo) -> tuple[ServerStatus, PowerState]:
+    """Nova's status and power state for a libvirt domain state."""
+    if info.state is DomainState.RUNNING:
+        return ServerStatus.ACTIVE, PowerState.RUNNING
+    if info.state is DomainState.PAUSED:
+        return ServerStatus.PAUSED, PowerState.PAUSED
+    if info.state is DomainState.SHUTOFF:
+        return ServerStatus.SHUTOFF, PowerState.SHUTDOWN
+    if info.state is DomainState.CRASHED:
+        return ServerStatus.ERROR, PowerState.CRASHED
+    return ServerStatus.UNKNOWN, PowerState.NOSTATE
+
+
+def _rank(info: DomainInfo) -> int:
+    if info.state is DomainState.RUNNING:
+        return 0
+    if info.state is DomainState.PAUSED:
+        return 2 if info.reason in _MIGRATION_REASONS else 1
+    return 3
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    hosts_up: int
+    hosts_down: int
+    servers: int
+
+
+def sync_inventory(session: Session, driver: HypervisorDriver) -> SyncReport:
+    """Re-read every host and its domains; see the module docstring for the rules."""
+    hosts = list(session.scalars(select(Host).order_by(Host.name)))
+    found: dict[str, tuple[int, Host, DomainInfo]] = {}
+    answering: set[str] = set()
+    for host in hosts:
+        try:
+            capacity = driver.host_info(host.uri)
+            domains = driver.list_domains(host.uri)
+        except HypervisorError as err:
+            if host.state != HostState.DOWN.value:
+                log.warning("host down host=%s error=%s", host.name, err)
+            host.state = HostState.DOWN.value
+            continue
+        answering.add(host.id)
+        host.state = HostState.UP.value
+        host.last_seen_at = utcnow()
+        host.memory_total_mib = capacity.memory_total_mib
+        host.memory_free_mib = capacity.memory_free_mib
+        host.vcpus = capacity.cpus
+        for info in domains:
+            if info.state is DomainState.SHUTOFF and not info.persistent:
+                continue
+            candidate = (_rank(info), host, info)
+            best = found.get(info.uuid)
+            if best is None or candidate[0] < best[0]:
+                found[info.uuid] = candidate
+
+    migrating = set(
+        session.scalars(select(Migration.server_id).where(Migration.status.in_(ACTIVE_PHASES)))
+    )
+    for uuid, (_rank_value, host, info) in found.items():
+        server = session.get(Server, uuid)
+        if server is None:
+            server = Server(id=uuid, name=info.name)
+            session.add(server)
+            log.info("server discovered name=%s host=%s", info.name, host.name)
+        server.name = info.name
+        server.memory_mib = info.memory_mib
+        server.vcpus = info.vcpus
+        if uuid in migrating:
+            continue
+        status, power = status_of(info)
+        server.host_id = host.id
+        server.status = status.value
+        server.power_state = power.value
+
+    for server in session.scalars(select(Server)):
+        if server.id in found or server.id in migrating:
+            continue
+        if server.host_id is not None and server.host_id not in answering:
+            server.status = ServerStatus.UNKNOWN.value  # its host is down: keep it
+            continue
+        if not server.migrations:
+            log.info("server gone name=%s", server.name)
+            session.delete(server)
+        else:
+            server.status = ServerStatus.SHUTOFF.value
+            server.power_state = PowerState.SHUTDOWN.value
+            server.host_id = None
+    session.flush()
+    return SyncReport(
+        hosts_up=len(answering), hosts_down=len(hosts) - len(answering), servers=len(found)
+    )

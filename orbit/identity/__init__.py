@@ -1,0 +1,1 @@
+"""Identity: users, projects, roles and tokens (Keystone-v3-style)."""

@@ -1,0 +1,166 @@
+"""Identity data functions: the first admin, password log-in, token validation.
+
+They take a SQLAlchemy session and keyword arguments, know nothing of HTTP, and raise
+:class:`~orbit.errors.AuthError` (401) or :class:`~orbit.errors.Forbidden` (403) with a
+message that never contains a password or a token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from orbit.db.models import Project, Role, Token, User
+from orbit.db.types import utcnow
+from orbit.errors import AuthError, ConfigError, Forbidden
+from orbit.identity.security import (
+    generate_password,
+    hash_password,
+    new_token,
+    token_hash,
+    verify_password,
+)
+
+ADMIN_USER = "admin"
+ADMIN_PROJECT = "admin"
+MIN_PASSWORD_LEN = 8
+
+
+@dataclass(frozen=True)
+class AuthContext:
+    """Who is calling: what a valid token stands for."""
+
+    user_id: str
+    user_name: str
+    project_id: str
+    project_name: str
+    role: str
+    issued_at: datetime
+    expires_at: datetime
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == Role.ADMIN.value
+
+    @property
+    def roles(self) -> list[str]:
+        """Keystone-style role list: an admin also holds 'member'."""
+        return [Role.ADMIN.value, Role.MEMBER.value] if self.is_admin else [Role.MEMBER.value]
+
+    def require_admin(self, action: str) -> None:
+        if not self.is_admin:
+            raise Forbidden(f"{action} needs the admin role; user {self.user_name} has {self.role}")
+
+
+def ensure_admin(session: Session, *, password: str | None) -> str | None:
+    """Create user 'admin' (role admin, project 'admin') unless it exists.
+
+    Returns the password when one was generated (to be shown once), else None.
+    """
+    if session.scalar(select(User).where(User.name == ADMIN_USER)) is not None:
+        return None
+    generated = None
+    if not password:
+        password = generated = generate_password()
+    project = session.scalar(select(Project).where(Project.name == ADMIN_PROJECT))
+    if project is None:
+        project = Project(name=ADMIN_PROJECT)
+        session.add(project)
+    session.add(
+        User(
+            name=ADMIN_USER,
+            password_hash=hash_password(password),
+            project=project,
+            role=Role.ADMIN.value,
+        )
+    )
+    session.flush()
+    return generated
+
+
+def create_user(
+    session: Session, *, name: str, password: str, project_name: str, role: str
+) -> User:
+    """Add a user (and its project if new); ConfigError for a bad role or short password."""
+    if role not in (r.value for r in Role):
+        raise ConfigError(f"role must be admin or member, got {role!r}")
+    if len(password) < MIN_PASSWORD_LEN:
+        raise ConfigError(f"password must have at least {MIN_PASSWORD_LEN} characters")
+    if session.scalar(select(User).where(User.name == name)) is not None:
+        raise ConfigError(f"user {name!r} already exists")
+    project = session.scalar(select(Project).where(Project.name == project_name))
+    if project is None:
+        project = Project(name=project_name)
+        session.add(project)
+    user = User(name=name, password_hash=hash_password(password), project=project, role=role)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def issue_token(
+    session: Session,
+    *,
+    user_name: str,
+    password: str,
+    project_name: str | None,
+    ttl_s: int,
+) -> tuple[str, AuthContext]:
+    """Check the password and issue a token scoped to the user's project."""
+    user = session.scalar(select(User).where(User.name == user_name))
+    # the same message for an unknown user and a wrong password: no user enumeration
+    if user is None or not user.enabled or not verify_password(password, user.password_hash):
+        raise AuthError("the user name or password is incorrect")
+    if project_name is not None and project_name != user.project.name:
+        raise AuthError(f"user {user_name} has no role on project {project_name!r}")
+    token = new_token()
+    now = utcnow()
+    row = Token(
+        token_hash=token_hash(token),
+        user_id=user.id,
+        project_id=user.project_id,
+        issued_at=now,
+        expires_at=now + timedelta(seconds=ttl_s),
+    )
+    session.add(row)
+    session.flush()
+    return token, _context(user, row)
+
+
+def validate_token(session: Session, *, token: str | None) -> AuthContext:
+    """The caller behind ``token``; AuthError if it is missing, unknown or expired."""
+    if not token:
+        raise AuthError("this request needs a token: send X-Auth-Token")
+    row = session.scalar(select(Token).where(Token.token_hash == token_hash(token)))
+    if row is None:
+        raise AuthError("the token is not valid")
+    if row.expires_at <= utcnow():
+        raise AuthError(f"the token expired at {row.expires_at.isoformat()}")
+    if not row.user.enabled:
+        raise AuthError("the token's user is disabled")
+    return _context(row.user, row)
+
+
+def revoke_token(session: Session, *, token: str) -> None:
+    session.execute(delete(Token).where(Token.token_hash == token_hash(token)))
+
+
+def purge_expired(session: Session) -> int:
+    """Delete expired tokens; returns how many."""
+    result = session.execute(delete(Token).where(Token.expires_at <= utcnow()))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _context(user: User, row: Token) -> AuthContext:
+    return AuthContext(
+        user_id=user.id,
+        user_name=user.name,
+        project_id=user.project_id,
+        project_name=user.project.name,
+        role=user.role,
+        issued_at=row.issued_at,
+        expires_at=row.expires_at,
+    )

@@ -1,0 +1,1 @@
+"""Scheduling: where a VM goes when the operator names no destination."""

@@ -1,0 +1,300 @@
+"""The compute API on SQLite and PostgreSQL: every endpoint, and bad input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.api.conftest import Api
+
+
+def _migrate(api: Api, server_id: str, body: Any, **kw: Any) -> Any:
+    return api.post(f"/v2.1/servers/{server_id}/action", {"os-migrateLive": body}, **kw)
+
+
+def _only_migration(api: Api, server_id: str) -> dict[str, Any]:
+    ms = api.get(f"/v2.1/servers/{server_id}/migrations").json()["migrations"]
+    assert len(ms) == 1, ms
+    m: dict[str, Any] = ms[0]
+    return m
+
+
+def _error(r: Any, status: int, key: str, *needles: str) -> None:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert list(body) == [key], body
+    assert body[key]["code"] == status
+    for needle in needles:
+        assert needle in body[key]["message"], body[key]["message"]
+
+
+# -- discovery, servers, hypervisors -----------------------------------------------------------
+
+
+def test_versions_are_public_and_name_the_microversion_range(api: Api) -> None:
+    doc = api.client.get("/").json()
+    current = next(v for v in doc["versions"] if v["status"] == "CURRENT")
+    assert (current["min_version"], current["version"]) == ("2.1", "2.25")
+    assert api.client.get("/v2.1/").json()["version"]["id"] == "v2.1"
+    r = api.client.get("/v2.1/servers", headers={"OpenStack-API-Version": "compute 2.99",
+                                                   "X-Auth-Token": api.admin_token})  # fmt: skip
+    _error(r, 406, "notAcceptable", "2.99")
+
+
+def test_servers_are_discovered_from_the_hosts(api: Api) -> None:
+    servers = api.get("/v2.1/servers/detail").json()["servers"]
+    by_name = {s["name"]: s for s in servers}
+    assert set(by_name) == {"vm1", "hot"}
+    vm1 = by_name["vm1"]
+    assert vm1["status"] == "ACTIVE" and vm1["OS-EXT-SRV-ATTR:host"] == "h1"
+    assert vm1["OS-EXT-STS:power_state"] == 1 and vm1["orbit:memory_mib"] == 64
+    shown = api.get(f"/v2.1/servers/{vm1['id']}").json()["server"]
+    assert shown["id"] == vm1["id"]
+    # the same under the project-scoped prefixes
+    project = "anything"
+    for prefix in ("/v2.1", f"/v2.1/{project}", f"/v2/{project}"):
+        assert api.get(f"{prefix}/servers").status_code == 200, prefix
+    assert [s["name"] for s in api.get("/v2.1/servers?host=h1").json()["servers"]] == [
+        "hot",
+        "vm1",
+    ]
+
+
+def test_hypervisors_services_and_hosts(api: Api) -> None:
+    hvs = api.get("/v2.1/os-hypervisors/detail").json()["hypervisors"]
+    assert [h["hypervisor_hostname"] for h in hvs] == ["h1", "h2", "h3"]
+    h1 = hvs[0]
+    assert h1["state"] == "up" and h1["running_vms"] == 2 and h1["memory_mb"] == 16384
+    assert h1["free_ram_mb"] == 16384 - 128
+    assert api.get("/v2.1/os-hypervisors").json()["hypervisors"][1]["state"] == "up"
+    assert api.get("/v2.1/os-hypervisors/h2").json()["hypervisor"]["hypervisor_hostname"] == "h2"
+    services = api.get("/v2.1/os-services").json()["services"]
+    assert {(s["host"], s["state"], s["binary"]) for s in services} == {
+        ("h1", "up", "nova-compute"),
+        ("h2", "up", "nova-compute"),
+        ("h3", "up", "nova-compute"),
+    }
+
+
+def test_a_host_that_does_not_answer_is_down_and_keeps_its_servers(api: Api) -> None:
+    api.driver.hosts["fake://h1"].up = False
+    api.conductor.sync()
+    hvs = {
+        h["hypervisor_hostname"]: h for h in api.get("/v2.1/os-hypervisors").json()["hypervisors"]
+    }
+    assert hvs["h1"]["state"] == "down"
+    servers = api.get("/v2.1/servers/detail").json()["servers"]
+    assert {s["name"]: (s["status"], s["OS-EXT-SRV-ATTR:host"]) for s in servers} == {
+        "vm1": ("UNKNOWN", "h1"),
+        "hot": ("UNKNOWN", "h1"),
+    }
+
+
+# -- live migration -------------------------------------------------------------------------
+
+
+def test_live_migration_with_post_copy_completes(api: Api) -> None:
+    sid = api.server_id("hot")
+    r = _migrate(api, sid, {"host": "h2", "block_migration": False,
+                            "disk_over_commit": False, "post_copy": True})  # fmt: skip
+    assert r.status_code == 202, r.text
+    m = _only_migration(api, sid)
+    assert m["source_compute"] == "h1" and m["dest_compute"] == "h2"
+    settings = m["orbit"]["settings"]
+    assert settings["post_copy"] is True and settings["migration_policy"] == "auto"
+    done = api.wait_status(sid, m["id"], "completed", "failed", "error")
+    assert done["status"] == "completed", done["orbit"]["error"]
+    assert done["orbit"]["switch_at_s"] is not None  # the hot guest needed post-copy
+    assert done["memory_processed_bytes"] > 0 and done["memory_remaining_bytes"] == 0
+    reasons = [d["reason"] for d in done["orbit"]["decisions"] if d["action"] != "continue"]
+    assert reasons, done["orbit"]["decisions"]
+    samples = api.get(f"/v2.1/servers/{sid}/migrations/{m['id']}/samples").json()["samples"]
+    assert samples and any(s["postcopy"] for s in samples)
+    api.wait_for(
+        lambda: api.get(f"/v2.1/servers/{sid}").json()["server"]["OS-EXT-SRV-ATTR:host"] == "h2",
+        "the server on h2",
+    )
+    listed = api.get("/v2.1/os-migrations?host=h2").json()["migrations"]
+    assert [x["id"] for x in listed] == [m["id"]]
+    assert api.get("/v2.1/os-migrations?status=failed").json()["migrations"] == []
+
+
+def test_post_copy_after_iterations_and_scheduler(api: Api) -> None:
+    sid = api.server_id("vm1")
+    r = _migrate(api, sid, {"host": None, "post_copy": True, "post_copy_after_iterations": 0})
+    assert r.status_code == 202, r.text
+    m = _only_migration(api, sid)
+    assert m["orbit"]["settings"]["migration_policy"] == "postcopy"
+    assert m["dest_compute"] in ("h2", "h3")  # most free memory, not the source
+    done = api.wait_status(sid, m["id"], "completed", "failed", "error")
+    assert done["status"] == "completed", done
+
+
+def test_precopy_default_and_the_v2_prefix(api: Api) -> None:
+    sid = api.server_id("vm1")
+    r = api.post(f"/v2/someproject/servers/{sid}/action",
+                 {"os-migrateLive": {"host": "h3", "block_migration": False,
+                                     "disk_over_commit": False}})  # fmt: skip
+    assert r.status_code == 202, r.text
+    m = _only_migration(api, sid)
+    assert m["orbit"]["settings"]["post_copy"] is False
+    done = api.wait_status(sid, m["id"], "completed", "failed", "error")
+    assert done["status"] == "completed" and done["orbit"]["switch_at_s"] is None
+
+
+def test_force_complete_and_abort(api: Api) -> None:
+    sid = api.server_id("hot")
+    # pre-copy only, with a long timeout: it runs until the operator acts
+    r = _migrate(api, sid, {"host": "h2", "post_copy": True, "post_copy_after_iterations": 100})
+    assert r.status_code == 202
+    m = _only_migration(api, sid)
+    api.wait_status(sid, m["id"], "running-precopy")
+    r = api.post(f"/v2.1/servers/{sid}/migrations/{m['id']}/action", {"force_complete": None})
+    assert r.status_code == 202, r.text
+    api.wait_status(sid, m["id"], "running-postcopy", "completed")
+    r = api.client.delete(f"/v2.1/servers/{sid}/migrations/{m['id']}", headers=api.headers())
+    if r.status_code != 409:  # it may already have completed
+        assert api.migration(sid, m["id"])["status"] == "completed"
+    else:
+        _error(r, 409, "conflictingRequest", "post-copy")
+    done = api.wait_status(sid, m["id"], "completed", "failed")
+    assert done["status"] == "completed"
+    switch = [d for d in done["orbit"]["decisions"] if d["action"] == "switch-to-postcopy"]
+    assert switch and switch[0]["source"] == "operator"
+
+
+def test_abort_in_precopy_keeps_the_vm_on_the_source(api: Api) -> None:
+    sid = api.server_id("hot")
+    assert _migrate(api, sid, {"host": "h2"}).status_code == 202
+    m = _only_migration(api, sid)
+    api.wait_status(sid, m["id"], "running-precopy")
+    r = api.client.delete(f"/v2.1/servers/{sid}/migrations/{m['id']}", headers=api.headers())
+    assert r.status_code == 202, r.text
+    done = api.wait_status(sid, m["id"], "cancelled", "failed", "completed")
+    assert done["status"] == "cancelled"
+    assert "hot" in api.driver.hosts["fake://h1"].domains
+    api.wait_for(
+        lambda: api.get(f"/v2.1/servers/{sid}").json()["server"]["status"] == "ACTIVE",
+        "server ACTIVE again",
+    )
+
+
+# -- bad input: the right status, a clear message, nothing changed ---------------------------
+
+
+def test_bad_requests_change_nothing(api: Api) -> None:
+    sid = api.server_id("vm1")
+    before = api.snapshot()
+
+    def bad(r: Any, status: int, key: str, *needles: str) -> None:
+        _error(r, status, key, *needles)
+        assert api.snapshot() == before
+
+    url = f"/v2.1/servers/{sid}/action"
+    hdr = api.headers()
+    bad(api.client.post(url, content=b"{not json", headers=hdr), 400, "badRequest", "malformed")
+    bad(api.client.post(url, content=b"[1]", headers=hdr), 400, "badRequest", "JSON object")
+    bad(_migrate(api, "no-such-server", {"host": "h2"}), 404, "itemNotFound", "no-such-server")
+    bad(_migrate(api, sid, {"host": "h9"}), 400, "badRequest", "h9")
+    bad(_migrate(api, sid, {"host": "h1"}), 400, "badRequest", "current host")
+    bad(_migrate(api, sid, {"host": "h2", "post_copy": "yes"}), 400, "badRequest",
+        "post_copy", "not a boolean")  # fmt: skip
+    bad(_migrate(api, sid, {"host": "h2", "block_migration": "maybe"}), 400, "badRequest",
+        "block_migration")  # fmt: skip
+    bad(_migrate(api, sid, {"host": "h2", "force": True}), 400, "badRequest", "force")
+    bad(_migrate(api, sid, {"host": "h2", "post_copy": True, "migration_policy": "fast"}), 400,
+        "badRequest", "migration_policy")  # fmt: skip
+    bad(_migrate(api, sid, {"host": "h2", "post_copy_after_iterations": 1}), 400,
+        "badRequest", "needs post_copy")  # fmt: skip
+    bad(api.post(url, {"os-stop": None}), 400, "badRequest", "os-migrateLive")
+    bad(api.get(f"/v2.1/servers/{sid}/migrations/999"), 404, "itemNotFound", "999")
+
+
+def test_vm_not_running_and_migration_in_progress_are_409(api: Api) -> None:
+    sid = api.server_id("vm1")
+    dom = api.driver.hosts["fake://h1"].domains["vm1"]
+    from dataclasses import replace
+
+    from orbit.virt.driver import DomainState
+
+    api.driver.hosts["fake://h1"].domains["vm1"] = replace(dom, state=DomainState.PAUSED)
+    api.conductor.sync()
+    before = api.snapshot()
+    _error(_migrate(api, sid, {"host": "h2"}), 409, "conflictingRequest", "PAUSED")
+    assert api.snapshot() == before
+
+    hot = api.server_id("hot")
+    assert _migrate(api, hot, {"host": "h2", "post_copy": True,
+                               "post_copy_after_iterations": 100}).status_code == 202  # fmt: skip
+    before = api.snapshot()
+    _error(_migrate(api, hot, {"host": "h3"}), 409, "conflictingRequest", "already")
+    assert api.snapshot()["Migration"] == before["Migration"]
+    m = _only_migration(api, hot)
+    api.wait_status(hot, m["id"], "running-precopy")
+    api.post(f"/v2.1/servers/{hot}/migrations/{m['id']}/action", {"force_complete": None})
+    api.wait_status(hot, m["id"], "completed")
+
+
+@pytest.mark.parametrize(
+    ("token", "status", "key"), [(None, 401, "unauthorized"), ("bogus", 401, "unauthorized")]
+)
+def test_tokens_are_required(api: Api, token: str | None, status: int, key: str) -> None:
+    headers = {} if token is None else {"X-Auth-Token": token}
+    before = api.snapshot()
+    sid = api.server_id("vm1")
+    _error(api.client.get("/v2.1/servers", headers=headers), status, key)
+    r = api.client.post(f"/v2.1/servers/{sid}/action", json={"os-migrateLive": {"host": "h2"}},
+                        headers=headers)  # fmt: skip
+    _error(r, status, key)
+    assert api.snapshot() == before
+
+
+def test_expired_token_is_401(api: Api) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from orbit.db.models import Token
+    from orbit.db.types import utcnow
+
+    with api.db.session() as s:
+        s.execute(update(Token).values(expires_at=utcnow() - timedelta(seconds=1)))
+    _error(api.get("/v2.1/servers"), 401, "unauthorized", "expired")
+
+
+def test_member_role_cannot_migrate(api: Api) -> None:
+    sid = api.server_id("vm1")
+    before = api.snapshot()
+    assert api.get("/v2.1/servers", headers=api.headers(member=True)).status_code == 200
+    r = _migrate(api, sid, {"host": "h2"}, headers=api.headers(member=True))
+    _error(r, 403, "forbidden", "admin role")
+    r = api.post("/v2.1/orbit-hosts", {"name": "h4", "uri": "fake://h4"},
+                 headers=api.headers(member=True))  # fmt: skip
+    _error(r, 403, "forbidden")
+    assert api.snapshot() == before
+
+
+def test_host_registry(api: Api) -> None:
+    before = api.snapshot()
+    _error(api.post("/v2.1/orbit-hosts", {"name": "h1", "uri": "fake://x"}), 409,
+           "conflictingRequest", "already")  # fmt: skip
+    _error(api.post("/v2.1/orbit-hosts", {"name": "bad name", "uri": "qemu:///system"}), 400,
+           "badRequest", "host name")  # fmt: skip
+    _error(api.post("/v2.1/orbit-hosts", {"name": "h4", "uri": "http://x"}), 400,
+           "badRequest", "URI")  # fmt: skip
+    assert api.snapshot() == before
+    r = api.post("/v2.1/orbit-hosts", {"name": "h4", "uri": "qemu+tcp://127.0.0.9/system"})
+    assert r.status_code == 201 and r.json()["host"]["state"] == "down"  # nothing listens
+    r = api.client.delete("/v2.1/orbit-hosts/h4", headers=api.headers())
+    assert r.status_code == 204
+    _error(api.client.delete("/v2.1/orbit-hosts/h4", headers=api.headers()), 404,
+           "itemNotFound", "h4")  # fmt: skip
+    names = [h["name"] for h in api.get("/v2.1/orbit-hosts").json()["hosts"]]
+    assert names == ["h1", "h2", "h3"]
+
+
+def test_openapi_document(api: Api) -> None:
+    doc = api.client.get("/openapi.json").json()
+    assert "/v2.1/servers/{server_id}/action" in doc["paths"]
+    assert "/identity/v3/auth/tokens" in doc["paths"]

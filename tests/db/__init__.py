@@ -1,0 +1,1 @@
+"""Tests of the database layer, on SQLite and on a private PostgreSQL server."""
