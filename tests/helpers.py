@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 
-def run_orbit(*args: str, timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
+def run_orbit(
+    *args: str, timeout_s: float = 120.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``orbit ARGS…`` in a subprocess and return the finished process."""
     return subprocess.run(
         [sys.executable, "-m", "orbit.cli.main", *args],
@@ -14,6 +17,7 @@ def run_orbit(*args: str, timeout_s: float = 120.0) -> subprocess.CompletedProce
         text=True,
         timeout=timeout_s,
         check=False,
+        env=None if env is None else {**os.environ, **env},
     )
 
 

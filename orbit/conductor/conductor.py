@@ -22,7 +22,6 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -41,8 +40,6 @@ from orbit.db.models import (
 )
 from orbit.db.types import utcnow
 from orbit.errors import (
-    DomainNotFound,
-    HypervisorError,
     InvalidMigration,
     InvalidState,
     MigrationInProgress,
@@ -60,14 +57,12 @@ from orbit.migration.engine import Migration as EngineMigration
 from orbit.migration.model import MigrationSettings, Sample
 from orbit.migration.phase import Phase
 from orbit.scheduler.placement import HostView, pick_host
-from orbit.virt.driver import DomainState, HypervisorDriver
+from orbit.virt.driver import HypervisorDriver
 
 log = logging.getLogger(__name__)
 
 #: How often the dispatcher looks at the queue when nothing wakes it.
 DISPATCH_INTERVAL_S = 1.0
-#: How often an adopted migration's job is polled.
-ADOPT_POLL_INTERVAL_S = 0.5
 #: How long a stopping conductor waits for each migration thread.
 STOP_JOIN_TIMEOUT_S = 5.0
 
@@ -361,7 +356,7 @@ class Conductor:
                 record.iterations = result.iterations
                 record.postcopy_requests = result.postcopy_requests
                 record.switch_at_s = result.switch_at_s
-                record.phase_times = dict(result.phase_times)
+                record.phase_times = {**result.phase_times, **record.phase_times}
                 if phase is Phase.COMPLETED:
                     record.memory_remaining_bytes = 0
                     record.disk_remaining_bytes = 0
@@ -402,72 +397,35 @@ class Conductor:
             self._start_thread(mid, self._follow)
 
     def _follow(self, mid: int) -> None:
-        """Follow a migration started by an earlier process until libvirt says it is over."""
+        """Take over a migration an earlier process started; see Migration.adopt."""
         try:
             request, name = self._request_for(mid)
         except OrbitError as err:
             self._finish_record(mid, Phase.ERROR, str(err), None)
             return
-        recorder = _Recorder(self.db, mid)
-        started = _started_at(self.db, mid)
-        while not self._stop.is_set():
-            try:
-                stats = self.driver.job_stats(request.src_uri, name)
-            except DomainNotFound:
-                break  # undefined on the source: the migration is over
-            except HypervisorError as err:
-                log.debug("adopted migration id=%d no stats error=%s", mid, err)
-                stats = None
-            if stats is not None and not stats.active:
-                break
-            if stats is not None:
-                elapsed = (utcnow() - started).total_seconds() if started else 0.0
-                recorder.on_sample(
-                    Sample(
-                        elapsed_s=round(elapsed, 3),
-                        memory_total_bytes=stats.memory_total_bytes,
-                        memory_processed_bytes=stats.memory_processed_bytes,
-                        memory_remaining_bytes=stats.memory_remaining_bytes,
-                        dirty_rate_bytes_s=stats.dirty_rate_bytes_s,
-                        bandwidth_bytes_s=stats.bandwidth_bytes_s,
-                        iteration=stats.iteration,
-                        postcopy_requests=stats.postcopy_requests,
-                    )
-                )
-            self._stop.wait(ADOPT_POLL_INTERVAL_S)
-        if self._stop.is_set():
-            return
-        phase, error = self._outcome(request, name)
-        self._finish_record(mid, phase, error, None)
-
-    def _outcome(self, request: MigrationRequest, name: str) -> tuple[Phase, str | None]:
-        """Where the VM is now decides how an adopted migration ended."""
-
-        def state(uri: str) -> tuple[DomainState | None, str]:
-            try:
-                info = self.driver.domain_info(uri, name)
-            except DomainNotFound:
-                return None, ""
-            return info.state, info.reason
-
-        dst_state, dst_reason = state(request.dst_uri)
-        src_state, src_reason = state(request.src_uri)
-        if "postcopy-failed" in (dst_reason, src_reason):
-            return Phase.POSTCOPY_PAUSED, "post-copy broke while orbit-server was restarting"
-        if dst_state is DomainState.RUNNING and src_state in (None, DomainState.SHUTOFF):
-            return Phase.COMPLETED, None
-        if src_state is DomainState.RUNNING:
-            return Phase.FAILED, "the migration ended without moving the VM (seen after a restart)"
-        return Phase.ERROR, (
-            f"after a restart the VM is {src_state} on the source and {dst_state} on the "
-            "destination: an operator must look"
-        )
-
-
-def _started_at(db: Database, mid: int) -> datetime | None:
-    with db.session() as session:
-        record = session.get(Migration, mid)
-        return record.started_at if record else None
+        with self.db.session() as session:
+            record = session.get(Migration, mid)
+            if record is None:
+                return
+            phase = record.phase
+            started = record.started_at
+            last = record.samples[-1].to_sample() if record.samples else None
+        elapsed = (utcnow() - started).total_seconds() if started else 0.0
+        engine = EngineMigration(self.driver, request, listener=_Recorder(self.db, mid))
+        if last is not None:
+            engine.result.samples.append(last)  # the policy sees where it was
+        with self._lock:
+            self._engines[mid] = engine
+        try:
+            result = engine.adopt(phase, elapsed)
+            outcome, error = result.phase, result.error
+        except Exception as err:
+            log.exception("adopted migration crashed id=%d server=%s", mid, name)
+            outcome, error, result = Phase.ERROR, f"internal error: {err!r}", engine.result
+        finally:
+            with self._lock:
+                self._engines.pop(mid, None)
+        self._finish_record(mid, outcome, error, result)
 
 
 class _Recorder(MigrationListener):

@@ -50,6 +50,7 @@ from orbit.migration.policy import decide
 from orbit.virt.driver import (
     EVENT_JOB_COMPLETED,
     EVENT_POSTCOPY_FAILED,
+    DomainInfo,
     DomainState,
     HypervisorDriver,
     JobStats,
@@ -154,6 +155,7 @@ class Migration:
         self._paused_source = False
         self._final_stats: JobStats | None = None  # from the job-completed event
         self._completed_event = threading.Event()
+        self._adopted_job_over = False
         self.result = MigrationResult(
             domain=request.domain,
             src_uri=request.src_uri,
@@ -294,6 +296,69 @@ class Migration:
                 unwatch()
         return self.result
 
+    def adopt(self, phase: Phase, elapsed_s: float) -> MigrationResult:
+        """Take over a migration job that an earlier process started (after a restart).
+
+        ``phase`` is what the record says, ``elapsed_s`` how long ago the job started. The
+        engine samples, applies the policy and operator requests as :meth:`run` does; when
+        the source has no job any more, where the VM runs decides the outcome: on the
+        destination only, completed; running on the source, failed (or cancelled after an
+        abort); split with post-copy failed, postcopy-paused; anything else, error.
+        """
+        req = self.request
+        self._t0 = self._clock() - elapsed_s
+        self.result.started_at = time.time() - elapsed_s
+        with self._lock:
+            self._phase = phase
+        if phase is Phase.QUEUED:
+            self._set_phase(Phase.PREPARING)
+        if phase in (Phase.QUEUED, Phase.PREPARING):
+            self._set_phase(Phase.RUNNING_PRECOPY, "adopted after a restart")
+        try:
+            unwatch = self.driver.watch(req.src_uri, req.domain, self._on_event)
+        except HypervisorError:
+            unwatch = None
+        try:
+            self._monitor(None)
+        finally:
+            if unwatch is not None:
+                unwatch()
+        self.result.total_s = round(self._elapsed(), 3)
+        self._counters_from_last_sample()
+        phase, why = self._outcome_after_adoption()
+        self.result.error = why
+        self._set_phase(phase, why or "")
+        return self.result
+
+    def _outcome_after_adoption(self) -> tuple[Phase, str | None]:
+        req = self.request
+
+        def where(uri: str) -> DomainInfo | None:
+            try:
+                return self.driver.domain_info(uri, req.domain)
+            except DomainNotFound:
+                return None
+
+        try:
+            src, dst = where(req.src_uri), where(req.dst_uri)
+        except HypervisorError as err:
+            return Phase.ERROR, f"cannot tell where {req.domain} runs: {err}"
+        if (src and src.postcopy_failed) or (dst and dst.postcopy_failed):
+            return Phase.POSTCOPY_PAUSED, "post-copy broke while the job was adopted"
+        src_running = src is not None and src.state is DomainState.RUNNING
+        if dst is not None and dst.state is DomainState.RUNNING and not src_running:
+            return Phase.COMPLETED, None
+        if src_running:
+            if self._policy_aborted:
+                return Phase.FAILED, self._abort_reason
+            if self._abort_reason is not None:
+                return Phase.CANCELLED, self._abort_reason
+            return Phase.FAILED, "the migration ended without moving the VM"
+        return Phase.ERROR, (
+            f"{req.domain} is {src.state.value if src else 'absent'} on the source and "
+            f"{dst.state.value if dst else 'absent'} on the destination: an operator must look"
+        )
+
     def _migrate(self, outcome: list[BaseException | None]) -> None:
         s = self.request.settings
         params = MigrationParams(
@@ -321,22 +386,32 @@ class Migration:
             log.warning("post-copy failed event domain=%s", self.request.domain)
         self._wake.set()
 
-    def _monitor(self, thread: threading.Thread) -> None:
+    def _monitor(self, thread: threading.Thread | None) -> None:
+        """Sample, decide and act until the migration call returns (``thread``) or, when
+        adopting (``thread`` None), until the source has no migration job any more."""
         req = self.request
-        downtime_set = False
-        while thread.is_alive():
+        downtime_set = thread is None  # an adopted job has its limit already
+
+        def alive() -> bool:
+            return thread.is_alive() if thread is not None else not self._adopted_job_over
+
+        while alive():
             self._wake.wait(self.sample_interval_s)
             self._wake.clear()
-            if not thread.is_alive():
+            if not alive():
                 break
             now = self._elapsed()
             try:
                 stats = self.driver.job_stats(req.src_uri, req.domain)
             except DomainNotFound:
+                self._adopted_job_over = thread is None
                 continue  # the source domain is undefined as the migration completes
             except HypervisorError as err:  # transient: the job is starting or ending
                 log.debug("no job stats domain=%s error=%s", req.domain, err)
                 continue
+            if thread is None and not stats.active:
+                self._adopted_job_over = True
+                break
             if stats.active and stats.memory_total_bytes == 0:
                 continue  # libvirt is still preparing: QEMU's migration has not started
             if stats.active:

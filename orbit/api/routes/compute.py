@@ -341,6 +341,7 @@ def abort_migration(
     _server(session, server_id)
     m = _migration(session, server_id, migration_id)
     services.conductor.abort(session, m)
+    session.commit()
     return Response(status_code=202)
 
 
@@ -466,6 +467,7 @@ def remove_host(name: str, auth: AuthDep, session: SessionDep) -> Response:
     if busy is not None:
         raise ApiError(409, f"host {name} has migration {busy} in progress")
     session.delete(host)
+    session.commit()
     return Response(status_code=204)
 
 

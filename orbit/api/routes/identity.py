@@ -123,6 +123,7 @@ def create_token(body: BodyDep, services: ServicesDep, session: SessionDep) -> J
         project_name=project,
         ttl_s=services.config.token_ttl_s,
     )
+    session.commit()  # before the client can use the token
     return JSONResponse(
         token_body(ctx, services.config.base_url),
         status_code=201,
@@ -156,4 +157,5 @@ def delete_token(
     validate_token(session, token=x_auth_token)
     if x_subject_token:
         revoke_token(session, token=x_subject_token)
+        session.commit()
     return Response(status_code=204)

@@ -1,0 +1,188 @@
+"""orbit-server on the real lab: the CLI migrates a real VM, and a SIGKILL loses nothing.
+
+orbit-server runs as a separate process (SQLite, libvirt driver) on 127.0.0.1; the CLI
+talks to it over HTTP like an operator's would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from orbit.lab.guest import Guests, GuestSpec
+from orbit.lab.lab import Lab
+from orbit.lab.libvirt_util import list_domains
+from orbit.lab.network import Shaping
+from tests.helpers import run_orbit
+
+ADMIN_PASSWORD = "lab-admin-secret"
+START_TIMEOUT_S = 30.0
+RECORD_TIMEOUT_S = 120.0
+HOT = GuestSpec("hot", memory_mib=256, wss_mib=200, rate_mib_s=0)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class OrbitServer:
+    """An orbit-server process this test started (and only ends by its PID)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.db_url = f"sqlite:///{workdir}/orbit.db"
+        self.log = workdir / "orbit-server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.env = {"ORBIT_URL": self.url, "OS_USERNAME": "admin", "OS_PASSWORD": ADMIN_PASSWORD}
+
+    def start(self) -> None:
+        env = {
+            **os.environ,
+            "ORBIT_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "ORBIT_SYNC_INTERVAL_S": "1",
+        }
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "orbit.server.main", "--bind", f"127.0.0.1:{self.port}",
+                 "--database-url", self.db_url, "--driver", "libvirt"],
+                stdout=log, stderr=subprocess.STDOUT, env=env,
+            )  # fmt: skip
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                if httpx.get(f"{self.url}/", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, f"orbit-server did not start: {self.log}"
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up of any kind."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def orbit(self, *args: str, timeout_s: float = 180.0) -> subprocess.CompletedProcess[str]:
+        return run_orbit(*args, env=self.env, timeout_s=timeout_s)
+
+    def orbit_json(self, *args: str) -> Any:
+        proc = self.orbit(*args, "--format", "json")
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+
+@pytest.fixture
+def server(lab: Lab, tmp_path: Path) -> Iterator[OrbitServer]:
+    srv = OrbitServer(tmp_path)
+    srv.start()
+    try:
+        for host in lab.hosts():
+            proc = srv.orbit("host-add", host.name, host.uri,
+                             "--migration-address", host.migration_uri)  # fmt: skip
+            assert proc.returncode == 0, proc.stderr
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture
+def shaped(lab: Lab) -> Iterator[None]:
+    lab.shape("h1", Shaping(rate="400mbit"))
+    yield
+    lab.shape("h1", Shaping())
+
+
+def _wait_listed(srv: OrbitServer, name: str) -> dict[str, Any]:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        servers = srv.orbit_json("list")
+        found = [s for s in servers if s["name"] == name and s["status"] == "ACTIVE"]
+        if found:
+            return dict(found[0])
+        assert time.monotonic() < deadline, f"{name} never listed: {servers}"
+        time.sleep(0.5)
+
+
+def _migration(srv: OrbitServer, name: str) -> dict[str, Any]:
+    ms = srv.orbit_json("server-migration-list", name)
+    assert ms, f"no migration for {name}"
+    return dict(ms[0])
+
+
+def test_cli_live_migration_post_copy_wait(
+    lab: Lab, guests: Guests, server: OrbitServer, shaped: None
+) -> None:
+    guests.start("h1", HOT)
+    _wait_listed(server, "hot")
+    proc = server.orbit("live-migration", "--post-copy", "--wait", "hot", "h2")
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "status            : completed" in proc.stdout, proc.stdout
+    assert "remaining" in proc.stderr  # the progress lines
+    record = _migration(server, "hot")
+    orbit = record["orbit"]
+    assert record["status"] == "completed" and record["dest_compute"] == "h2"
+    assert orbit["switch_at_s"] is not None and orbit["postcopy_requests"] > 0
+    switch = [d for d in orbit["decisions"] if d["action"] == "switch-to-postcopy"]
+    assert switch and switch[0]["reason"], orbit["decisions"]
+    assert list_domains(lab.host("h2").uri) == {"hot": "running"}
+    assert guests.wait_verified("h2", "hot").errors == 0
+    shown = server.orbit_json("show", "hot")
+    assert shown["OS-EXT-SRV-ATTR:host"] == "h2"
+
+
+def test_sigkill_during_a_migration_loses_nothing(
+    lab: Lab, guests: Guests, server: OrbitServer, shaped: None
+) -> None:
+    guests.start("h1", HOT)
+    _wait_listed(server, "hot")
+    # post-copy after 2 passes over a shaped link: several seconds of pre-copy first
+    proc = server.orbit("live-migration", "--post-copy", "--post-copy-after", "2", "hot", "h2")
+    assert proc.returncode == 0, proc.stderr
+    deadline = time.monotonic() + RECORD_TIMEOUT_S
+    while _migration(server, "hot")["status"] != "running-precopy":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    server.kill()
+    server.start()
+    deadline = time.monotonic() + RECORD_TIMEOUT_S
+    while (record := _migration(server, "hot"))["status"] not in ("completed", "failed",
+                                                                 "cancelled", "error"):  # fmt: skip
+        assert time.monotonic() < deadline, record
+        time.sleep(0.5)
+    where = guests.locate("hot")
+    assert where is not None
+    expected = "h2" if record["status"] == "completed" else "h1"
+    assert record["status"] in ("completed", "failed"), record["orbit"]["error"]
+    assert where.name == expected, (record["status"], where.name)
+    other = "h1" if expected == "h2" else "h2"
+    assert "hot" not in list_domains(lab.host(other).uri) or list_domains(lab.host(other).uri)[
+        "hot"
+    ] not in ("running", "paused")
+    assert guests.wait_verified(expected, "hot").errors == 0
+    log = server.log.read_text()
+    assert "adopting migration" in log
