@@ -242,8 +242,9 @@ def _print_record(m: dict[str, Any]) -> None:
     print(f"migration {m['id']}: {o['server_name']} {m['source_compute']} -> {m['dest_compute']}")
     print(f"  status            : {m['status']}" + (f" ({o['error']})" if o["error"] else ""))
     s = o["settings"]
-    print(f"  policy            : {s['migration_policy']} (post_copy={s['post_copy']}, "
-          f"after {s['post_copy_after_iterations']} iteration(s))")  # fmt: skip
+    after = (f", after {s['post_copy_after_iterations']} iteration(s)"
+             if s["migration_policy"] == "postcopy" else "")  # fmt: skip
+    print(f"  policy            : {s['migration_policy']} (post_copy={s['post_copy']}{after})")
     print(f"  total time        : {o['total_s']} s; switch to post-copy at {o['switch_at_s']} s")
     print(f"  downtime          : {o['downtime_ms']} ms")
     print(f"  memory sent       : {m['memory_processed_bytes'] / MIB:.1f} MiB of "

@@ -63,7 +63,8 @@ def register(sub: Any) -> None:
 
     p = cmds.add_parser("demo", help="two hosts, a dirtying guest, one post-copy migration")
     p.add_argument("--memory-mib", type=int, default=512)
-    p.add_argument("--rate", default="800mbit", help="link rate between the hosts")
+    p.add_argument("--rate", default="400mbit", help="link rate between the hosts")
+    p.add_argument("--exit", action="store_true", help="stop at once instead of serving on")
     p.set_defaults(func=cmd_demo)
 
 
@@ -142,4 +143,4 @@ def cmd_guest_stop(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from orbit.lab.demo import run_demo
 
-    return run_demo(memory_mib=args.memory_mib, rate=args.rate)
+    return run_demo(memory_mib=args.memory_mib, rate=args.rate, stay=not args.exit)

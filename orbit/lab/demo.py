@@ -1,114 +1,145 @@
-"""``make demo``: a two-host lab, a memory-dirtying guest, one post-copy live migration.
+"""``make demo``: ORBIT end to end on the local lab.
 
-The migration runs through ORBIT's engine on the real libvirt driver with the seed's
-behaviour: pre-copy first, post-copy after the first complete memory iteration. The guest
-dirties all of its working set as fast as it can, so pre-copy alone would not converge.
+1. a two-host lab (h1, h2), the link from h1 shaped to 400 mbit/s;
+2. ``orbit-server`` on 127.0.0.1:8774 with a fresh SQLite database, both hosts registered;
+3. a guest on h1 dirtying its whole working set as fast as it can;
+4. ``orbit live-migration --post-copy --wait demo-vm h2``: pre-copy, the switch to post-copy
+   after the first memory iteration (the seed's behaviour), live progress, the record;
+5. the guest's own check on h2 (heartbeat continuity, 0 verification errors);
+6. the server keeps running, with the login printed, until Ctrl-C; then everything the
+   demo started is removed (server, guest, lab).
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from orbit.errors import LabError
+from orbit.identity.security import generate_password
 from orbit.lab.guest import Guests, GuestSpec
 from orbit.lab.lab import Lab
-from orbit.lab.network import Shaping, rate_bits_s
-from orbit.migration.engine import DecisionRecord, Migration, MigrationListener, MigrationRequest
-from orbit.migration.model import MIB, MigrationSettings, Sample
-from orbit.migration.phase import Phase
-from orbit.virt.libvirt_driver import LibvirtDriver
+from orbit.lab.network import Shaping
 
 GUEST = "demo-vm"
-POST_MIGRATION_BEATS = 10  # heartbeats to see on the destination after the migration
-PRINT_EVERY_S = 0.5
+DEMO_DB_DIR = Path("/var/lib/orbit")
+DEMO_DB = DEMO_DB_DIR / "demo.db"
+BIND = "127.0.0.1:8774"
+SERVER_START_TIMEOUT_S = 30.0
+LIST_TIMEOUT_S = 30.0
+POST_MIGRATION_BEATS = 10
 
 
-class _Printer(MigrationListener):
-    """Prints the migration's progress as it happens."""
-
-    def __init__(self) -> None:
-        self._last_print = -PRINT_EVERY_S
-
-    def on_phase(self, phase: Phase, at_s: float, reason: str) -> None:
-        print(f"  t={at_s:5.2f} s  phase -> {phase.value}" + (f" ({reason})" if reason else ""))
-
-    def on_sample(self, sample: Sample) -> None:
-        if sample.elapsed_s - self._last_print < PRINT_EVERY_S:
-            return
-        self._last_print = sample.elapsed_s
-        print(
-            f"  t={sample.elapsed_s:5.2f} s  iteration={sample.iteration}  "
-            f"remaining={sample.memory_remaining_bytes / MIB:6.1f} MiB  "
-            f"transfer={sample.bandwidth_bytes_s / MIB:5.1f} MiB/s  "
-            f"dirty={sample.dirty_rate_bytes_s / MIB:5.1f} MiB/s"
-            + (f"  post-copy requests={sample.postcopy_requests}" if sample.postcopy else "")
-        )
-
-    def on_decision(self, record: DecisionRecord) -> None:
-        print(f"  t={record.at_s:5.2f} s  {record.source}: {record.action.value}: {record.reason}")
-
-
-def run_demo(*, memory_mib: int = 512, rate: str = "400mbit") -> int:
-    lab = Lab.from_env()
-    print(
-        f"== ORBIT demo: post-copy live migration of a {memory_mib} MiB guest "
-        f"dirtying its whole working set, link {rate}"
+def _orbit(args: list[str], env: dict[str, str], *, capture: bool = True) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "orbit.cli.main", *args],
+        env={**os.environ, **env},
+        capture_output=capture,
+        text=True,
+        check=False,
     )
+    if proc.returncode != 0:
+        raise LabError(f"'orbit {' '.join(args)}' failed: {(proc.stderr or '').strip()}")
+    return proc.stdout or ""
+
+
+def _start_server(password: str, log_path: Path) -> subprocess.Popen[bytes]:
+    DEMO_DB_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{DEMO_DB}{suffix}").unlink(missing_ok=True)
+    env = {**os.environ, "ORBIT_ADMIN_PASSWORD": password, "ORBIT_SYNC_INTERVAL_S": "2"}
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orbit.server.main", "--bind", BIND,
+             "--database-url", f"sqlite:///{DEMO_DB}"],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+        )  # fmt: skip
+    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+    while True:
+        if proc.poll() is not None:
+            raise LabError(f"orbit-server exited at start; see {log_path}")
+        try:
+            if httpx.get(f"http://{BIND}/", timeout=1.0).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            proc.terminate()
+            raise LabError(f"orbit-server did not answer within {SERVER_START_TIMEOUT_S:.0f} s")
+        time.sleep(0.2)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_demo(*, memory_mib: int = 512, rate: str = "400mbit", stay: bool = True) -> int:
+    lab = Lab.from_env()
+    password = os.environ.get("ORBIT_ADMIN_PASSWORD") or generate_password()
+    env = {"ORBIT_URL": f"http://{BIND}", "OS_USERNAME": "admin", "OS_PASSWORD": password}
+    print(f"== ORBIT demo: a {memory_mib} MiB guest dirtying all its memory, link {rate}")
     with lab.session(2) as (h1, h2):
         print(f"lab up: {h1.name} {h1.uri}, {h2.name} {h2.uri}")
         lab.shape(h1.name, Shaping(rate=rate))
-        guests = Guests(lab)
-        wss = memory_mib - 32
-        first = guests.start(
-            h1.name, GuestSpec(GUEST, memory_mib=memory_mib, wss_mib=wss, rate_mib_s=0)
-        )
-        assert first is not None
-        warm = guests.wait_heartbeat(h1.name, GUEST, after_seq=first.seq + 10)
-        print(
-            f"guest {GUEST} on {h1.name}: working set {wss} MiB, dirtying "
-            f"{warm.rate_kib_s / 1024:.0f} MiB/s (heartbeat seq={warm.seq})"
-        )
-        settings = MigrationSettings.resolve(post_copy=True, post_copy_after_iterations=1)
-        print(
-            f"migrating {GUEST} {h1.name} -> {h2.name}: policy {settings.policy.value}, "
-            f"post-copy after {settings.post_copy_after_iterations} iteration(s)"
-        )
-        driver = LibvirtDriver()
+        log_path = lab.lab_dir / "orbit-server-demo.log"
+        server = _start_server(password, log_path)
         try:
-            request = MigrationRequest(
-                GUEST, h1.uri, h2.uri, settings, dst_migration_uri=h2.migration_uri
-            )
-            result = Migration(driver, request, listener=_Printer()).run()
+            print(f"orbit-server up at http://{BIND} (log {log_path})")
+            for h in (h1, h2):
+                _orbit(["host-add", h.name, h.uri, "--migration-address", h.migration_uri], env)
+            print(_orbit(["hypervisor-list"], env))
+            guests = Guests(lab)
+            wss = memory_mib - 32
+            guests.start(h1.name, GuestSpec(GUEST, memory_mib=memory_mib, wss_mib=wss))
+            deadline = time.monotonic() + LIST_TIMEOUT_S
+            while GUEST not in _orbit(["list"], env):
+                if time.monotonic() > deadline:
+                    raise LabError(f"orbit-server never listed {GUEST}")
+                time.sleep(0.5)
+            print(_orbit(["list"], env))
+            print(f"$ orbit live-migration --post-copy --wait {GUEST} {h2.name}")
+            proc = subprocess.run(
+                [sys.executable, "-m", "orbit.cli.main", "live-migration", "--post-copy",
+                 "--wait", GUEST, h2.name],
+                env={**os.environ, **env}, check=False,
+            )  # fmt: skip
+            src = guests.heartbeats(h1.name, GUEST)
+            first = guests.wait_heartbeat(h2.name, GUEST)
+            verified = guests.wait_verified(h2.name, GUEST)
+            dst = guests.heartbeats(h2.name, GUEST)
+            continuous = bool(src) and 1 <= dst[0].seq - src[-1].seq <= 2
+            print("== the guest's own view")
+            print(f"  heartbeat : last on {h1.name} seq={src[-1].seq if src else '?'}, first on "
+                  f"{h2.name} seq={dst[0].seq} (continuous: {continuous})")  # fmt: skip
+            print(f"  memory    : {verified.errors} verification errors after "
+                  f"{verified.passes - first.passes} full pass(es) on {h2.name}")  # fmt: skip
+            ok = proc.returncode == 0 and verified.errors == 0 and continuous
+            print("demo " + ("OK" if ok else "FAILED"))
+            if stay:
+                print()
+                print(f"orbit-server keeps running at http://{BIND}; log in as admin with:")
+                print(f"  export ORBIT_URL=http://{BIND} OS_USERNAME=admin OS_PASSWORD={password}")
+                print("  orbit list; orbit migration-list; orbit live-migration --post-copy "
+                      f"--wait {GUEST} {h1.name}")  # fmt: skip
+                print(f"  (OpenStack clients: auth_url http://{BIND}/identity, project admin)")
+                print("Ctrl-C stops the server and removes the lab.")
+                try:
+                    signal.pause()
+                except KeyboardInterrupt:
+                    print()
         finally:
-            driver.close()
-        if result.phase is not Phase.COMPLETED:
-            print(f"migration {result.phase.value} after {result.total_s:.1f} s: {result.error}")
-            return 1
-        src_beats = guests.heartbeats(h1.name, GUEST)
-        first_dst = guests.wait_heartbeat(h2.name, GUEST)
-        after = guests.wait_heartbeat(
-            h2.name, GUEST, after_seq=first_dst.seq + POST_MIGRATION_BEATS
-        )
-        dst_beats = guests.heartbeats(h2.name, GUEST)
-        where = guests.locate(GUEST)
-        seq_gap = dst_beats[0].seq - src_beats[-1].seq
-        print("== result")
-        print(f"  where now          : {where.name if where else '?'}")
-        print(
-            f"  total time         : {result.total_s:.2f} s "
-            f"(switch to post-copy at {result.switch_at_s or 0:.2f} s); "
-            f"physical limit {memory_mib * MIB * 8 / rate_bits_s(rate):.2f} s"
-        )
-        print(f"  downtime           : {result.downtime_ms} ms")
-        print(
-            f"  memory sent        : {result.memory_bytes / MIB:.0f} MiB "
-            f"= {result.memory_bytes / (memory_mib * MIB):.2f} x RAM"
-        )
-        print(f"  memory iterations  : {result.iterations}")
-        print(f"  post-copy requests : {result.postcopy_requests}")
-        print(
-            f"  heartbeat          : last on {h1.name} seq={src_beats[-1].seq}, first on "
-            f"{h2.name} seq={dst_beats[0].seq} (continuous: {seq_gap <= 2})"
-        )
-        print(f"  verification errors: {after.errors} (after {after.passes} passes)")
-        ok = after.errors == 0 and seq_gap <= 2 and where is not None and where.name == h2.name
-    print("lab down: every namespace, libvirtd and QEMU removed")
-    print("demo " + ("OK" if ok else "FAILED"))
+            _stop(server)
+    print("lab down: server stopped, every namespace, libvirtd and QEMU removed")
     return 0 if ok else 1

@@ -2,16 +2,26 @@
 
 The conductor runs for real (threads, dispatcher, recorder); only the hypervisors are the
 in-memory :class:`~orbit.virt.fake.FakeDriver`.
+
+- ``api``: the application in-process, called through FastAPI's TestClient (no sockets).
+- ``live_server``: the same services served by a real uvicorn server on 127.0.0.1 and a
+  free port, in a background thread, for clients that speak real HTTP (the stock
+  OpenStack clients in ``test_stock_clients.py``).
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import pytest
+import uvicorn
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -126,3 +136,99 @@ def api(db: Database) -> Iterator[Api]:
     finally:
         conductor.stop()
         client.close()
+
+
+# -- a real HTTP server -----------------------------------------------------------------------
+
+#: the only address the live server listens on
+LOOPBACK = "127.0.0.1"
+SERVER_START_TIMEOUT_S = 10.0
+SERVER_STOP_TIMEOUT_S = 10.0
+#: environment variables that would send the clients elsewhere (a proxy, another cloud)
+_CLIENT_ENV_PREFIXES = ("OS_",)
+_PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+
+
+@dataclass
+class LiveServer:
+    """orbit-server answering on ``url`` (http://127.0.0.1:PORT), with its insides for checks."""
+
+    url: str
+    db: Database
+    driver: FakeDriver
+    conductor: Conductor
+
+    @property
+    def auth_url(self) -> str:
+        return f"{self.url}/identity"
+
+
+def _loopback_socket() -> socket.socket:
+    """A socket bound to 127.0.0.1 and a free port, handed to uvicorn (no race for the port)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((LOOPBACK, 0))
+    return sock
+
+
+@pytest.fixture
+def live_server(db: Database, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveServer]:
+    """The ``api`` fixture's services (same driver, users and hosts), served over real HTTP.
+
+    uvicorn runs in a thread on 127.0.0.1 only; the service catalog's URLs point at it
+    (``bind``). ``OS_*`` and proxy variables are removed so that the clients under test read
+    only what the test gives them and talk to this server directly.
+    """
+    for name in list(os.environ):
+        if name.startswith(_CLIENT_ENV_PREFIXES) or name in _PROXY_VARS:
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("no_proxy", LOOPBACK)
+    monkeypatch.setenv("NO_PROXY", LOOPBACK)
+    sock = _loopback_socket()
+    port = int(sock.getsockname()[1])
+    config = ServerConfig(bind=f"{LOOPBACK}:{port}", sync_interval_s=0.5, driver="fake")
+    driver = make_driver()
+    with db.session() as session:
+        ensure_admin(session, password=ADMIN_PASSWORD)
+        create_user(
+            session, name="alice", password=MEMBER_PASSWORD, project_name="demo", role="member"
+        )
+    conductor = Conductor(db, driver, config)
+    services = Services(config=config, db=db, conductor=conductor)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(services), host=LOOPBACK, port=port, log_level="warning", access_log=False
+        )
+    )
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="orbit-server", daemon=True
+    )
+    thread.start()
+    conductor_started = False
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+        while not server.started:
+            assert thread.is_alive(), "orbit-server (uvicorn) stopped while starting"
+            assert time.monotonic() < deadline, "orbit-server (uvicorn) did not start"
+            time.sleep(0.01)
+        url = config.base_url
+        assert url == f"http://{LOOPBACK}:{port}"
+        with httpx.Client(base_url=url, timeout=10.0, trust_env=False) as http:
+            user = {"name": "admin", "password": ADMIN_PASSWORD}
+            body = {"auth": {"identity": {"methods": ["password"], "password": {"user": user}}}}
+            r = http.post("/identity/v3/auth/tokens", json=body)
+            assert r.status_code == 201, r.text
+            admin = {"X-Auth-Token": r.headers["X-Subject-Token"]}
+            for name, uri in (("h1", H1), ("h2", H2), ("h3", H3)):
+                r = http.post("/v2.1/orbit-hosts", json={"name": name, "uri": uri}, headers=admin)
+                assert r.status_code == 201, r.text
+        conductor.start()
+        conductor_started = True
+        yield LiveServer(url, db, driver, conductor)
+    finally:
+        server.should_exit = True  # first the HTTP server, so no request reaches a stopped one
+        thread.join(SERVER_STOP_TIMEOUT_S)
+        sock.close()
+        if conductor_started:
+            conductor.stop()
+        assert not thread.is_alive(), "orbit-server (uvicorn) did not stop"
