@@ -298,3 +298,39 @@ def test_openapi_document(api: Api) -> None:
     doc = api.client.get("/openapi.json").json()
     assert "/v2.1/servers/{server_id}/action" in doc["paths"]
     assert "/identity/v3/auth/tokens" in doc["paths"]
+
+
+def test_per_host_limit_queues_the_second_migration(api: Api) -> None:
+    hot, vm1 = api.server_id("hot"), api.server_id("vm1")
+    body = {"host": "h2", "post_copy": True, "post_copy_after_iterations": 100}
+    assert _migrate(api, hot, body).status_code == 202
+    first = _only_migration(api, hot)
+    api.wait_status(hot, first["id"], "running-precopy")
+    assert _migrate(api, vm1, {"host": "h3"}).status_code == 202
+    second = _only_migration(api, vm1)
+    # one outgoing migration per host (the default): vm1 waits for hot's to end
+    assert api.migration(vm1, second["id"])["status"] == "queued"
+    api.post(f"/v2.1/servers/{hot}/migrations/{first['id']}/action", {"force_complete": None})
+    assert api.wait_status(hot, first["id"], "completed", "failed")["status"] == "completed"
+    done = api.wait_status(vm1, second["id"], "completed", "failed")
+    assert done["status"] == "completed"
+    started = done["orbit"]["started_at"]
+    assert (
+        started is not None and started >= api.migration(hot, first["id"])["orbit"]["finished_at"]
+    )
+
+
+def test_abort_of_a_queued_migration_cancels_it(api: Api) -> None:
+    hot, vm1 = api.server_id("hot"), api.server_id("vm1")
+    body = {"host": "h2", "post_copy": True, "post_copy_after_iterations": 100}
+    assert _migrate(api, hot, body).status_code == 202
+    first = _only_migration(api, hot)
+    api.wait_status(hot, first["id"], "running-precopy")
+    assert _migrate(api, vm1, {"host": "h3"}).status_code == 202
+    second = _only_migration(api, vm1)
+    r = api.client.delete(f"/v2.1/servers/{vm1}/migrations/{second['id']}", headers=api.headers())
+    assert r.status_code == 202, r.text
+    assert api.migration(vm1, second["id"])["status"] == "cancelled"
+    assert api.get(f"/v2.1/servers/{vm1}").json()["server"]["status"] == "ACTIVE"
+    api.client.delete(f"/v2.1/servers/{hot}/migrations/{first['id']}", headers=api.headers())
+    assert api.wait_status(hot, first["id"], "cancelled", "failed")["status"] == "cancelled"

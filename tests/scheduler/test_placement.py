@@ -1,0 +1,36 @@
+"""The scheduler's pure choice of a destination."""
+
+from __future__ import annotations
+
+import pytest
+
+from orbit.errors import NoValidHost
+from orbit.scheduler.placement import HostView, pick_host
+
+
+def test_most_free_memory_wins_and_never_the_source() -> None:
+    hosts = [HostView("h1", True, 9000), HostView("h2", True, 4000), HostView("h3", True, 6000)]
+    assert pick_host(hosts, source="h1", memory_mib=512) == "h3"
+
+
+def test_ties_are_broken_by_name() -> None:
+    hosts = [HostView("h3", True, 4000), HostView("h2", True, 4000)]
+    assert pick_host(hosts, source="h1", memory_mib=512) == "h2"
+
+
+def test_down_and_full_hosts_are_skipped() -> None:
+    hosts = [HostView("h2", False, 9000), HostView("h3", True, 256), HostView("h4", True, 600)]
+    assert pick_host(hosts, source="h1", memory_mib=512) == "h4"
+
+
+@pytest.mark.parametrize(
+    ("hosts", "needle"),
+    [
+        ([HostView("h1", True, 9000)], "no other host"),
+        ([HostView("h2", False, 9000)], "h2 is down"),
+        ([HostView("h2", True, 100)], "h2 has 100 MiB free"),
+    ],
+)
+def test_no_valid_host_says_why(hosts: list[HostView], needle: str) -> None:
+    with pytest.raises(NoValidHost, match=needle):
+        pick_host(hosts, source="h1", memory_mib=512)
