@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from orbit.db.models import Host, HostState, Migration, MigrationSample, Server, ServerStatus
+from orbit.db.types import utcnow
 
 NOVA_VM_STATES = {
     ServerStatus.ACTIVE.value: "active",
@@ -115,6 +116,8 @@ def migration_view(m: Migration, base: str) -> dict[str, Any]:
             "total_s": m.total_s,
             "error": m.error,
             "decisions": list(m.decisions),
+            "resume_attempts": sum(1 for d in m.decisions if d.get("action") == "resume-postcopy"),
+            "paused_for_s": _paused_for_s(m),
             "phase_times": dict(m.phase_times),
             "started_at": iso(m.started_at),
             "finished_at": iso(m.finished_at),
@@ -203,3 +206,14 @@ def _address_of(h: Host) -> str:
     from urllib.parse import urlsplit
 
     return urlsplit(h.uri).hostname or ""
+
+
+def _paused_for_s(m: Migration) -> float | None:
+    """How long a postcopy-paused migration has been paused (None unless paused)."""
+    if m.status != "postcopy-paused" or m.started_at is None:
+        return None
+    pauses = [d["at_s"] for d in m.decisions if d.get("action") == "pause-postcopy"]
+    paused_at = max(pauses) if pauses else m.phase_times.get("postcopy-paused")
+    if paused_at is None:
+        return None
+    return round((utcnow() - m.started_at).total_seconds() - float(paused_at), 1)

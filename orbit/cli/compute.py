@@ -63,6 +63,9 @@ def register(sub: Any) -> None:
     p = cmd("live-migration-force-complete", "switch to post-copy now", cmd_force_complete)
     p.add_argument("server")
     p.add_argument("migration", type=int)
+    p = cmd("live-migration-resume", "retry a paused post-copy now", cmd_resume)
+    p.add_argument("server")
+    p.add_argument("migration", type=int)
     p = cmd("live-migration-abort", "abort a migration in pre-copy", cmd_abort)
     p.add_argument("server")
     p.add_argument("migration", type=int)
@@ -241,6 +244,10 @@ def _print_record(m: dict[str, Any]) -> None:
     o = m["orbit"]
     print(f"migration {m['id']}: {o['server_name']} {m['source_compute']} -> {m['dest_compute']}")
     print(f"  status            : {m['status']}" + (f" ({o['error']})" if o["error"] else ""))
+    if o.get("paused_for_s") is not None:
+        print(
+            f"  paused for        : {o['paused_for_s']} s ({o['resume_attempts']} resume attempts)"
+        )
     s = o["settings"]
     after = (f", after {s['post_copy_after_iterations']} iteration(s)"
              if s["migration_policy"] == "postcopy" else "")  # fmt: skip
@@ -291,4 +298,11 @@ def cmd_abort(args: argparse.Namespace) -> int:
     client = _client()
     server = client.find_server(args.server)
     client.delete(f"/servers/{server['id']}/migrations/{args.migration}")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    client = _client()
+    server = client.find_server(args.server)
+    client.post(f"/servers/{server['id']}/migrations/{args.migration}/action", {"resume": None})
     return 0

@@ -101,6 +101,10 @@ class Conductor:
         self._stop.set()
         self._wake.set()
         self._sync_now.set()
+        with self._lock:
+            engines = list(self._engines.values())
+        for engine in engines:
+            engine.stop()
         for t in self._loops:
             t.join(STOP_JOIN_TIMEOUT_S)
         with self._lock:
@@ -217,6 +221,20 @@ class Conductor:
                 "force-complete is not available for it"
             )
         return engine.force_complete()
+
+    def resume_now(self, session: Session, record: Migration) -> str:
+        """Operator: retry a paused post-copy now (the engine also retries on its own)."""
+        if record.phase is not Phase.POSTCOPY_PAUSED:
+            raise MigrationRefused(
+                f"migration {record.id} is {record.status}, not postcopy-paused: "
+                "there is nothing to resume"
+            )
+        engine = self._engines.get(record.id)
+        if engine is None:
+            raise MigrationRefused(
+                f"migration {record.id} is being taken over after a restart; try again shortly"
+            )
+        return engine.resume_now()
 
     def abort(self, session: Session, record: Migration) -> None:
         phase = record.phase

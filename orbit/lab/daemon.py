@@ -1,8 +1,8 @@
 """One private libvirtd per lab host.
 
-Each host's daemon runs inside its network namespace and a private mount namespace, where a
-tmpfs over ``/run`` (pid files, sockets) and bind mounts of per-host directories over
-``/etc/libvirt``, ``/var/lib/libvirt``, ``/var/log/libvirt`` and ``/var/cache/libvirt``
+Each host's daemon runs inside its network namespace and a private mount namespace, where
+bind mounts of per-host directories over ``/run`` (pid files, sockets, running domains'
+state), ``/etc/libvirt``, ``/var/lib/libvirt``, ``/var/log/libvirt`` and ``/var/cache/libvirt``
 make it a separate machine as far as libvirt can tell: its own config, domains, disk images
 (``/var/lib/libvirt/images``) and logs. It listens on TCP without auth on the host's lab
 address only, so the control plane reaches it as ``qemu+tcp://198.18.0.n/system``.
@@ -31,7 +31,11 @@ LIBVIRTD_START_TIMEOUT_S = 30.0
 #: Connect timeout when probing whether a daemon answers.
 PROBE_TIMEOUT_S = 1.0
 
+#: Bind-mounted over the system's directories in the daemon's private mount namespace.
+#: /run is a per-host directory too (not a tmpfs), so that a restarted libvirtd finds the
+#: running QEMUs' state and monitor sockets and reconnects to them, as on a real host.
 PER_HOST_DIRS = {
+    "run": "/run",
     "etc": "/etc/libvirt",
     "lib": "/var/lib/libvirt",
     "log": "/var/log/libvirt",
@@ -101,7 +105,7 @@ def start_libvirtd(netns: str, host_dir: Path) -> int:
     ``ip netns exec``, ``unshare`` and ``sh -c 'exec …'`` all exec in place, so the PID of
     the child is libvirtd's own.
     """
-    mounts = ["mount -t tmpfs tmpfs /run"]
+    mounts = []
     for sub, target in PER_HOST_DIRS.items():
         mounts.append(f"mount --bind {shlex.quote(str(host_dir / sub))} {target}")
     script = " && ".join(mounts) + f" && exec {shlex.quote(libvirtd_binary())} --listen"

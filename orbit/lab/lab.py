@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from orbit.errors import ConfigError, HostNotFound, LabError, LabStateError
 from orbit.lab import daemon, libvirt_util, network
-from orbit.lab.system import pid_alive, pids_in_netns, terminate
+from orbit.lab.system import pid_alive, pids_in_netns, terminate, wait_for
 
 log = logging.getLogger(__name__)
 
@@ -280,3 +281,24 @@ class Lab:
     def restore(self, name: str) -> None:
         network.set_link_up(self.host(name).name, True)
         log.info("lab link restored host=%s", name)
+
+    def restart_libvirtd(self, name: str) -> int:
+        """Kill host ``name``'s libvirtd (SIGKILL, as a crash) and start it again.
+
+        Its QEMUs keep running; the new daemon finds them through the per-host ``/run`` and
+        reconnects. Returns the new daemon's PID.
+        """
+        hosts = self.hosts()
+        host = next((h for h in hosts if h.name == name), None)
+        if host is None:
+            raise HostNotFound(f"no lab host named {name!r}")
+        if host.libvirtd_pid and pid_alive(host.libvirtd_pid):
+            os.kill(host.libvirtd_pid, signal.SIGKILL)
+            wait_for(lambda: not pid_alive(host.libvirtd_pid or 0), timeout_s=10.0,
+                     what=f"libvirtd of {name} to exit")  # fmt: skip
+        hdir = self.host_dir(name)
+        host.libvirtd_pid = daemon.start_libvirtd(host.netns, hdir)
+        self._save(hosts)
+        daemon.wait_until_listening(host.libvirtd_pid, host.address, hdir)
+        log.info("lab libvirtd restarted host=%s pid=%d", name, host.libvirtd_pid)
+        return host.libvirtd_pid

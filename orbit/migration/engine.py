@@ -46,7 +46,7 @@ from orbit.errors import (
 )
 from orbit.migration.model import MIB, Action, Decision, MigrationSettings, Sample
 from orbit.migration.phase import Phase, transition
-from orbit.migration.policy import decide
+from orbit.migration.policy import decide, stalled_for_s
 from orbit.virt.driver import (
     EVENT_JOB_COMPLETED,
     EVENT_POSTCOPY_FAILED,
@@ -61,6 +61,9 @@ log = logging.getLogger(__name__)
 
 #: How often the engine samples job statistics (domain events wake it sooner).
 SAMPLE_INTERVAL_S = 0.25
+#: Back-off between attempts to resume a broken post-copy: 1 s, 2 s, 4 s, ... at most 30 s.
+RESUME_BACKOFF_FIRST_S = 1.0
+RESUME_BACKOFF_MAX_S = 30.0
 #: How long the engine waits for the job-completed event (final statistics) after the end.
 FINAL_STATS_TIMEOUT_S = 2.0
 
@@ -105,6 +108,7 @@ class MigrationResult:
     iterations: int = 0
     postcopy_requests: int = 0
     switch_at_s: float | None = None  # when post-copy started, since the job started
+    resume_attempts: int = 0  # attempts to resume a broken post-copy
     phase_times: dict[str, float] = field(default_factory=dict)
     decisions: list[DecisionRecord] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
@@ -156,6 +160,11 @@ class Migration:
         self._final_stats: JobStats | None = None  # from the job-completed event
         self._completed_event = threading.Event()
         self._adopted_job_over = False
+        self._resume_now = threading.Event()
+        self._stopping = threading.Event()
+        self._paused_at: float | None = None  # elapsed s when post-copy last paused
+        self._segment_start = 0  # index of the first sample of the current job
+        self._pause_sent = False
         self.result = MigrationResult(
             domain=request.domain,
             src_uri=request.src_uri,
@@ -177,6 +186,8 @@ class Migration:
         with self._lock:
             self._phase = transition(self._phase, phase)
         at = self._elapsed()
+        if phase is Phase.POSTCOPY_PAUSED:
+            self._paused_at = at
         self.result.phase = phase
         self.result.phase_times.setdefault(phase.value, round(at, 3))
         log.info(
@@ -290,11 +301,95 @@ class Migration:
             self._monitor(thread)
             thread.join()
             self._finish(outcome[0] if outcome else None, watching=unwatch is not None)
+            self._recover(watching=unwatch is not None)
         finally:
             thread.join()
             if unwatch is not None:
                 unwatch()
         return self.result
+
+    # -- recovery of a broken post-copy ---------------------------------------------------
+
+    def resume_now(self) -> str:
+        """Operator: resume a paused post-copy now instead of at the next back-off step."""
+        with self._lock:
+            if self._phase is not Phase.POSTCOPY_PAUSED:
+                raise MigrationRefused(
+                    f"migration of {self.request.domain} is {self._phase.value}, "
+                    "not postcopy-paused: there is nothing to resume"
+                )
+        self._resume_now.set()
+        return "resuming post-copy now"
+
+    def stop(self) -> None:
+        """Stop retrying (the process is shutting down); the job stays as it is in libvirt."""
+        self._stopping.set()
+        self._resume_now.set()
+
+    def _recover(self, *, watching: bool) -> None:
+        """Resume a paused post-copy, with capped exponential back-off, until it completes.
+
+        Every attempt is a decision in the record. Before each, the destination must answer
+        (a fast TCP probe): a resume towards a host that is still cut off would hang in
+        libvirt instead of failing. Runs until success, ``stop()``, or ``auto_resume`` off.
+        """
+        req = self.request
+        attempt = 0
+        while self._phase is Phase.POSTCOPY_PAUSED and req.settings.auto_resume:
+            delay_s = min(RESUME_BACKOFF_MAX_S, RESUME_BACKOFF_FIRST_S * 2 ** min(attempt, 16))
+            operator = self._resume_now.wait(delay_s)
+            self._resume_now.clear()
+            if self._stopping.is_set():
+                return
+            # libvirt may call a post-copy failed while QEMU still streams (e.g. after the
+            # destination's daemon restarted): then it completes on its own.
+            where, _why = self._outcome_after_adoption()
+            if where is Phase.COMPLETED:
+                self._record(
+                    Action.CONTINUE,
+                    "post-copy finished on its own while paused in libvirt's view: "
+                    "the VM runs on the destination only",
+                    "engine",
+                )
+                self.result.error = None
+                self.result.total_s = round(self._elapsed(), 3)
+                self._counters_from_last_sample()
+                self._tidy_after_move()
+                self._set_phase(Phase.COMPLETED, "completed while paused")
+                return
+            attempt += 1
+            self.result.resume_attempts = attempt
+            paused_s = self._elapsed() - (self._paused_at or self._elapsed())
+            try:
+                self.driver.ping(req.dst_uri)
+                self.driver.ping(req.src_uri)
+            except HypervisorError as err:
+                self._record(
+                    Action.RESUME_POSTCOPY,
+                    f"attempt {attempt} skipped after {paused_s:.1f} s paused: {err}; "
+                    f"next in {min(RESUME_BACKOFF_MAX_S, delay_s * 2):.0f} s",
+                    "operator" if operator else "engine",
+                )
+                continue
+            self._record(
+                Action.RESUME_POSTCOPY,
+                f"attempt {attempt} after {paused_s:.1f} s paused",
+                "operator" if operator else "engine",
+            )
+            self._completed_event.clear()
+            self._final_stats = None
+            self._segment_start = len(self.result.samples)
+            self._pause_sent = False
+            outcome: list[BaseException | None] = []
+            thread = threading.Thread(
+                target=self._migrate, args=(outcome, True), name=f"resume-{req.domain}",
+                daemon=True,
+            )  # fmt: skip
+            self._set_phase(Phase.RUNNING_POSTCOPY, f"resume attempt {attempt}")
+            thread.start()
+            self._monitor(thread)
+            thread.join()
+            self._finish(outcome[0] if outcome else None, watching=watching)
 
     def adopt(self, phase: Phase, elapsed_s: float) -> MigrationResult:
         """Take over a migration job that an earlier process started (after a restart).
@@ -319,16 +414,39 @@ class Migration:
         except HypervisorError:
             unwatch = None
         try:
-            self._monitor(None)
+            if phase is not Phase.POSTCOPY_PAUSED:
+                self._monitor(None)
+            self.result.total_s = round(self._elapsed(), 3)
+            self._counters_from_last_sample()
+            outcome, why = self._outcome_after_adoption()
+            self.result.error = why
+            if outcome is Phase.COMPLETED:
+                self._collect_final_stats(wait_for_event=False)
+                self._tidy_after_move()
+            self._set_phase(outcome, why or "")
+            self._recover(watching=unwatch is not None)
         finally:
             if unwatch is not None:
                 unwatch()
-        self.result.total_s = round(self._elapsed(), 3)
-        self._counters_from_last_sample()
-        phase, why = self._outcome_after_adoption()
-        self.result.error = why
-        self._set_phase(phase, why or "")
         return self.result
+
+    def _tidy_after_move(self) -> None:
+        """What PERSIST_DEST and UNDEFINE_SOURCE would have done, had libvirt finished the job.
+
+        Only ever defines the running destination and undefines a *stopped* source.
+        """
+        req = self.request
+        try:
+            self.driver.make_persistent(req.dst_uri, req.domain)
+        except HypervisorError as err:
+            log.warning("cannot persist on destination domain=%s error=%s", req.domain, err)
+        try:
+            if self.driver.undefine_if_stopped(req.src_uri, req.domain):
+                log.info("undefined the stopped source copy domain=%s", req.domain)
+        except DomainNotFound:
+            pass
+        except HypervisorError as err:
+            log.warning("cannot undefine source copy domain=%s error=%s", req.domain, err)
 
     def _outcome_after_adoption(self) -> tuple[Phase, str | None]:
         req = self.request
@@ -359,9 +477,10 @@ class Migration:
             f"{dst.state.value if dst else 'absent'} on the destination: an operator must look"
         )
 
-    def _migrate(self, outcome: list[BaseException | None]) -> None:
+    def _migrate(self, outcome: list[BaseException | None], resume: bool = False) -> None:
         s = self.request.settings
         params = MigrationParams(
+            postcopy_resume=resume,
             dst_uri=self.request.dst_uri,
             dst_migration_uri=self.request.dst_migration_uri,
             post_copy=s.post_copy,
@@ -469,10 +588,34 @@ class Migration:
                     lambda: self.driver.suspend(req.src_uri, req.domain)
                 )
             return
+        if self._phase is Phase.RUNNING_POSTCOPY:
+            self._check_postcopy_stall()
+            return
         if self._phase is not Phase.RUNNING_PRECOPY or self._abort_sent:
             return
         decision = decide(self.result.samples, req.settings, now)
         self._apply(decision)
+
+    def _check_postcopy_stall(self) -> None:
+        """Post-copy that moves no bytes for ``stall_timeout_s``: pause it so it can resume.
+
+        A cut link does not break QEMU's TCP stream for minutes; pausing it
+        (``abort_job(postcopy=True)``: both sides stay paused/running in "post-copy
+        failed") turns the hang into the recoverable ``postcopy-paused``. Never an abort.
+        """
+        req = self.request
+        segment = [s for s in self.result.samples[self._segment_start :] if s.postcopy]
+        stall = stalled_for_s(segment)
+        if self._pause_sent or stall < req.settings.stall_timeout_s:
+            return
+        self._record(
+            Action.PAUSE_POSTCOPY,
+            f"post-copy moved no bytes for {stall:.1f} s (stall timeout "
+            f"{req.settings.stall_timeout_s:.0f} s): pausing it to resume when the link is back",
+        )
+        self._pause_sent = self._try(
+            lambda: self.driver.abort_job(req.src_uri, req.domain, postcopy=True)
+        )
 
     def _apply(self, decision: Decision) -> None:
         req = self.request
@@ -519,6 +662,7 @@ class Migration:
         req = self.request
         self.result.total_s = round(self._elapsed(), 3)
         if error is None:
+            self.result.error = None
             self._collect_final_stats(wait_for_event=watching)
             if self._paused_source:
                 self._resume_if_paused(req.dst_uri)

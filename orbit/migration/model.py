@@ -19,6 +19,8 @@ MIB = 1024 * 1024
 DEFAULT_POST_COPY_AFTER_ITERATIONS = 1  # the seed's behaviour
 DEFAULT_COMPLETION_TIMEOUT_S = 300.0
 DEFAULT_DOWNTIME_LIMIT_MS = 300
+#: no bytes moved for this long means the link (or a daemon) is gone: see policy.stalled_for_s
+DEFAULT_STALL_TIMEOUT_S = 20.0
 MAX_POST_COPY_AFTER_ITERATIONS = 100
 
 
@@ -35,6 +37,10 @@ class Action(StrEnum):
     SWITCH_TO_POSTCOPY = "switch-to-postcopy"
     ABORT = "abort"
     PAUSE_AND_COMPLETE = "pause-and-complete"
+    #: post-copy stalled: pause it (recoverable) so that it can be resumed
+    PAUSE_POSTCOPY = "pause-postcopy"
+    #: resume a paused (failed) post-copy
+    RESUME_POSTCOPY = "resume-postcopy"
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,10 @@ class MigrationSettings:
     downtime_limit_ms: int = DEFAULT_DOWNTIME_LIMIT_MS
     bandwidth_mib_s: int = 0  # 0 = unlimited
     block_migration: bool = False
+    #: no progress for this long: abort pre-copy, or pause post-copy to resume it
+    stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
+    #: resume a broken post-copy automatically (with back-off) until it completes
+    auto_resume: bool = True
 
     @classmethod
     def resolve(
@@ -70,6 +80,8 @@ class MigrationSettings:
         downtime_limit_ms: int = DEFAULT_DOWNTIME_LIMIT_MS,
         bandwidth_mib_s: int = 0,
         block_migration: bool = False,
+        stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
+        auto_resume: bool = True,
     ) -> MigrationSettings:
         """Validate the request and fill defaults.
 
@@ -106,6 +118,8 @@ class MigrationSettings:
             raise ConfigError(f"completion timeout must be > 0 s, got {completion_timeout_s}")
         if downtime_limit_ms <= 0:
             raise ConfigError(f"downtime limit must be > 0 ms, got {downtime_limit_ms}")
+        if stall_timeout_s <= 0:
+            raise ConfigError(f"stall timeout must be > 0 s, got {stall_timeout_s}")
         if bandwidth_mib_s < 0:
             raise ConfigError(
                 f"bandwidth must be >= 0 MiB/s (0 = unlimited), got {bandwidth_mib_s}"
@@ -122,6 +136,8 @@ class MigrationSettings:
             downtime_limit_ms=downtime_limit_ms,
             bandwidth_mib_s=bandwidth_mib_s,
             block_migration=block_migration,
+            stall_timeout_s=stall_timeout_s,
+            auto_resume=auto_resume,
         )
 
 

@@ -21,7 +21,12 @@ The rules, checked in this order; the first that applies decides:
    in post-copy, whatever the policy or the clock: the VM's state is then split between the
    hosts (the destination runs it, the source holds the pages not yet pulled), so aborting
    would lose the VM. Only finishing, or resuming after a failure, is safe.
-3. **Post-copy not permitted** (``settings.post_copy`` false): the policy is ``precopy``,
+3. **Stalled** (pre-copy, any policy): the bytes sent (memory + disk) have not grown for
+   ``stall_timeout_s`` between samples (:func:`stalled_for_s`) → abort: the link or a
+   daemon is gone, and switching to post-copy over a dead link would strand the VM. The VM
+   keeps running on the source. (A stall *in post-copy* is the engine's business: it pauses
+   the post-copy so that it can be resumed, see orbit/migration/engine.py.)
+4. **Post-copy not permitted** (``settings.post_copy`` false): the policy is ``precopy``,
    whatever ``settings.policy`` says, so ``SWITCH_TO_POSTCOPY`` is never returned.
 
 ``precopy`` (never switch)
@@ -92,12 +97,36 @@ def decide(samples: Sequence[Sample], settings: MigrationSettings, now_s: float)
             f"in post-copy: {_mib(latest.memory_remaining_bytes)} left to pull, "
             f"{latest.postcopy_requests} page request(s) so far; never aborted in post-copy",
         )
+    stall = stalled_for_s(samples)
+    if stall >= settings.stall_timeout_s:
+        return Decision(
+            Action.ABORT,
+            f"no progress for {_secs(stall)} (stall timeout {_secs(settings.stall_timeout_s)}): "
+            "the link or a daemon is gone; aborting pre-copy, the VM stays on the source",
+        )
     policy = settings.policy if settings.post_copy else Policy.PRECOPY
     if policy is Policy.POSTCOPY:
         return _decide_postcopy(latest, settings, now_s)
     if policy is Policy.AUTO:
         return _decide_auto(samples, settings, now_s)
     return _decide_precopy(latest, settings, now_s)
+
+
+def stalled_for_s(samples: Sequence[Sample]) -> float:
+    """How long the bytes sent (memory + disk) have not grown, measured between samples.
+
+    0 when the latest sample moved bytes, or with fewer than two samples at that count.
+    """
+    if not samples:
+        return 0.0
+    latest = samples[-1]
+    sent = latest.memory_processed_bytes + latest.disk_processed_bytes
+    since = latest.elapsed_s
+    for s in reversed(samples):
+        if s.memory_processed_bytes + s.disk_processed_bytes != sent:
+            break
+        since = s.elapsed_s
+    return latest.elapsed_s - since
 
 
 def _decide_precopy(latest: Sample, settings: MigrationSettings, now_s: float) -> Decision:

@@ -138,6 +138,17 @@ class HypervisorDriver(Protocol):
     def resume(self, uri: str, name: str) -> None:
         """Resume a paused domain."""
 
+    def make_persistent(self, uri: str, name: str) -> None:
+        """Define a transient domain from its running configuration (no-op if persistent)."""
+        ...
+
+    def undefine_if_stopped(self, uri: str, name: str) -> bool:
+        """Undefine the domain if it is shut off; never touches a running or paused one.
+
+        Returns True if it was undefined.
+        """
+        ...
+
     def watch(self, uri: str, name: str, callback: EventCallback) -> Callable[[], None]:
         """Call ``callback(event, stats)`` on the domain's migration events.
 

@@ -220,6 +220,16 @@ class FakeDriver:
         host = self._host(uri)
         host.domains[name] = replace(self._dom(uri, name), state=DomainState.RUNNING, reason="")
 
+    def make_persistent(self, uri: str, name: str) -> None:
+        host = self._host(uri)
+        host.domains[name] = replace(self._dom(uri, name), persistent=True)
+
+    def undefine_if_stopped(self, uri: str, name: str) -> bool:
+        if self._dom(uri, name).state is not DomainState.SHUTOFF:
+            return False
+        del self._host(uri).domains[name]
+        return True
+
     def watch(self, uri: str, name: str, callback: EventCallback) -> Callable[[], None]:
         self._dom(uri, name)
         self._watchers.setdefault((uri, name), []).append(callback)

@@ -322,6 +322,26 @@ class LibvirtDriver:
         except libvirt.libvirtError as err:
             raise _mapped(err, uri, f"{what} {name}") from err
 
+    def make_persistent(self, uri: str, name: str) -> None:
+        dom = self._domain(uri, name)
+        try:
+            if not dom.isPersistent():
+                xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+                self._conn(uri).defineXML(xml)
+        except libvirt.libvirtError as err:
+            raise _mapped(err, uri, f"defining {name} persistently") from err
+
+    def undefine_if_stopped(self, uri: str, name: str) -> bool:
+        dom = self._domain(uri, name)
+        try:
+            state, _reason = dom.state()
+            if state not in (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_CRASHED):
+                return False
+            dom.undefine()
+        except libvirt.libvirtError as err:
+            raise _mapped(err, uri, f"undefining the stopped {name}") from err
+        return True
+
     def watch(self, uri: str, name: str, callback: EventCallback) -> Callable[[], None]:
         conn = self._conn(uri)
         dom = self._domain(uri, name)

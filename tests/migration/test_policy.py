@@ -115,6 +115,35 @@ CASES: dict[str, Case] = {
     "postcopy N=1: already in post-copy": case(
         [s(10, 2, 200, postcopy=True)], postcopy_after(1), 10.0, C, "in post-copy"
     ),
+    # --- stalled (no bytes moved): abort pre-copy whatever the policy ---------------------
+    "auto: stalled for 21 s aborts": case(
+        [s(10, 1, 600, 0), s(20, 1, 400, 0), s(31, 1, 400, 0), s(41, 1, 400, 0)],
+        AUTO,
+        41.0,
+        AB,
+        "no progress for 21 s",
+        "the VM stays on the source",
+    ),
+    "precopy: stalled for 21 s aborts before the timeout": case(
+        [s(20, 2, 400, 50), s(41, 2, 400, 50)], PRECOPY, 41.0, AB, "no progress"
+    ),
+    "postcopy N=3: stalled aborts instead of waiting for passes": case(
+        [s(20, 1, 400, 0), s(30, 1, 400, 0), s(40.5, 1, 400, 0)],
+        postcopy_after(3),
+        40.5,
+        AB,
+        "stall timeout 20 s",
+    ),
+    "auto: no progress for 19 s is not yet a stall": case(
+        [s(10, 1, 600, 0), s(20, 1, 400, 0), s(39, 1, 400, 0)],
+        AUTO,
+        39.0,
+        C,
+        "first pass",
+    ),
+    "auto: stalled in post-copy is the engine's business": case(
+        [s(10, 3, 200, postcopy=True), s(40, 3, 200, postcopy=True)], AUTO, 40.0, C, "in post-copy"
+    ),
     # --- precopy ------------------------------------------------------------------------
     "precopy: before the timeout": case(
         [s(299.75, 5, 500, 99)],

@@ -322,13 +322,18 @@ def migration_action(
     session: SessionDep,
     services: ServicesDep,
 ) -> Response:
-    """force_complete: switch to post-copy now (or pause the VM so pre-copy completes)."""
-    if list(body) != ["force_complete"]:
-        raise ApiError(400, 'expected {"force_complete": null}')
-    auth.require_admin("force_complete")
+    """force_complete (switch to post-copy now, or pause the VM so pre-copy completes);
+    ORBIT's resume (retry a paused post-copy now)."""
+    if list(body) not in (["force_complete"], ["resume"]):
+        raise ApiError(400, 'expected {"force_complete": null} or {"resume": null}')
+    action = next(iter(body))
+    auth.require_admin(action)
     _server(session, server_id)
     m = _migration(session, server_id, migration_id)
-    services.conductor.force_complete(session, m)
+    if action == "resume":
+        services.conductor.resume_now(session, m)
+    else:
+        services.conductor.force_complete(session, m)
     return Response(status_code=202)
 
 

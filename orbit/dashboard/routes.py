@@ -1,0 +1,364 @@
+"""The dashboard's pages, served by orbit-server under ``/dashboard``.
+
+It is a FastAPI sub-application mounted by :func:`install`: its errors are pages (not the
+API's JSON), it has no OpenAPI document, and every page, script and style comes from
+orbit-server itself (the Content-Security-Policy allows nothing else). Actions call the
+same code as the API: :meth:`MigrationSettings.resolve` and the conductor.
+
+    /dashboard/login                      log in (POST) / the form (GET); POST /logout
+    /dashboard/instances                  servers; Live Migrate for admins
+    /dashboard/instances/{id}/live-migrate   the form (GET), the request (POST)
+    /dashboard/migrations                 every migration (admins, as os-migrations)
+    /dashboard/migrations/{id}            one migration, live; POST .../force-complete, .../abort
+    /dashboard/migrations/{id}/progress   its state and new samples as JSON (polled)
+    /dashboard/hypervisors                hosts: state, memory, VM count
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy.orm import Session
+from starlette.responses import Response
+
+from orbit.api.deps import Services, ServicesDep, SessionDep
+from orbit.api.errors import status_of
+from orbit.api.views import sample_view
+from orbit.dashboard import errors, queries
+from orbit.dashboard.auth import (
+    FormDep,
+    Viewer,
+    ViewerDep,
+    browser_session,
+    clear_session_cookie,
+    session_store,
+    set_session_cookie,
+)
+from orbit.dashboard.forms import FORM_ERRORS, POLICY_CHOICES, POST_COPY_HELP, LiveMigrateForm
+from orbit.dashboard.present import migration_state
+from orbit.dashboard.render import page
+from orbit.dashboard.sessions import FlashLevel, SessionStore
+from orbit.db.models import Server
+from orbit.errors import AuthError, MigrationRefused
+from orbit.identity.service import issue_token, revoke_token
+from orbit.migration.model import MAX_POST_COPY_AFTER_ITERATIONS
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/dashboard"
+STATIC_DIR = Path(__file__).parent / "static"
+#: how often the migration page asks for new progress (the script reads it from the page)
+POLL_INTERVAL_MS = 1000
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
+
+router = APIRouter()
+
+
+def _redirect(request: Request, name: str, **params: Any) -> RedirectResponse:
+    return RedirectResponse(request.url_for(name, **params).path, status_code=303)
+
+
+def _field(form: Any, key: str) -> str:
+    value = form.get(key)
+    return value if isinstance(value, str) else ""
+
+
+# -- logging in and out ------------------------------------------------------------------
+
+
+@router.get("/", name="home")
+def home(request: Request) -> RedirectResponse:
+    return _redirect(request, "instances")
+
+
+@router.get("/login", name="login")
+def login_page(request: Request) -> Response:
+    session = browser_session(request)
+    if session is not None and session.token is not None:
+        return _redirect(request, "instances")
+    created = session is None
+    session = session or session_store(request).new()
+    response = page(
+        request, "login.html", viewer=None, session=session, title="Log in", username="", error=""
+    )
+    if created:
+        set_session_cookie(response, request, session)
+    return response
+
+
+@router.post("/login", name="login_submit")
+def login(request: Request, form: FormDep, services: ServicesDep, db: SessionDep) -> Response:
+    username = _field(form, "username").strip()
+    try:
+        token, ctx = issue_token(
+            db,
+            user_name=username,
+            password=_field(form, "password"),
+            project_name=None,
+            ttl_s=services.config.token_ttl_s,
+        )
+    except AuthError as err:
+        log.info("dashboard log-in refused user=%s", username)
+        return page(
+            request,
+            "login.html",
+            viewer=None,
+            session=browser_session(request),
+            title="Log in",
+            status_code=401,
+            username=username,
+            error=f"{str(err)[:1].upper()}{str(err)[1:]}.",
+        )
+    db.commit()  # before the browser can use the session
+    store = session_store(request)
+    old = browser_session(request)
+    if old is not None:
+        store.drop(old.id)  # a new id after log-in: no session fixation
+    session = store.new(token=token)
+    log.info("dashboard log-in user=%s role=%s", ctx.user_name, ctx.role)
+    response = _redirect(request, "instances")
+    set_session_cookie(response, request, session)
+    return response
+
+
+@router.post("/logout", name="logout")
+def logout(request: Request, viewer: ViewerDep, form: FormDep, db: SessionDep) -> Response:
+    if viewer.session.token is not None:
+        revoke_token(db, token=viewer.session.token)
+        db.commit()
+    store = session_store(request)
+    store.drop(viewer.session.id)
+    anonymous = store.new()
+    anonymous.flash("You are logged out.")
+    log.info("dashboard log-out user=%s", viewer.auth.user_name)
+    response = _redirect(request, "login")
+    clear_session_cookie(response, request)
+    set_session_cookie(response, request, anonymous)
+    return response
+
+
+# -- instances and the Live Migrate form -------------------------------------------------
+
+
+@router.get("/instances", name="instances")
+def instances(request: Request, viewer: ViewerDep, db: SessionDep, q: str = "") -> Response:
+    rows = queries.servers(db)
+    needle = q.strip().lower()
+    if needle:
+        rows = [
+            r
+            for r in rows
+            if needle in r.server.name.lower()
+            or needle in r.server.status.lower()
+            or (r.server.host is not None and needle in r.server.host.name.lower())
+        ]
+    return page(request, "instances.html", viewer=viewer, title="Instances", rows=rows, q=q)
+
+
+def _live_migrate_page(
+    request: Request,
+    viewer: Viewer,
+    db: Session,
+    server: Server,
+    form: LiveMigrateForm,
+    *,
+    error: str = "",
+    status_code: int = 200,
+) -> Response:
+    destinations = queries.destinations(db, source_host_id=server.host_id)
+    return page(
+        request,
+        "live_migrate.html",
+        viewer=viewer,
+        title=f"Live Migrate {server.name}",
+        status_code=status_code,
+        server=server,
+        form=form,
+        error=error,
+        destinations=destinations,
+        destination_names=[h.name for h in destinations],
+        policy_choices=POLICY_CHOICES,
+        post_copy_help=POST_COPY_HELP,
+        max_after=MAX_POST_COPY_AFTER_ITERATIONS,
+    )
+
+
+@router.get("/instances/{server_id}/live-migrate", name="live_migrate")
+def live_migrate_form(
+    request: Request, server_id: str, viewer: ViewerDep, db: SessionDep
+) -> Response:
+    viewer.auth.require_admin("live-migrating a server")
+    server = queries.server(db, server_id=server_id)
+    return _live_migrate_page(request, viewer, db, server, LiveMigrateForm())
+
+
+@router.post("/instances/{server_id}/live-migrate", name="live_migrate_submit")
+def live_migrate(
+    request: Request,
+    server_id: str,
+    viewer: ViewerDep,
+    form: FormDep,
+    db: SessionDep,
+    services: ServicesDep,
+) -> Response:
+    viewer.auth.require_admin("live-migrating a server")
+    server = queries.server(db, server_id=server_id)
+    fields = LiveMigrateForm.from_form(form)
+    try:
+        record = services.conductor.request_migration(
+            db,
+            server=server,
+            dest_host_name=fields.dest_host_name,
+            settings=fields.settings(),
+            block_migration_auto=False,
+            disk_over_commit=fields.disk_over_commit,
+            user_id=viewer.auth.user_id,
+            project_id=viewer.auth.project_id,
+        )
+    except FORM_ERRORS as err:
+        db.rollback()
+        return _live_migrate_page(
+            request, viewer, db, server, fields, error=str(err), status_code=status_of(err)
+        )
+    migration_id, name = record.id, server.name
+    db.commit()  # before the dispatcher looks and before the browser asks for it
+    services.conductor.kick()
+    viewer.session.flash(f"Live migration of {name} requested.")
+    return _redirect(request, "migration", migration_id=migration_id)
+
+
+# -- migrations ----------------------------------------------------------------------------
+
+
+@router.get("/migrations", name="migrations")
+def migrations(request: Request, viewer: ViewerDep, db: SessionDep) -> Response:
+    viewer.auth.require_admin("listing all migrations")
+    rows = queries.migrations(db)
+    return page(request, "migrations.html", viewer=viewer, title="Migrations", migrations=rows)
+
+
+@router.get("/migrations/{migration_id}", name="migration")
+def migration(request: Request, migration_id: int, viewer: ViewerDep, db: SessionDep) -> Response:
+    m = queries.migration(db, migration_id=migration_id)
+    state = migration_state(m, queries.latest_sample(db, migration_id=m.id))
+    return page(
+        request,
+        "migration.html",
+        viewer=viewer,
+        title=f"Migration {m.id}",
+        m=m,
+        state=state,
+        poll_interval_ms=POLL_INTERVAL_MS,
+    )
+
+
+@router.get("/migrations/{migration_id}/progress", name="migration_progress")
+def migration_progress(
+    migration_id: int, viewer: ViewerDep, db: SessionDep, after_s: float = -1.0
+) -> JSONResponse:
+    """The migration's state and its samples taken after ``after_s`` (for the live page)."""
+    m = queries.migration(db, migration_id=migration_id)
+    new = queries.samples(db, migration_id=m.id, after_s=after_s)
+    latest = new[-1] if new else queries.latest_sample(db, migration_id=m.id)
+    return JSONResponse(
+        {"migration": migration_state(m, latest), "samples": [sample_view(s) for s in new]},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@router.post("/migrations/{migration_id}/force-complete", name="force_complete")
+def force_complete(
+    request: Request,
+    migration_id: int,
+    viewer: ViewerDep,
+    form: FormDep,
+    db: SessionDep,
+    services: ServicesDep,
+) -> Response:
+    viewer.auth.require_admin("force_complete")
+    m = queries.migration(db, migration_id=migration_id)
+    try:
+        what = services.conductor.force_complete(db, m)
+    except MigrationRefused as err:
+        viewer.session.flash(f"Force complete refused: {err}", FlashLevel.ERROR)
+    else:
+        viewer.session.flash(f"Force complete: {what}.")
+    return _redirect(request, "migration", migration_id=migration_id)
+
+
+@router.post("/migrations/{migration_id}/abort", name="abort")
+def abort(
+    request: Request,
+    migration_id: int,
+    viewer: ViewerDep,
+    form: FormDep,
+    db: SessionDep,
+    services: ServicesDep,
+) -> Response:
+    viewer.auth.require_admin("aborting a live migration")
+    m = queries.migration(db, migration_id=migration_id)
+    try:
+        services.conductor.abort(db, m)
+    except MigrationRefused as err:
+        db.rollback()
+        viewer.session.flash(f"Abort refused: {err}", FlashLevel.ERROR)
+    else:
+        db.commit()
+        viewer.session.flash("Abort requested: the VM stays on its source host.")
+    return _redirect(request, "migration", migration_id=migration_id)
+
+
+# -- hypervisors ---------------------------------------------------------------------------
+
+
+@router.get("/hypervisors", name="hypervisors")
+def hypervisors(request: Request, viewer: ViewerDep, db: SessionDep) -> Response:
+    rows = queries.hosts(db)
+    return page(request, "hypervisors.html", viewer=viewer, title="Hypervisors", rows=rows)
+
+
+# -- the application -----------------------------------------------------------------------
+
+
+async def security_headers(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    response = await call_next(request)
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if response.media_type == "text/html" or "text/html" in response.headers.get(
+        "content-type", ""
+    ):
+        response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def create_dashboard(services: Services) -> FastAPI:
+    """The dashboard as an application of its own (mounted under :data:`PREFIX`)."""
+    app = FastAPI(title="ORBIT dashboard", openapi_url=None, docs_url=None, redoc_url=None)
+    app.state.services = services
+    app.state.sessions = SessionStore()
+    errors.install(app)
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.middleware("http")(security_headers)
+    return app
+
+
+def install(app: FastAPI) -> None:
+    """Serve the dashboard under ``/dashboard``, with the services in ``app.state``."""
+    app.mount(PREFIX, create_dashboard(app.state.services), name="dashboard")
