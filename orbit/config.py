@@ -21,6 +21,7 @@ from typing import Any
 
 from orbit.db.database import DEFAULT_URL
 from orbit.errors import ConfigError
+from orbit.migration.model import DEFAULT_STALL_TIMEOUT_S
 
 DEFAULT_BIND = "127.0.0.1:8774"
 DEFAULT_TOKEN_TTL_S = 3600
@@ -41,6 +42,8 @@ class ServerConfig:
     #: concurrent migrations per host, leaving it / arriving at it (the rest queue)
     max_outgoing_per_host: int = DEFAULT_MAX_OUTGOING
     max_incoming_per_host: int = DEFAULT_MAX_INCOMING
+    #: no bytes moved for this long: abort pre-copy, or pause post-copy and resume it
+    stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
     #: 'libvirt' (real hosts) or 'fake' (tests and demos without hypervisors)
     driver: str = "libvirt"
     log_level: str = "INFO"
@@ -64,6 +67,8 @@ class ServerConfig:
         for name in ("token_ttl_s", "max_outgoing_per_host", "max_incoming_per_host"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.stall_timeout_s <= 0:
+            raise ConfigError(f"stall_timeout_s must be > 0 s, got {self.stall_timeout_s}")
         if self.sync_interval_s <= 0:
             raise ConfigError(f"sync_interval_s must be > 0 s, got {self.sync_interval_s}")
         if self.driver not in ("libvirt", "fake"):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 from sqlalchemy import func, select
@@ -326,7 +326,7 @@ class Conductor:
                 domain=record.server.name,
                 src_uri=src.uri,
                 dst_uri=dst.uri,
-                settings=record.settings,
+                settings=replace(record.settings, stall_timeout_s=self.config.stall_timeout_s),
                 dst_migration_uri=_migration_uri(dst),
             )
             return request, record.server.name

@@ -1,0 +1,189 @@
+"""Faults during real migrations: the VM ends on exactly one host, with all of its memory.
+
+A guest dirties its whole working set as fast as it can; the link from h1 is shaped to
+100 mbit/s (about 12 MiB/s), so a post-copy of its 128 MiB takes about ten seconds: time
+to cut links and kill daemons in the middle of it. The destination's link (h2) is the one
+cut, so the engine can still reach the source, as a control plane on the source's side of
+a partition would.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+
+import pytest
+
+from orbit.lab.guest import Guests, GuestSpec
+from orbit.lab.lab import Lab
+from orbit.lab.libvirt_util import list_domains
+from orbit.lab.network import Shaping, netem_available
+from orbit.migration.engine import Migration, MigrationRequest
+from orbit.migration.model import Action, MigrationSettings
+from orbit.migration.phase import Phase
+from orbit.virt.libvirt_driver import LibvirtDriver
+
+GUEST = GuestSpec("fault", memory_mib=128, wss_mib=96, rate_mib_s=0)
+LINK_RATE = "100mbit"
+TIMEOUT_S = 120.0
+#: a short stall timeout so a cut link is noticed quickly (the default is 20 s)
+STALL_S = 4.0
+#: a cut shorter than that, which TCP rides out
+SHORT_CUT_S = 3.0
+
+
+@pytest.fixture(scope="module")
+def driver() -> Iterator[LibvirtDriver]:
+    d = LibvirtDriver()
+    yield d
+    d.close()
+
+
+@pytest.fixture
+def shaped(lab: Lab) -> Iterator[None]:
+    lab.shape("h1", Shaping(rate=LINK_RATE))
+    yield
+    lab.restore("h2")
+    lab.shape("h1", Shaping())
+    lab.shape("h2", Shaping())
+
+
+def _engine(lab: Lab, driver: LibvirtDriver, settings: MigrationSettings) -> Migration:
+    src, dst = lab.host("h1"), lab.host("h2")
+    return Migration(
+        driver,
+        MigrationRequest(GUEST.name, src.uri, dst.uri, settings, dst.migration_uri),
+    )
+
+
+def _start(m: Migration) -> threading.Thread:
+    t = threading.Thread(target=m.run, name="fault-migration", daemon=True)
+    t.start()
+    return t
+
+
+def _until(cond: Callable[[], bool], what: str, timeout_s: float = TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def _postcopy_underway(m: Migration) -> bool:
+    """In post-copy, with some pages moved already (so a cut hits a live stream)."""
+    samples = [s for s in m.result.samples if s.postcopy]
+    return m.phase is Phase.RUNNING_POSTCOPY and len(samples) >= 4
+
+
+def _running_on(lab: Lab) -> list[str]:
+    return [h.name for h in lab.hosts() if list_domains(h.uri).get(GUEST.name) == "running"]
+
+
+def _assert_ends_on(lab: Lab, guests: Guests, host: str) -> None:
+    """Running on exactly ``host``, the other copy gone, every page verified."""
+    assert _running_on(lab) == [host]
+    other = "h1" if host == "h2" else "h2"
+    _until(lambda: GUEST.name not in list_domains(lab.host(other).uri), f"no copy on {other}")
+    assert guests.wait_verified(host, GUEST.name).errors == 0
+
+
+def _actions(m: Migration) -> list[Action]:
+    return [d.action for d in m.result.decisions]
+
+
+def test_short_link_cut_during_postcopy_is_ridden_out(
+    lab: Lab, guests: Guests, driver: LibvirtDriver, shaped: None
+) -> None:
+    guests.start("h1", GUEST)
+    m = _engine(
+        lab, driver, MigrationSettings.resolve(post_copy=True, post_copy_after_iterations=0)
+    )
+    t = _start(m)
+    _until(lambda: _postcopy_underway(m), "post-copy under way")
+    lab.cut("h2")
+    time.sleep(SHORT_CUT_S)  # the fault's duration, not a wait for a condition
+    lab.restore("h2")
+    t.join(TIMEOUT_S)
+    assert m.result.phase is Phase.COMPLETED, m.result.error
+    assert Action.PAUSE_POSTCOPY not in _actions(m)
+    _assert_ends_on(lab, guests, "h2")
+
+
+def test_long_link_cut_pauses_postcopy_and_resumes_it(
+    lab: Lab, guests: Guests, driver: LibvirtDriver, shaped: None
+) -> None:
+    guests.start("h1", GUEST)
+    settings = MigrationSettings.resolve(
+        post_copy=True, post_copy_after_iterations=0, stall_timeout_s=STALL_S
+    )
+    m = _engine(lab, driver, settings)
+    t = _start(m)
+    _until(lambda: _postcopy_underway(m), "post-copy under way")
+    lab.cut("h2")
+    _until(lambda: m.phase is Phase.POSTCOPY_PAUSED, "post-copy paused")
+    # at least one resume attempt sees the destination unreachable before the link returns
+    _until(
+        lambda: any("skipped" in d.reason for d in m.result.decisions), "a skipped resume attempt"
+    )
+    paused_on_both = list_domains(lab.host("h1").uri).get(GUEST.name) == "paused"
+    lab.restore("h2")
+    t.join(TIMEOUT_S)
+    assert paused_on_both
+    assert m.result.phase is Phase.COMPLETED, m.result.error
+    actions = _actions(m)
+    assert Action.PAUSE_POSTCOPY in actions and Action.RESUME_POSTCOPY in actions
+    assert m.result.resume_attempts >= 2
+    assert "postcopy-paused" in m.result.phase_times
+    _assert_ends_on(lab, guests, "h2")
+
+
+def test_link_cut_during_precopy_fails_and_the_vm_stays(
+    lab: Lab, guests: Guests, driver: LibvirtDriver, shaped: None
+) -> None:
+    guests.start("h1", GUEST)
+    m = _engine(lab, driver, MigrationSettings.resolve(stall_timeout_s=STALL_S))
+    t = _start(m)
+    _until(lambda: len(m.result.samples) >= 4, "pre-copy under way")
+    lab.cut("h2")
+    _until(lambda: Action.ABORT in _actions(m), "the stall abort")
+    lab.restore("h2")
+    t.join(TIMEOUT_S)
+    assert m.result.phase is Phase.FAILED
+    assert m.result.error is not None and "no progress" in m.result.error
+    _until(lambda: _running_on(lab) == ["h1"], "the VM on h1 only")
+    _assert_ends_on(lab, guests, "h1")
+
+
+def test_destination_libvirtd_restart_during_postcopy(
+    lab: Lab, guests: Guests, driver: LibvirtDriver, shaped: None
+) -> None:
+    guests.start("h1", GUEST)
+    m = _engine(
+        lab, driver, MigrationSettings.resolve(post_copy=True, post_copy_after_iterations=0)
+    )
+    t = _start(m)
+    _until(lambda: _postcopy_underway(m), "post-copy under way")
+    lab.restart_libvirtd("h2")
+    t.join(TIMEOUT_S)
+    assert m.result.phase is Phase.COMPLETED, m.result.error
+    _assert_ends_on(lab, guests, "h2")
+    assert list_domains(lab.host("h2").uri) == {GUEST.name: "running"}
+
+
+def test_packet_loss_throughout(
+    lab: Lab, guests: Guests, driver: LibvirtDriver, shaped: None
+) -> None:
+    delay = "20ms" if netem_available() else None  # this kernel may lack netem: loss only
+    lab.shape("h2", Shaping(loss="10%", delay=delay))
+    small = replace(GUEST, memory_mib=64, wss_mib=32)
+    guests.start("h1", small)
+    src, dst = lab.host("h1"), lab.host("h2")
+    settings = MigrationSettings.resolve(post_copy=True, post_copy_after_iterations=1)
+    m = Migration(driver, MigrationRequest(small.name, src.uri, dst.uri, settings,
+                                           dst.migration_uri))  # fmt: skip
+    result = m.run()
+    assert result.phase is Phase.COMPLETED, result.error
+    assert result.switched
+    _assert_ends_on(lab, guests, "h2")
