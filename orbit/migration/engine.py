@@ -461,6 +461,15 @@ class Migration:
             src, dst = where(req.src_uri), where(req.dst_uri)
         except HypervisorError as err:
             return Phase.ERROR, f"cannot tell where {req.domain} runs: {err}"
+        src_gone = src is None or src.state is DomainState.SHUTOFF
+        if src_gone and dst is not None and dst.state is DomainState.RUNNING:
+            if dst.postcopy_failed:  # not claimed complete while libvirt says otherwise
+                return Phase.POSTCOPY_PAUSED, (
+                    "the source's copy is gone but the destination still reports post-copy "
+                    "failed: waiting for libvirt to settle, an operator should look"
+                )
+            # no copy left on the source: the whole VM is on the destination
+            return Phase.COMPLETED, None
         if (src and src.postcopy_failed) or (dst and dst.postcopy_failed):
             return Phase.POSTCOPY_PAUSED, "post-copy broke while the job was adopted"
         src_running = src is not None and src.state is DomainState.RUNNING

@@ -224,9 +224,18 @@ class LibvirtDriver:
 
     def list_domains(self, uri: str) -> list[DomainInfo]:
         try:
-            return [self._info(dom) for dom in self._conn(uri).listAllDomains()]
+            doms = self._conn(uri).listAllDomains()
         except libvirt.libvirtError as err:
             raise _mapped(err, uri, "listing domains") from err
+        infos = []
+        for dom in doms:
+            try:
+                infos.append(self._info(dom))
+            except libvirt.libvirtError as err:
+                if err.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise _mapped(err, uri, "listing domains") from err
+                # undefined between the listing and the look (e.g. a migration ended)
+        return infos
 
     def domain_info(self, uri: str, name: str) -> DomainInfo:
         dom = self._domain(uri, name)

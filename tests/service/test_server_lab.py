@@ -30,6 +30,9 @@ ADMIN_PASSWORD = "lab-admin-secret"
 START_TIMEOUT_S = 30.0
 RECORD_TIMEOUT_S = 120.0
 HOT = GuestSpec("hot", memory_mib=256, wss_mib=200, rate_mib_s=0)
+#: orbit-server's stall timeout here: a cut link pauses post-copy after this long
+STALL_S = 4.0
+FINAL = ("completed", "failed", "cancelled", "error")
 
 
 def _free_port() -> int:
@@ -54,6 +57,7 @@ class OrbitServer:
             **os.environ,
             "ORBIT_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "ORBIT_SYNC_INTERVAL_S": "1",
+            "ORBIT_STALL_TIMEOUT_S": str(STALL_S),
         }
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
@@ -186,3 +190,58 @@ def test_sigkill_during_a_migration_loses_nothing(
     assert guests.wait_verified(expected, "hot").errors == 0
     log = server.log.read_text()
     assert "adopting migration" in log
+
+
+def _wait_status(srv: OrbitServer, name: str, *statuses: str) -> dict[str, Any]:
+    deadline = time.monotonic() + RECORD_TIMEOUT_S
+    while (record := _migration(srv, name))["status"] not in statuses:
+        assert record["status"] not in FINAL or record["status"] in statuses, record
+        assert time.monotonic() < deadline, record
+        time.sleep(0.2)
+    return record
+
+
+def _assert_only_on(lab: Lab, guests: Guests, host: str, name: str) -> None:
+    running = [h.name for h in lab.hosts() if list_domains(h.uri).get(name) == "running"]
+    assert running == [host]
+    assert guests.wait_verified(host, name).errors == 0
+
+
+def test_sigkill_during_postcopy_is_adopted(
+    lab: Lab, guests: Guests, server: OrbitServer, shaped: None
+) -> None:
+    guests.start("h1", HOT)
+    _wait_listed(server, "hot")
+    proc = server.orbit("live-migration", "--post-copy", "--post-copy-after", "0", "hot", "h2")
+    assert proc.returncode == 0, proc.stderr
+    _wait_status(server, "hot", "running-postcopy")
+    server.kill()
+    server.start()
+    record = _wait_status(server, "hot", *FINAL)
+    assert record["status"] == "completed", record["orbit"]["error"]
+    _assert_only_on(lab, guests, "h2", "hot")
+
+
+def test_sigkill_while_postcopy_is_paused(lab: Lab, guests: Guests, server: OrbitServer) -> None:
+    lab.shape("h1", Shaping(rate="100mbit"))  # a long post-copy, to cut in the middle of
+    try:
+        guests.start("h1", HOT)
+        _wait_listed(server, "hot")
+        proc = server.orbit("live-migration", "--post-copy", "--post-copy-after", "0",
+                            "hot", "h2")  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        _wait_status(server, "hot", "running-postcopy")
+        lab.cut("h2")
+        paused = _wait_status(server, "hot", "postcopy-paused")
+        assert any(d["action"] == "pause-postcopy" for d in paused["orbit"]["decisions"])
+        server.kill()
+        lab.restore("h2")
+        server.start()
+        record = _wait_status(server, "hot", *FINAL)
+        assert record["status"] == "completed", record["orbit"]["error"]
+        assert any(d["action"] == "resume-postcopy" for d in record["orbit"]["decisions"])
+        _assert_only_on(lab, guests, "h2", "hot")
+        assert server.log.read_text().count("adopting migration") >= 1
+    finally:
+        lab.restore("h2")
+        lab.shape("h1", Shaping())
