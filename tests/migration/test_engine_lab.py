@@ -270,3 +270,18 @@ def test_bad_input(lab: Lab, guests: Guests, driver: LibvirtDriver) -> None:
     with pytest.raises(InvalidMigration, match=r"paused.*only a running VM"):
         _migration(lab, driver, "bad", settings).run()
     assert _domains(lab) == {"h1": {"bad": "paused"}, "h2": {}}
+
+
+def test_force_complete_without_postcopy_pauses_and_resumes_on_the_destination(
+    lab: Lab, guests: Guests, driver: LibvirtDriver, shaped: None
+) -> None:
+    guests.start("h1", replace(HOT, name="hot-pause"))
+    m = _migration(lab, driver, "hot-pause", MigrationSettings.resolve())
+    t = _start_in_thread(m)
+    _wait_sample(m)
+    assert "pausing the VM" in m.force_complete()
+    t.join(PHASE_TIMEOUT_S)
+    assert not t.is_alive(), f"still {m.phase.value}"
+    _assert_moved(lab, guests, "hot-pause", m.result)  # running (resumed) on h2
+    assert not m.result.switched
+    assert m.result.decisions[-1].action is Action.PAUSE_AND_COMPLETE

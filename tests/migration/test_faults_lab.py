@@ -187,3 +187,18 @@ def test_packet_loss_throughout(
     assert result.phase is Phase.COMPLETED, result.error
     assert result.switched
     _assert_ends_on(lab, guests, "h2")
+
+
+def test_destination_libvirtd_restart_during_precopy_fails_cleanly(
+    lab: Lab, guests: Guests, driver: LibvirtDriver, shaped: None
+) -> None:
+    guests.start("h1", GUEST)
+    m = _engine(lab, driver, MigrationSettings.resolve(stall_timeout_s=STALL_S))
+    t = _start(m)
+    _until(lambda: len(m.result.samples) >= 4, "pre-copy under way")
+    lab.restart_libvirtd("h2")
+    t.join(TIMEOUT_S)
+    assert m.result.phase in (Phase.FAILED, Phase.CANCELLED), m.result.phase
+    assert m.result.error
+    _until(lambda: _running_on(lab) == ["h1"], "the VM on h1 only")
+    _assert_ends_on(lab, guests, "h1")
