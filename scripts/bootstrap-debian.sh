@@ -14,6 +14,7 @@ packages=(
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libvirt-dev
   pkg-config iproute2 iptables gcc gcc-multilib make python3-venv python3-dev
   postgresql   # the tests start a private server from its binaries; the service stays off
+  chromium chromium-driver   # the dashboard's browser tests (headless, driven by Playwright)
 )
 case "$major" in
   12) ;;

@@ -77,15 +77,6 @@ def set_session_cookie(response: Response, request: Request, session: DashboardS
     )
 
 
-def clear_session_cookie(response: Response, request: Request) -> None:
-    response.delete_cookie(
-        COOKIE_NAME,
-        path=str(request.scope.get("root_path") or "/"),
-        httponly=True,
-        samesite="strict",
-    )
-
-
 def current_viewer(request: Request, db: SessionDep) -> Viewer:
     session = browser_session(request)
     if session is None or session.token is None:

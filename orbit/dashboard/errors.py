@@ -28,7 +28,7 @@ from orbit.dashboard.auth import (
     session_store,
     set_session_cookie,
 )
-from orbit.dashboard.render import page
+from orbit.dashboard.render import page, path_for
 from orbit.dashboard.sessions import FlashLevel
 from orbit.errors import OrbitError
 
@@ -63,7 +63,7 @@ def install(app: FastAPI) -> None:
     async def login_required(request: Request, err: LoginRequired) -> Response:
         if _wants_json(request):
             return error_page(request, 401, err.message or "log in to the dashboard first")
-        response = RedirectResponse(request.url_for("login").path, status_code=303)
+        response = RedirectResponse(path_for(request, "login"), status_code=303)
         session = browser_session(request)
         if session is None:
             session = session_store(request).new()

@@ -90,6 +90,19 @@ def force_complete_control(phase: Phase) -> Control:
     return Control(True)
 
 
+def resume_control(m: Migration) -> Control:
+    """Resume is offered while post-copy is paused; the reason says why and for how long."""
+    if m.phase is not Phase.POSTCOPY_PAUSED:
+        return Control(False, "Only a paused post-copy can be resumed.")
+    attempts = sum(1 for d in m.decisions if d.get("action") == "resume-postcopy")
+    cause = m.error or "the migration stream broke"
+    return Control(
+        True,
+        f"Post-copy is paused ({cause}); ORBIT retries on its own with back-off "
+        f"({attempts} attempt(s) so far). Resume now retries at once.",
+    )
+
+
 def progress_pct(m: Migration) -> int:
     """How much of the current pass over memory is sent (100 once completed)."""
     if m.phase is Phase.COMPLETED:
@@ -104,6 +117,7 @@ def migration_state(m: Migration, latest: MigrationSample | None) -> dict[str, A
     """The live part of the migration page, as JSON: raw numbers and their display text."""
     phase = m.phase
     abort, force = abort_control(phase), force_complete_control(phase)
+    resume = resume_control(m)
     bandwidth = latest.bandwidth_bytes_s if latest is not None else None
     dirty = latest.dirty_rate_bytes_s if latest is not None else None
     pct = progress_pct(m)
@@ -113,11 +127,13 @@ def migration_state(m: Migration, latest: MigrationSample | None) -> dict[str, A
         "final": phase.is_final,
         "in_postcopy": phase.in_postcopy,
         "switch_at_s": m.switch_at_s,
+        "total_s": m.total_s,
         "memory_total_bytes": m.memory_total_bytes,
         "progress_pct": pct,
         "controls": {
             "abort": {"allowed": abort.allowed, "reason": abort.reason},
             "force_complete": {"allowed": force.allowed, "reason": force.reason},
+            "resume": {"allowed": resume.allowed, "reason": resume.reason},
         },
         "decisions": [
             {"at": fmt_seconds(d.get("at_s")), "action": d.get("action"), "reason": d.get("reason")}
@@ -136,6 +152,7 @@ def migration_state(m: Migration, latest: MigrationSample | None) -> dict[str, A
             "switch_at": fmt_seconds(m.switch_at_s) if m.switch_at_s is not None else "not yet",
             "downtime": fmt_ms(m.downtime_ms),
             "total_time": fmt_seconds(m.total_s),
+            "finished_at": fmt_time(m.finished_at),
             "error": m.error or "",
         },
     }

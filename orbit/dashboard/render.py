@@ -17,11 +17,19 @@ from orbit.dashboard.sessions import DashboardSession, Flash
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 
 
+def path_for(request: Request, name: str, /, **params: Any) -> str:
+    """The path of a named dashboard route or static file, under the mount (``/dashboard``).
+
+    Starlette's ``url_for`` resolves names from the outermost router (the API's), so the
+    dashboard's own names are looked up in its own application and prefixed here.
+    """
+    root = str(request.scope.get("root_path") or "")
+    return root + str(request.app.url_path_for(name, **params))
+
+
 @jinja2.pass_context
-def path_for(context: jinja2.runtime.Context, name: str, /, **params: Any) -> str:
-    """The path (not the absolute URL) of a named route or static file, under the mount."""
-    request: Request = context["request"]
-    return request.url_for(name, **params).path
+def _template_path_for(context: jinja2.runtime.Context, name: str, /, **params: Any) -> str:
+    return path_for(context["request"], name, **params)
 
 
 def _environment() -> jinja2.Environment:
@@ -41,7 +49,7 @@ def _environment() -> jinja2.Environment:
         time=present.fmt_time,
     )
     env.globals.update(
-        path_for=path_for, csrf_field_name=CSRF_FIELD, progress_pct=present.progress_pct
+        path_for=_template_path_for, csrf_field_name=CSRF_FIELD, progress_pct=present.progress_pct
     )
     return env
 

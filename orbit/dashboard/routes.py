@@ -9,7 +9,8 @@ same code as the API: :meth:`MigrationSettings.resolve` and the conductor.
     /dashboard/instances                  servers; Live Migrate for admins
     /dashboard/instances/{id}/live-migrate   the form (GET), the request (POST)
     /dashboard/migrations                 every migration (admins, as os-migrations)
-    /dashboard/migrations/{id}            one migration, live; POST .../force-complete, .../abort
+    /dashboard/migrations/{id}            one migration, live; POST .../force-complete,
+                                          .../abort, .../resume (a paused post-copy)
     /dashboard/migrations/{id}/progress   its state and new samples as JSON (polled)
     /dashboard/hypervisors                hosts: state, memory, VM count
 """
@@ -25,6 +26,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from orbit.api.deps import Services, ServicesDep, SessionDep
@@ -36,15 +38,14 @@ from orbit.dashboard.auth import (
     Viewer,
     ViewerDep,
     browser_session,
-    clear_session_cookie,
     session_store,
     set_session_cookie,
 )
 from orbit.dashboard.forms import FORM_ERRORS, POLICY_CHOICES, POST_COPY_HELP, LiveMigrateForm
 from orbit.dashboard.present import migration_state
-from orbit.dashboard.render import page
+from orbit.dashboard.render import page, path_for
 from orbit.dashboard.sessions import FlashLevel, SessionStore
-from orbit.db.models import Server
+from orbit.db.models import Host, Server
 from orbit.errors import AuthError, MigrationRefused
 from orbit.identity.service import issue_token, revoke_token
 from orbit.migration.model import MAX_POST_COPY_AFTER_ITERATIONS
@@ -65,14 +66,26 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
 }
 
+LOGIN_FAILED = "The user name or password is incorrect."
+
 router = APIRouter()
 
 
 def _redirect(request: Request, name: str, **params: Any) -> RedirectResponse:
-    return RedirectResponse(request.url_for(name, **params).path, status_code=303)
+    return RedirectResponse(path_for(request, name, **params), status_code=303)
 
 
-def _field(form: Any, key: str) -> str:
+def _matches(q: str, *texts: str | None) -> bool:
+    """The filter box's rule (the script applies the same as you type): a substring, any case."""
+    needle = q.strip().lower()
+    return not needle or any(needle in t.lower() for t in texts if t)
+
+
+def _name(host: Host | None) -> str | None:
+    return host.name if host is not None else None
+
+
+def _field(form: FormData, key: str) -> str:
     value = form.get(key)
     return value if isinstance(value, str) else ""
 
@@ -111,8 +124,8 @@ def login(request: Request, form: FormDep, services: ServicesDep, db: SessionDep
             project_name=None,
             ttl_s=services.config.token_ttl_s,
         )
-    except AuthError as err:
-        log.info("dashboard log-in refused user=%s", username)
+    except AuthError:  # the same message for an unknown user and a wrong password
+        log.info("dashboard log-in refused user=%r", username)
         return page(
             request,
             "login.html",
@@ -121,7 +134,7 @@ def login(request: Request, form: FormDep, services: ServicesDep, db: SessionDep
             title="Log in",
             status_code=401,
             username=username,
-            error=f"{str(err)[:1].upper()}{str(err)[1:]}.",
+            error=LOGIN_FAILED,
         )
     db.commit()  # before the browser can use the session
     store = session_store(request)
@@ -146,8 +159,7 @@ def logout(request: Request, viewer: ViewerDep, form: FormDep, db: SessionDep) -
     anonymous.flash("You are logged out.")
     log.info("dashboard log-out user=%s", viewer.auth.user_name)
     response = _redirect(request, "login")
-    clear_session_cookie(response, request)
-    set_session_cookie(response, request, anonymous)
+    set_session_cookie(response, request, anonymous)  # replaces the old id
     return response
 
 
@@ -156,16 +168,11 @@ def logout(request: Request, viewer: ViewerDep, form: FormDep, db: SessionDep) -
 
 @router.get("/instances", name="instances")
 def instances(request: Request, viewer: ViewerDep, db: SessionDep, q: str = "") -> Response:
-    rows = queries.servers(db)
-    needle = q.strip().lower()
-    if needle:
-        rows = [
-            r
-            for r in rows
-            if needle in r.server.name.lower()
-            or needle in r.server.status.lower()
-            or (r.server.host is not None and needle in r.server.host.name.lower())
-        ]
+    rows = [
+        r
+        for r in queries.servers(db)
+        if _matches(q, r.server.name, r.server.status, _name(r.server.host))
+    ]
     return page(request, "instances.html", viewer=viewer, title="Instances", rows=rows, q=q)
 
 
@@ -245,10 +252,20 @@ def live_migrate(
 
 
 @router.get("/migrations", name="migrations")
-def migrations(request: Request, viewer: ViewerDep, db: SessionDep) -> Response:
+def migrations(request: Request, viewer: ViewerDep, db: SessionDep, q: str = "") -> Response:
     viewer.auth.require_admin("listing all migrations")
-    rows = queries.migrations(db)
-    return page(request, "migrations.html", viewer=viewer, title="Migrations", migrations=rows)
+    rows = [
+        m
+        for m in queries.migrations(db)
+        if _matches(
+            q,
+            m.server.name,
+            m.status,
+            _name(m.source_host),
+            _name(m.dest_host),
+        )
+    ]
+    return page(request, "migrations.html", viewer=viewer, title="Migrations", migrations=rows, q=q)
 
 
 @router.get("/migrations/{migration_id}", name="migration")
@@ -297,6 +314,26 @@ def force_complete(
         viewer.session.flash(f"Force complete refused: {err}", FlashLevel.ERROR)
     else:
         viewer.session.flash(f"Force complete: {what}.")
+    return _redirect(request, "migration", migration_id=migration_id)
+
+
+@router.post("/migrations/{migration_id}/resume", name="resume")
+def resume(
+    request: Request,
+    migration_id: int,
+    viewer: ViewerDep,
+    form: FormDep,
+    db: SessionDep,
+    services: ServicesDep,
+) -> Response:
+    viewer.auth.require_admin("resuming a paused post-copy")
+    m = queries.migration(db, migration_id=migration_id)
+    try:
+        what = services.conductor.resume_now(db, m)
+    except MigrationRefused as err:
+        viewer.session.flash(f"Resume refused: {err}", FlashLevel.ERROR)
+    else:
+        viewer.session.flash(f"Resume: {what}.")
     return _redirect(request, "migration", migration_id=migration_id)
 
 
