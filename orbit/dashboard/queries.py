@@ -49,11 +49,8 @@ def server(session: Session, *, server_id: str) -> Server:
 
 def hosts(session: Session) -> list[HostRow]:
     """Every registered host, by name, with how many servers it holds."""
-    counts = dict(
-        session.execute(select(Server.host_id, func.count(Server.id)).group_by(Server.host_id))
-        .tuples()
-        .all()
-    )
+    rows = session.execute(select(Server.host_id, func.count(Server.id)).group_by(Server.host_id))
+    counts: dict[str | None, int] = {host_id: int(n) for host_id, n in rows}
     return [
         HostRow(h, int(counts.get(h.id, 0)))
         for h in session.scalars(select(Host).order_by(Host.name))

@@ -134,6 +134,7 @@ def run_demo(*, memory_mib: int = 512, rate: str = "400mbit", stay: bool = True)
                 print("  orbit list; orbit migration-list; orbit live-migration --post-copy "
                       f"--wait {GUEST} {h1.name}")  # fmt: skip
                 print(f"  (OpenStack clients: auth_url http://{BIND}/identity, project admin)")
+                print(f"  dashboard: http://{BIND}/dashboard/ (user admin, the password above)")
                 print("Ctrl-C stops the server and removes the lab.")
                 try:
                     signal.pause()
