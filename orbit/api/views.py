@@ -117,7 +117,7 @@ def migration_view(m: Migration, base: str) -> dict[str, Any]:
             "error": m.error,
             "decisions": list(m.decisions),
             "resume_attempts": sum(1 for d in m.decisions if d.get("action") == "resume-postcopy"),
-            "paused_for_s": _paused_for_s(m),
+            "paused_for_s": paused_for_s(m),
             "phase_times": dict(m.phase_times),
             "started_at": iso(m.started_at),
             "finished_at": iso(m.finished_at),
@@ -208,7 +208,7 @@ def _address_of(h: Host) -> str:
     return urlsplit(h.uri).hostname or ""
 
 
-def _paused_for_s(m: Migration) -> float | None:
+def paused_for_s(m: Migration) -> float | None:
     """How long a postcopy-paused migration has been paused (None unless paused)."""
     if m.status != "postcopy-paused" or m.started_at is None:
         return None

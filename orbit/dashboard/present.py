@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from orbit.api.views import paused_for_s
 from orbit.db.models import Migration, MigrationSample
 from orbit.migration.phase import Phase
 
@@ -96,9 +97,11 @@ def resume_control(m: Migration) -> Control:
         return Control(False, "Only a paused post-copy can be resumed.")
     attempts = sum(1 for d in m.decisions if d.get("action") == "resume-postcopy")
     cause = m.error or "the migration stream broke"
+    paused_s = paused_for_s(m)
+    since = f" for {paused_s:.0f} s" if paused_s is not None else ""
     return Control(
         True,
-        f"Post-copy is paused ({cause}); ORBIT retries on its own with back-off "
+        f"Post-copy is paused{since} ({cause}); ORBIT retries on its own with back-off "
         f"({attempts} attempt(s) so far). Resume now retries at once.",
     )
 

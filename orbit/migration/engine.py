@@ -409,6 +409,10 @@ class Migration:
             self._set_phase(Phase.PREPARING)
         if phase in (Phase.QUEUED, Phase.PREPARING):
             self._set_phase(Phase.RUNNING_PRECOPY, "adopted after a restart")
+        if self._phase is Phase.RUNNING_PRECOPY and self._source_in_postcopy():
+            # the earlier process asked for post-copy but died before recording it
+            self.result.switch_at_s = round(self._elapsed(), 3)
+            self._set_phase(Phase.RUNNING_POSTCOPY, "adopted: the source is in post-copy")
         try:
             unwatch = self.driver.watch(req.src_uri, req.domain, self._on_event)
         except HypervisorError:
@@ -429,6 +433,13 @@ class Migration:
             if unwatch is not None:
                 unwatch()
         return self.result
+
+    def _source_in_postcopy(self) -> bool:
+        try:
+            info = self.driver.domain_info(self.request.src_uri, self.request.domain)
+        except HypervisorError:
+            return False
+        return info.reason in ("postcopy", "postcopy-failed")
 
     def _tidy_after_move(self) -> None:
         """What PERSIST_DEST and UNDEFINE_SOURCE would have done, had libvirt finished the job.

@@ -334,3 +334,15 @@ def test_abort_of_a_queued_migration_cancels_it(api: Api) -> None:
     assert api.get(f"/v2.1/servers/{vm1}").json()["server"]["status"] == "ACTIVE"
     api.client.delete(f"/v2.1/servers/{hot}/migrations/{first['id']}", headers=api.headers())
     assert api.wait_status(hot, first["id"], "cancelled", "failed")["status"] == "cancelled"
+
+
+def test_no_host_fits_is_400_with_the_reasons(api: Api) -> None:
+    for uri in ("fake://h2", "fake://h3"):
+        api.driver.hosts[uri].up = False
+    api.conductor.sync()
+    sid = api.server_id("vm1")
+    before = api.snapshot()
+    _error(_migrate(api, sid, {"host": None}), 400, "badRequest", "no host can take",
+           "h2 is down", "h3 is down")  # fmt: skip
+    _error(_migrate(api, sid, {"host": "h2"}), 400, "badRequest", "h2 is down")
+    assert api.snapshot() == before
