@@ -341,6 +341,20 @@ class Migration:
             self._resume_now.clear()
             if self._stopping.is_set():
                 return
+            attempt += 1
+            self.result.resume_attempts = attempt
+            paused_s = self._elapsed() - (self._paused_at or self._elapsed())
+            try:  # probe first: a libvirt call to a cut-off host hangs until its keepalive
+                self.driver.ping(req.dst_uri)
+                self.driver.ping(req.src_uri)
+            except HypervisorError as err:
+                self._record(
+                    Action.RESUME_POSTCOPY,
+                    f"attempt {attempt} skipped after {paused_s:.1f} s paused: {err}; "
+                    f"next in {min(RESUME_BACKOFF_MAX_S, delay_s * 2):.0f} s",
+                    "operator" if operator else "engine",
+                )
+                continue
             # libvirt may call a post-copy failed while QEMU still streams (e.g. after the
             # destination's daemon restarted): then it completes on its own.
             where, _why = self._outcome_after_adoption()
@@ -357,20 +371,6 @@ class Migration:
                 self._tidy_after_move()
                 self._set_phase(Phase.COMPLETED, "completed while paused")
                 return
-            attempt += 1
-            self.result.resume_attempts = attempt
-            paused_s = self._elapsed() - (self._paused_at or self._elapsed())
-            try:
-                self.driver.ping(req.dst_uri)
-                self.driver.ping(req.src_uri)
-            except HypervisorError as err:
-                self._record(
-                    Action.RESUME_POSTCOPY,
-                    f"attempt {attempt} skipped after {paused_s:.1f} s paused: {err}; "
-                    f"next in {min(RESUME_BACKOFF_MAX_S, delay_s * 2):.0f} s",
-                    "operator" if operator else "engine",
-                )
-                continue
             self._record(
                 Action.RESUME_POSTCOPY,
                 f"attempt {attempt} after {paused_s:.1f} s paused",

@@ -44,6 +44,8 @@ class _Job:
     stats: JobStats
     postcopy: bool = False
     aborted: bool = False
+    #: abort_job(postcopy=True) during post-copy: the stream breaks, both sides stay
+    pause_postcopy: bool = False
 
 
 @dataclass
@@ -55,6 +57,8 @@ class FakeHost:
     workloads: dict[str, FakeWorkload] = field(default_factory=dict)
     jobs: dict[str, _Job] = field(default_factory=dict)
     completed: dict[str, JobStats] = field(default_factory=dict)
+    #: a broken post-copy's progress (remaining, processed, iteration, requests), to resume
+    postcopy_left: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
 
 
 class FakeDriver:
@@ -125,19 +129,36 @@ class FakeDriver:
         self.calls.append(f"migrate {name} post_copy={params.post_copy}")
         src = self._host(uri)
         dst = self._host(params.dst_uri)
-        self._dom(uri, name)
+        dom = self._dom(uri, name)
         wl = src.workloads[name]
         job = _Job(JobStats(active=True, memory_total_bytes=wl.memory_bytes, iteration=1))
+        remaining, processed, iteration, requests = wl.memory_bytes, 0, 1, 0
+        if params.postcopy_resume:
+            left = src.postcopy_left.get(name)
+            if left is None or dom.reason != "postcopy-failed":
+                raise MigrationFailed(f"migrating {name}: domain is not in post-copy failed state")
+            remaining, processed, iteration, requests = left
+            job.postcopy = True
         with self._lock:
             src.jobs[name] = job
-        remaining, processed, iteration, requests = wl.memory_bytes, 0, 1, 0
         dirtied_this_pass, started = 0, time.monotonic()
         try:
             while True:
                 time.sleep(self.tick_s)
                 if job.aborted:
                     raise MigrationFailed(f"migrating {name}: operation aborted: job cancelled")
-                sent = min(wl.bandwidth_bytes, remaining)
+                if job.pause_postcopy:
+                    with self._lock:
+                        src.postcopy_left[name] = (remaining, processed, iteration, requests)
+                        src.domains[name] = replace(
+                            dom, state=DomainState.PAUSED, reason="postcopy-failed"
+                        )
+                        dst.domains[name] = replace(
+                            dom, state=DomainState.RUNNING, reason="postcopy-failed"
+                        )
+                    raise MigrationFailed(f"migrating {name}: job failed in post-copy phase")
+                # a destination that does not answer receives nothing: the job stalls
+                sent = min(wl.bandwidth_bytes, remaining) if dst.up else 0
                 processed += sent
                 remaining -= sent
                 if job.postcopy:
@@ -179,7 +200,11 @@ class FakeDriver:
         self._notify(uri, name, EVENT_JOB_COMPLETED, final)
         with self._lock:
             # the destination takes the source's state: paused if it was paused to converge
-            dst.domains[name] = src.domains.pop(name)
+            moved = src.domains.pop(name)
+            if moved.reason == "postcopy-failed":  # a resumed post-copy: it runs on
+                moved = replace(moved, state=DomainState.RUNNING, reason="migrated")
+            dst.domains[name] = moved
+            src.postcopy_left.pop(name, None)
             dst.workloads[name] = wl
             if not job.postcopy:  # like libvirt: no completed stats on the destination
                 dst.completed[name] = final
@@ -208,7 +233,13 @@ class FakeDriver:
 
     def abort_job(self, uri: str, name: str, *, postcopy: bool = False) -> None:
         self.calls.append(f"abort_job {name} postcopy={postcopy}")
-        self._job(uri, name).aborted = True
+        job = self._job(uri, name)
+        if postcopy:
+            if not job.postcopy:
+                raise HypervisorError(f"domain {name} is not in post-copy")
+            job.pause_postcopy = True
+        else:
+            job.aborted = True
 
     def suspend(self, uri: str, name: str) -> None:
         self.calls.append(f"suspend {name}")

@@ -179,3 +179,80 @@ def test_bad_requests_fail_before_anything_changes(
     assert m.phase is Phase.FAILED
     assert not any(c.startswith("migrate") for c in driver.calls)
     assert "vm" in driver.hosts[SRC].domains
+
+
+# -- a broken post-copy: pause, back-off, resume (tests/migration/test_faults_lab.py does it
+# -- on real libvirt) ----------------------------------------------------------------------
+
+SLOW = FakeWorkload(memory_bytes=64 * MIB, bandwidth_bytes=1 * MIB, dirty_bytes=2 * MIB)
+
+
+@pytest.fixture
+def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    import orbit.migration.engine as engine
+
+    monkeypatch.setattr(engine, "RESUME_BACKOFF_FIRST_S", 0.02)
+    monkeypatch.setattr(engine, "RESUME_BACKOFF_MAX_S", 0.1)
+
+
+def _postcopy_settings(**kw: object) -> MigrationSettings:
+    return MigrationSettings.resolve(
+        post_copy=True,
+        post_copy_after_iterations=0,
+        stall_timeout_s=0.1,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_stalled_postcopy_is_paused_and_resumed_when_the_destination_returns(
+    fast_backoff: None,
+) -> None:
+    driver = _driver(SLOW)
+    m = _migration(driver, _postcopy_settings())
+    t = _run_in_thread(m)
+    _wait_phase(m, Phase.RUNNING_POSTCOPY)
+    driver.hosts[DST].up = False  # the link to the destination is gone: no bytes move
+    _wait_phase(m, Phase.POSTCOPY_PAUSED)
+    assert driver.hosts[SRC].domains["vm"].reason == "postcopy-failed"
+    deadline = 400
+    while not any("skipped" in d.reason for d in m.result.decisions) and deadline:
+        threading.Event().wait(TICK_S)
+        deadline -= 1
+    driver.hosts[DST].up = True
+    t.join(10)
+    assert m.result.phase is Phase.COMPLETED, m.result.error
+    actions = [d.action for d in m.result.decisions]
+    assert Action.PAUSE_POSTCOPY in actions and Action.RESUME_POSTCOPY in actions
+    assert Action.ABORT not in actions  # never in post-copy
+    assert "vm" in driver.hosts[DST].domains and "vm" not in driver.hosts[SRC].domains
+    assert driver.hosts[DST].domains["vm"].state is DomainState.RUNNING
+    assert m.result.resume_attempts >= 2 and m.result.error is None
+
+
+def test_operator_resume_now_skips_the_back_off(
+    fast_backoff: None,
+) -> None:
+    import orbit.migration.engine as engine
+
+    driver = _driver(SLOW)
+    m = _migration(driver, _postcopy_settings())
+    t = _run_in_thread(m)
+    _wait_phase(m, Phase.RUNNING_POSTCOPY)
+    engine.RESUME_BACKOFF_FIRST_S = engine.RESUME_BACKOFF_MAX_S = 60.0  # no automatic retry soon
+    driver.hosts[DST].up = False
+    _wait_phase(m, Phase.POSTCOPY_PAUSED)
+    with pytest.raises(MigrationRefused, match="post-copy"):
+        m.abort()
+    driver.hosts[DST].up = True
+    assert m.resume_now() == "resuming post-copy now"
+    t.join(10)
+    assert m.result.phase is Phase.COMPLETED, m.result.error
+    resume = [d for d in m.result.decisions if d.action is Action.RESUME_POSTCOPY]
+    assert len(resume) == 1 and resume[0].source == "operator"
+
+
+def test_resume_now_is_refused_unless_paused() -> None:
+    driver = _driver(QUIET)
+    m = _migration(driver, MigrationSettings.resolve())
+    with pytest.raises(MigrationRefused, match="nothing to resume"):
+        m.resume_now()
