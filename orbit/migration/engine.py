@@ -356,21 +356,19 @@ class Migration:
                 )
                 continue
             # libvirt may call a post-copy failed while QEMU still streams (e.g. after the
-            # destination's daemon restarted): then it completes on its own.
+            # destination's daemon restarted), or a resume may already run (started before a
+            # restart): then it is followed, not started again.
             where, _why = self._outcome_after_adoption()
-            if where is Phase.COMPLETED:
+            if where in (Phase.COMPLETED, Phase.RUNNING_POSTCOPY):
                 self._record(
                     Action.CONTINUE,
-                    "post-copy finished on its own while paused in libvirt's view: "
-                    "the VM runs on the destination only",
+                    "post-copy completed or is running without a new resume: "
+                    + ("the VM runs on the destination only" if where is Phase.COMPLETED
+                       else "following it"),
                     "engine",
-                )
-                self.result.error = None
-                self.result.total_s = round(self._elapsed(), 3)
-                self._counters_from_last_sample()
-                self._tidy_after_move()
-                self._set_phase(Phase.COMPLETED, "completed while paused")
-                return
+                )  # fmt: skip
+                self._settle_after_job()
+                continue
             self._record(
                 Action.RESUME_POSTCOPY,
                 f"attempt {attempt} after {paused_s:.1f} s paused",
@@ -419,20 +417,46 @@ class Migration:
             unwatch = None
         try:
             if phase is not Phase.POSTCOPY_PAUSED:
-                self._monitor(None)
-            self.result.total_s = round(self._elapsed(), 3)
-            self._counters_from_last_sample()
-            outcome, why = self._outcome_after_adoption()
-            self.result.error = why
-            if outcome is Phase.COMPLETED:
-                self._collect_final_stats(wait_for_event=False)
-                self._tidy_after_move()
-            self._set_phase(outcome, why or "")
+                self._follow_job()
+            self._settle_after_job()
             self._recover(watching=unwatch is not None)
         finally:
             if unwatch is not None:
                 unwatch()
         return self.result
+
+    def _follow_job(self) -> None:
+        """Monitor a job this engine did not start until it ends or its post-copy breaks."""
+        self._adopted_job_over = False
+        self._monitor(None)
+
+    def _settle_after_job(self) -> None:
+        """Record where the VM is once a followed job is over (follow it again if a
+        resumed post-copy is running)."""
+        while True:
+            self.result.total_s = round(self._elapsed(), 3)
+            self._counters_from_last_sample()
+            outcome, why = self._outcome_after_adoption()
+            if outcome is Phase.RUNNING_POSTCOPY:  # e.g. a resume started before a restart
+                self._set_phase(Phase.RUNNING_POSTCOPY, why or "")
+                self._segment_start = len(self.result.samples)
+                self._follow_job()
+                continue
+            self.result.error = why
+            if outcome is Phase.COMPLETED:
+                self._collect_final_stats(wait_for_event=False)
+                self._tidy_after_move()
+            self._set_phase(outcome, why or "")
+            return
+
+    def _source_postcopy_failed(self) -> bool:
+        if not self._phase.in_postcopy:
+            return False
+        try:
+            info = self.driver.domain_info(self.request.src_uri, self.request.domain)
+        except HypervisorError:
+            return False
+        return info.postcopy_failed
 
     def _source_in_postcopy(self) -> bool:
         try:
@@ -472,6 +496,8 @@ class Migration:
             src, dst = where(req.src_uri), where(req.dst_uri)
         except HypervisorError as err:
             return Phase.ERROR, f"cannot tell where {req.domain} runs: {err}"
+        if src is not None and src.reason == "postcopy":
+            return Phase.RUNNING_POSTCOPY, "post-copy is running (started by an earlier process)"
         src_gone = src is None or src.state is DomainState.SHUTOFF
         if src_gone and dst is not None and dst.state is DomainState.RUNNING:
             if dst.postcopy_failed:  # not claimed complete while libvirt says otherwise
@@ -548,8 +574,8 @@ class Migration:
             except HypervisorError as err:  # transient: the job is starting or ending
                 log.debug("no job stats domain=%s error=%s", req.domain, err)
                 continue
-            if thread is None and not stats.active:
-                self._adopted_job_over = True
+            if thread is None and (not stats.active or self._source_postcopy_failed()):
+                self._adopted_job_over = True  # libvirt keeps a broken post-copy's job "active"
                 break
             if stats.active and stats.memory_total_bytes == 0:
                 continue  # libvirt is still preparing: QEMU's migration has not started
