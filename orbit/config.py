@@ -28,6 +28,7 @@ DEFAULT_TOKEN_TTL_S = 3600
 DEFAULT_SYNC_INTERVAL_S = 10.0
 DEFAULT_MAX_OUTGOING = 1
 DEFAULT_MAX_INCOMING = 1
+MAX_TOKEN_TTL_S = 30 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,12 @@ class ServerConfig:
         for name in ("token_ttl_s", "max_outgoing_per_host", "max_incoming_per_host"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.token_ttl_s > MAX_TOKEN_TTL_S:
+            raise ConfigError(f"token_ttl_s must be <= {MAX_TOKEN_TTL_S} s, got {self.token_ttl_s}")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(
+                f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}"
+            )
         if self.stall_timeout_s <= 0:
             raise ConfigError(f"stall_timeout_s must be > 0 s, got {self.stall_timeout_s}")
         if self.sync_interval_s <= 0:
@@ -84,7 +91,7 @@ def _coerce(name: str, raw: Any, default: Any) -> Any:
             return int(raw)
         if isinstance(default, float):
             return float(raw)
-    except ValueError as err:
+    except (ValueError, TypeError) as err:
         raise ConfigError(f"setting {name} must be a number, got {raw!r}") from err
     return str(raw)
 

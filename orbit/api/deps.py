@@ -58,7 +58,7 @@ async def json_body(request: Request) -> dict[str, Any]:
         raise ApiError(400, "the request body is empty: a JSON object is required")
     try:
         body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, bad UTF-8, huge numbers
         raise ApiError(400, f"malformed request body: not JSON ({err})") from err
     if not isinstance(body, dict):
         raise ApiError(400, "malformed request body: a JSON object is required")

@@ -42,6 +42,7 @@ from orbit.db.types import utcnow
 from orbit.errors import (
     InvalidMigration,
     InvalidState,
+    InvalidTransition,
     MigrationInProgress,
     MigrationNotFound,
     MigrationRefused,
@@ -63,6 +64,9 @@ log = logging.getLogger(__name__)
 
 #: How often the dispatcher looks at the queue when nothing wakes it.
 DISPATCH_INTERVAL_S = 1.0
+#: Back-off when the final write of a migration's outcome fails (database down or locked).
+FINAL_WRITE_RETRY_FIRST_S = 1.0
+FINAL_WRITE_RETRY_MAX_S = 30.0
 #: How long a stopping conductor waits for each migration thread.
 STOP_JOIN_TIMEOUT_S = 5.0
 
@@ -344,6 +348,9 @@ class Conductor:
         try:
             result = engine.run()
             phase, error = result.phase, result.error
+        except InvalidTransition as err:  # a bug: say so rather than "nothing changed"
+            log.error("migration phase error id=%d error=%s", mid, err)
+            phase, error, result = Phase.ERROR, f"internal error: {err}", engine.result
         except OrbitError as err:  # refused by the engine's preflight: nothing changed
             phase, error, result = Phase.FAILED, str(err), engine.result
         except Exception as err:
@@ -355,6 +362,28 @@ class Conductor:
         self._finish_record(mid, phase, error, result)
 
     def _finish_record(
+        self, mid: int, phase: Phase, error: str | None, result: MigrationResult | None
+    ) -> None:
+        """Write the outcome; retried until it is stored (a record must not stay active)."""
+        delay_s = FINAL_WRITE_RETRY_FIRST_S
+        while True:
+            try:
+                self._write_outcome(mid, phase, error, result)
+                break
+            except OrbitError as err:  # database down or locked: the outcome must not be lost
+                log.error("cannot record outcome id=%d retry_in_s=%.0f error=%s", mid, delay_s, err)
+                if self._stop.wait(delay_s):
+                    return  # a restart adopts it
+                delay_s = min(FINAL_WRITE_RETRY_MAX_S, delay_s * 2)
+        with self._lock:
+            self._threads.pop(mid, None)
+        try:
+            self.sync()
+        except OrbitError as err:
+            log.warning("inventory sync after migration failed error=%s", err)
+        self._wake.set()
+
+    def _write_outcome(
         self, mid: int, phase: Phase, error: str | None, result: MigrationResult | None
     ) -> None:
         with self.db.session() as session:
@@ -391,13 +420,6 @@ class Conductor:
                 record.total_s,
                 error or "-",
             )
-        with self._lock:
-            self._threads.pop(mid, None)
-        try:
-            self.sync()
-        except OrbitError as err:
-            log.warning("inventory sync after migration failed error=%s", err)
-        self._wake.set()
 
     # -- adoption after a restart ---------------------------------------------------------
 

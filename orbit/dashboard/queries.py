@@ -71,7 +71,8 @@ def migrations(session: Session) -> list[Migration]:
 
 
 def migration(session: Session, *, migration_id: int) -> Migration:
-    found = session.get(Migration, migration_id)
+    # ids are 64-bit: a larger number in a URL is simply not found (not an overflow error)
+    found = session.get(Migration, migration_id) if 0 < migration_id < 2**63 else None
     if found is None:
         raise MigrationNotFound(f"migration {migration_id} could not be found")
     return found

@@ -68,8 +68,11 @@ def default_url() -> str:
 def _parse(url: str | URL) -> URL:
     try:
         return make_url(url)
-    except ArgumentError as err:
-        raise DatabaseError(f"bad database URL {url!r}: {err}") from err
+    except (ArgumentError, ValueError) as err:
+        raise DatabaseError(
+            f"bad database URL ({err}); check its form, e.g. "
+            "postgresql+psycopg://user@host:5432/orbit"
+        ) from err
 
 
 def _reason(err: BaseException) -> str:

@@ -200,7 +200,7 @@ class Lab:
         errors: list[str] = []
         for h in hosts:
             pids = pids_in_netns(h.netns)
-            if h.libvirtd_pid and pid_alive(h.libvirtd_pid) and h.libvirtd_pid not in pids:
+            if h.libvirtd_pid and _is_lab_libvirtd(h.libvirtd_pid) and h.libvirtd_pid not in pids:
                 pids.append(h.libvirtd_pid)  # started but not yet inside the namespace
             if pids:
                 terminate(pids)
@@ -292,7 +292,7 @@ class Lab:
         host = next((h for h in hosts if h.name == name), None)
         if host is None:
             raise HostNotFound(f"no lab host named {name!r}")
-        if host.libvirtd_pid and pid_alive(host.libvirtd_pid):
+        if host.libvirtd_pid and _is_lab_libvirtd(host.libvirtd_pid):
             os.kill(host.libvirtd_pid, signal.SIGKILL)
             wait_for(lambda: not pid_alive(host.libvirtd_pid or 0), timeout_s=10.0,
                      what=f"libvirtd of {name} to exit")  # fmt: skip
@@ -302,3 +302,19 @@ class Lab:
         daemon.wait_until_listening(host.libvirtd_pid, host.address, hdir)
         log.info("lab libvirtd restarted host=%s pid=%d", name, host.libvirtd_pid)
         return host.libvirtd_pid
+
+
+def _is_lab_libvirtd(pid: int) -> bool:
+    """True if ``pid`` is alive and is (or is about to exec) a libvirtd the lab started.
+
+    The state file outlives a reboot; its PIDs may since belong to anything. Only a process
+    whose command line runs libvirtd (the ``ip netns exec … sh -c 'exec libvirtd'`` chain)
+    is ever signalled.
+    """
+    if not pid_alive(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"libvirtd" in cmdline

@@ -160,6 +160,7 @@ class Migration:
         self._final_stats: JobStats | None = None  # from the job-completed event
         self._completed_event = threading.Event()
         self._adopted_job_over = False
+        self._switching = False  # start_postcopy sent or being sent
         self._resume_now = threading.Event()
         self._stopping = threading.Event()
         self._paused_at: float | None = None  # elapsed s when post-copy last paused
@@ -220,7 +221,7 @@ class Migration:
         aborting would lose it) and once the migration is over.
         """
         with self._lock:
-            if self._phase.in_postcopy:
+            if self._phase.in_postcopy or self._switching:
                 raise MigrationRefused(
                     f"migration of {self.request.domain} is in post-copy: its memory is split "
                     "between source and destination, so it cannot be aborted; "
@@ -577,7 +578,7 @@ class Migration:
             if thread is None and (not stats.active or self._source_postcopy_failed()):
                 self._adopted_job_over = True  # libvirt keeps a broken post-copy's job "active"
                 break
-            if stats.active and stats.memory_total_bytes == 0:
+            if stats.active and stats.memory_total_bytes == 0 and stats.disk_total_bytes == 0:
                 continue  # libvirt is still preparing: QEMU's migration has not started
             if stats.active:
                 if not downtime_set:
@@ -611,6 +612,10 @@ class Migration:
         """Apply an operator request, else the policy's decision, for this tick."""
         req = self.request
         with self._lock:
+            if self._phase.in_postcopy and not self._abort_sent and self._abort_reason:
+                # accepted an instant before the switch: never sent in post-copy
+                log.warning("abort dropped: in post-copy domain=%s", req.domain)
+                self._abort_reason = None
             abort_reason = None if self._abort_sent else self._abort_reason
             force = self._force_requested and not self._phase.in_postcopy
             self._force_requested = False
@@ -688,7 +693,13 @@ class Migration:
         req = self.request
         if not req.settings.post_copy:
             return True  # never without permission; decide() does not ask for it either
+        with self._lock:
+            if self._abort_reason is not None:
+                return True  # an abort came first: it wins, no switch
+            self._switching = True  # from here on abort() refuses
         if not self._try(lambda: self.driver.start_postcopy(req.src_uri, req.domain)):
+            with self._lock:
+                self._switching = False
             return False
         self._record(Action.SWITCH_TO_POSTCOPY, reason, source)
         self.result.switch_at_s = round(self._elapsed(), 3)

@@ -113,7 +113,10 @@ def _mapped(err: libvirt.libvirtError, uri: str, what: str) -> OrbitError:
 
 def host_of(uri: str) -> str:
     """The host part of a libvirt URI, for messages ('qemu+tcp://h/system' -> 'h')."""
-    return urlsplit(uri).hostname or uri
+    try:
+        return urlsplit(uri).hostname or uri
+    except ValueError:
+        return uri
 
 
 class LibvirtDriver:
@@ -161,18 +164,21 @@ class LibvirtDriver:
 
         libvirt itself would notice only after its keepalive timeout (30 s).
         """
-        parts = urlsplit(uri)
+        try:
+            parts = urlsplit(uri)
+            port = parts.port or LIBVIRT_TCP_PORT
+        except ValueError as err:
+            raise HostUnreachable(f"libvirt URI {uri!r} is not valid: {err}") from err
         if parts.scheme.endswith("+tcp") and parts.hostname:
             try:
                 with socket.create_connection(
-                    (parts.hostname, parts.port or LIBVIRT_TCP_PORT),
-                    timeout=CONNECT_PROBE_TIMEOUT_S,
+                    (parts.hostname, port), timeout=CONNECT_PROBE_TIMEOUT_S
                 ):
                     pass
             except OSError as err:
                 raise HostUnreachable(
                     f"host {parts.hostname} does not answer on its libvirt port "
-                    f"{parts.port or LIBVIRT_TCP_PORT} within {CONNECT_PROBE_TIMEOUT_S:.0f} s: "
+                    f"{port} within {CONNECT_PROBE_TIMEOUT_S:.0f} s: "
                     f"{err}"
                 ) from err
 

@@ -351,3 +351,22 @@ def test_no_host_fits_is_400_with_the_reasons(api: Api) -> None:
            "h2 is down", "h3 is down")  # fmt: skip
     _error(_migrate(api, sid, {"host": "h2"}), 400, "badRequest", "h2 is down")
     assert api.snapshot() == before
+
+
+def test_hostile_input_is_4xx_not_500(api: Api) -> None:
+    sid = api.server_id("vm1")
+    hdr = api.headers()
+    before = api.snapshot()
+    huge_number = b'{"os-migrateLive": {"host": ' + b"9" * 5000 + b"}}"
+    _error(api.client.post(f"/v2.1/servers/{sid}/action", content=huge_number, headers=hdr),
+           400, "badRequest", "malformed")  # fmt: skip
+    deep = b"[" * 100_000 + b"]" * 100_000
+    _error(api.client.post(f"/v2.1/servers/{sid}/action", content=deep, headers=hdr),
+           400, "badRequest", "malformed")  # fmt: skip
+    _error(api.get(f"/v2.1/servers/{sid}/migrations/99999999999999999999"), 404, "itemNotFound")
+    _error(api.post("/v2.1/orbit-hosts", {"name": "h9", "uri": "qemu+tcp://h:abc/system"}),
+           400, "badRequest", "URI")  # fmt: skip
+    r = api.client.post("/identity/v3/auth/tokens", json={"auth": {"identity": {
+        "methods": None, "password": {"user": {"name": "admin", "password": "x"}}}}})  # fmt: skip
+    assert r.status_code == 400 and "password" in r.json()["error"]["message"]
+    assert api.snapshot() == before

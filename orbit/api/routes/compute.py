@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -27,6 +28,8 @@ from orbit.db.models import Host, Migration, MigrationSample, Server
 from orbit.errors import ComputeHostNotFound, ConfigError, MigrationNotFound, ServerNotFound
 from orbit.migration.model import MigrationSettings
 
+#: migration ids are 64-bit integers; a larger number in a URL is simply not found
+MAX_ID = 2**63
 MIN_VERSION = "2.1"
 MAX_VERSION = "2.25"
 LIVE_MIGRATE_KEYS = {
@@ -112,6 +115,15 @@ def v2(services: ServicesDep) -> dict[str, Any]:
 # -- helpers -------------------------------------------------------------------------------
 
 
+def _uri_parses(uri: str) -> bool:
+    try:
+        parts = urlsplit(uri)
+        _port = parts.port  # raises on a bad port
+    except ValueError:
+        return False
+    return not parts.scheme.endswith(("+tcp", "+tls", "+ssh")) or bool(parts.hostname)
+
+
 def _server(session: Session, server_id: str) -> Server:
     server = session.get(Server, server_id)
     if server is None:
@@ -128,7 +140,7 @@ def _active_migration(session: Session, server_id: str) -> Migration | None:
 
 
 def _migration(session: Session, server_id: str, migration_id: int) -> Migration:
-    m = session.get(Migration, migration_id)
+    m = session.get(Migration, migration_id) if 0 < migration_id < MAX_ID else None
     if m is None or m.server_id != server_id:
         raise MigrationNotFound(
             f"migration {migration_id} for server {server_id} could not be found"
@@ -439,7 +451,7 @@ def add_host(
     address = body.get("migration_address")
     if not isinstance(name, str) or not HOST_NAME_RE.match(name):
         raise ConfigError(f"host name {name!r} is not valid (letters, digits, ._-)")
-    if not isinstance(uri, str) or not URI_RE.match(uri):
+    if not isinstance(uri, str) or not URI_RE.match(uri) or not _uri_parses(uri):
         raise ConfigError(f"libvirt URI {uri!r} is not valid, e.g. qemu+tcp://198.18.0.1/system")
     if address is not None and (not isinstance(address, str) or "://" not in address):
         raise ConfigError(f"migration address {address!r} is not valid, e.g. tcp://198.18.0.1")

@@ -99,7 +99,7 @@ def _password_credentials(body: dict[str, Any]) -> tuple[str, str, str | None]:
             "expected {'auth': {'identity': {'methods': ['password'], 'password': "
             "{'user': {'name': ..., 'password': ...}}}}}",
         ) from err
-    if "password" not in methods:
+    if not isinstance(methods, list) or "password" not in methods:
         raise ApiError(400, "only the 'password' authentication method is supported")
     if not isinstance(name, str) or not isinstance(password, str):
         raise ApiError(400, "user name and password must be strings")
