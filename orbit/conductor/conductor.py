@@ -83,6 +83,9 @@ class Conductor:
         self.driver = driver
         self.config = config
         self._lock = threading.Lock()
+        #: held around "check, write, commit" of queue changes (a request, an abort of a
+        #: queued migration, the dispatcher), so two of them never act on the same stale view
+        self.queue_lock = threading.RLock()
         self._engines: dict[int, EngineMigration] = {}
         self._threads: dict[int, threading.Thread] = {}
         self._wake = threading.Event()
@@ -279,7 +282,7 @@ class Conductor:
                 log.exception("dispatch crashed")
 
     def _dispatch(self) -> None:
-        with self.db.session() as session:
+        with self.queue_lock, self.db.session() as session:
             running = list(
                 session.execute(
                     select(Migration.source_host_id, Migration.dest_host_id).where(

@@ -370,3 +370,27 @@ def test_hostile_input_is_4xx_not_500(api: Api) -> None:
         "methods": None, "password": {"user": {"name": "admin", "password": "x"}}}}})  # fmt: skip
     assert r.status_code == 400 and "password" in r.json()["error"]["message"]
     assert api.snapshot() == before
+
+
+def test_simultaneous_requests_queue_one_migration(api: Api) -> None:
+    import threading
+
+    sid = api.server_id("hot")
+    body = {"host": "h2", "post_copy": True, "post_copy_after_iterations": 100}
+    codes: list[int] = []
+    barrier = threading.Barrier(4)
+
+    def request() -> None:
+        barrier.wait()
+        codes.append(_migrate(api, sid, body).status_code)
+
+    threads = [threading.Thread(target=request) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(codes) == [202, 409, 409, 409], codes
+    m = _only_migration(api, sid)  # exactly one record
+    api.wait_status(sid, m["id"], "running-precopy")
+    api.client.delete(f"/v2.1/servers/{sid}/migrations/{m['id']}", headers=api.headers())
+    assert api.wait_status(sid, m["id"], "cancelled", "failed")["status"] == "cancelled"
