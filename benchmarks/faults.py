@@ -178,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     lab = Lab.from_env()
     runs: list[FaultRun] = []
     with lab.session(2):
+        accel, why = lab.accelerator()
+        print(f"guests on {accel} ({why})", flush=True)
         lab.shape("h1", Shaping(rate=LINK_RATE))
         guests = Guests(lab)
         driver = LibvirtDriver()
@@ -192,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print_table(runs)
     if args.json:
-        args.json.write_text(json.dumps([asdict(r) for r in runs], indent=2) + "\n")
+        doc = [asdict(r) | {"accelerator": accel} for r in runs]
+        args.json.write_text(json.dumps(doc, indent=2) + "\n")
         print(f"\nwrote {len(runs)} runs to {args.json}")
     ok = all(r.verification_errors == 0 and "," not in r.ended_on for r in runs)
     return 0 if ok else 1

@@ -89,6 +89,7 @@ class Run:
     guest_slowdown: float
     verification_errors: int
     ended_on: str
+    guest_write_mib_s: float = 0.0  # the guest's undisturbed write rate before migrating
     note: str = ""
 
 
@@ -208,6 +209,7 @@ def one_run(
             guest_slowdown=round(slowdown, 3),
             verification_errors=verified.errors,
             ended_on=where.name,
+            guest_write_mib_s=round(baseline * 4 / 1024, 1),
             note=out.note,
         )
     finally:
@@ -251,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     lab = Lab.from_env()
     runs: list[Run] = []
     with lab.session(2):
+        accel, why = lab.accelerator()
+        print(f"guests on {accel} ({why})", flush=True)
         lab.shape("h1", Shaping(rate=args.rate))
         guests = Guests(lab)
         driver = LibvirtDriver()
@@ -279,7 +283,12 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print_table(runs)
     if args.json:
-        meta = {"memory_mib": memory_mib, "link": args.rate, "limit_s": round(limit_s, 2)}
+        meta = {
+            "memory_mib": memory_mib,
+            "link": args.rate,
+            "limit_s": round(limit_s, 2),
+            "accelerator": accel,
+        }
         args.json.write_text(
             json.dumps([asdict(r) | meta for r in runs], indent=2) + "\n", encoding="utf-8"
         )

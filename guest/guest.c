@@ -5,13 +5,14 @@
  * before rewriting it, and prints a heartbeat line to COM1 every 100 ms.
  * See README.md for the command line and the output format.
  *
- * Memory model: the working set is npages 4 KiB pages starting at physical
- * 16 MiB (paging is off, so physical == linear). gen[p] is the generation
+ * It runs in 64-bit user mode (ring 3) on identity-mapped memory; boot.S says
+ * why and gets it there. Memory model: the working set is npages 4 KiB pages
+ * starting at physical 16 MiB (linear == physical). gen[p] is the generation
  * last written to page p (0 = never written). Word i of page p written with
  * generation g holds pattern_word(p, i, g); a page whose content does not
  * match its recorded generation counts as one verification error.
  *
- * No libc and no libgcc: 64-bit divisions go through udiv64_32()/udiv64().
+ * No libc and no libgcc.
  */
 #include <stdint.h>
 
@@ -96,43 +97,19 @@ static inline void cpu_pause(void)
     __asm__ volatile("pause");
 }
 
+/* The two services of ring 0 (boot.S, syscall_entry). */
+#define SYS_FLUSH_TLB   0
+#define SYS_HALT        1
+
+static inline void guest_syscall(uint64_t nr)
+{
+    __asm__ volatile("syscall" : "+a"(nr) : : "rcx", "r11", "memory");
+}
+
 static void __attribute__((noreturn)) halt_forever(void)
 {
     for (;;)
-        __asm__ volatile("cli; hlt");
-}
-
-/* ---------------------------------------------------------------------- */
-/* 64-bit arithmetic without libgcc                                       */
-
-/* n / d for a 32-bit divisor, using two 32-bit DIV instructions. */
-static uint64_t udiv64_32(uint64_t n, uint32_t d, uint32_t *rem)
-{
-    uint32_t hi = (uint32_t)(n >> 32), lo = (uint32_t)n;
-    uint32_t q_hi = hi / d, r = hi % d, q_lo;
-
-    /* (r:lo) / d cannot overflow because r < d. */
-    __asm__("divl %4" : "=a"(q_lo), "=d"(r) : "a"(lo), "d"(r), "rm"(d));
-    if (rem)
-        *rem = r;
-    return ((uint64_t)q_hi << 32) | q_lo;
-}
-
-/* General n / d (rare paths only): shift-and-subtract for big divisors. */
-static uint64_t udiv64(uint64_t n, uint64_t d)
-{
-    uint64_t q = 0, r = 0;
-
-    if ((d >> 32) == 0)
-        return udiv64_32(n, (uint32_t)d, 0);
-    for (int i = 63; i >= 0; i--) {
-        r = (r << 1) | ((n >> i) & 1);
-        if (r >= d) {
-            r -= d;
-            q |= (uint64_t)1 << i;
-        }
-    }
-    return q;
+        guest_syscall(SYS_HALT);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -169,7 +146,8 @@ static void put_u64(uint64_t v)
     uint32_t digit;
 
     do {
-        v = udiv64_32(v, 10, &digit);
+        digit = (uint32_t)(v % 10);
+        v /= 10;
         buf[n++] = (char)('0' + digit);
     } while (v);
     while (n)
@@ -323,12 +301,12 @@ static uint32_t calibrate_tsc_khz(void)
     outb(0x61, saved);
 
     /* tsc_khz = ticks / (latch / PIT_HZ seconds) / 1000 */
-    return (uint32_t)udiv64_32((t1 - t0) * PIT_HZ, latch * 1000u, 0);
+    return (uint32_t)((t1 - t0) * PIT_HZ / (latch * 1000u));
 }
 
 static uint64_t ticks_to_ms(uint64_t ticks)
 {
-    return udiv64_32(ticks, tsc_khz, 0);
+    return ticks / tsc_khz;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -366,26 +344,18 @@ static void page_fill(uint32_t p, uint32_t g)
         w[i] = (base + i) ^ mix;
 }
 
-/* tlbflush=1, for QEMU's TCG emulator: toggling CR4.PGE makes QEMU flush its
- * software TLB (paging is off, so nothing else changes). TCG tracks dirty pages
+/* tlbflush=1, for QEMU's TCG emulator: toggling CR4.PGE (in ring 0, through
+ * SYSCALL) makes QEMU flush its software TLB. TCG tracks dirty pages
  * for migration by trapping the first write through each TLB entry; after a
  * dirty-bitmap sync (one per pre-copy iteration) it does not re-arm entries
  * that are already cached (QEMU 7.2), so writes through them go unrecorded and
  * the destination gets a stale page. Flushing right before each write of a
  * page and of its generation keeps every write recorded except in a window of
  * one instruction. KVM tracks dirty pages in hardware and needs none of this. */
-static uint32_t cr4_pge_toggle;
-
 static inline void tlb_flush(void)
 {
-    uint32_t cr4;
-
-    if (!cfg.tlbflush)
-        return;
-    __asm__ volatile("mov %%cr4, %0" : "=r"(cr4));
-    cr4_pge_toggle ^= 1u << 7;                  /* CR4.PGE */
-    cr4 = (cr4 & ~(1u << 7)) | cr4_pge_toggle;
-    __asm__ volatile("mov %0, %%cr4" : : "r"(cr4) : "memory");
+    if (cfg.tlbflush)
+        guest_syscall(SYS_FLUSH_TLB);
 }
 
 /* Verify page p against its recorded generation, then rewrite it with the
@@ -461,7 +431,7 @@ static void heartbeat(uint64_t now)
     uint64_t gap = now - hb_last_tsc;
     uint64_t delta_kib = (pages_written - hb_last_pages) * (PAGE_SIZE / 1024u);
     uint64_t passes = cfg.pattern == PATTERN_SEQ
-        ? seq_passes : udiv64_32(pages_written, npages, 0);
+        ? seq_passes : pages_written / npages;
 
     if (gap > max_gap_ticks)
         max_gap_ticks = gap;
@@ -472,7 +442,7 @@ static void heartbeat(uint64_t now)
     put_kv("pages", pages_written);
     put_kv("passes", passes);
     put_kv("errors", errors);
-    put_kv("rate_kib_s", gap ? udiv64(delta_kib * tsc_hz, gap) : 0);
+    put_kv("rate_kib_s", gap ? delta_kib * tsc_hz / gap : 0);
     put_kv("max_gap_ms", ticks_to_ms(max_gap_ticks));
     putc('\n');
 
@@ -525,7 +495,7 @@ static void __attribute__((noreturn)) run(void)
             base_pages += pps;
             k -= pps;
         }
-        due = base_tsc + udiv64_32(k * tsc_hz, pps, 0);
+        due = base_tsc + k * tsc_hz / pps;
     }
 }
 

@@ -12,7 +12,7 @@ major=$(cut -d. -f1 /etc/debian_version)
 packages=(
   qemu-system-x86 qemu-utils
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libvirt-dev
-  pkg-config iproute2 iptables gcc gcc-multilib make python3-venv python3-dev
+  pkg-config iproute2 iptables gcc binutils make python3-venv python3-dev
   postgresql   # the tests start a private server from its binaries; the service stays off
   chromium chromium-driver   # the dashboard's browser tests (headless, driven by Playwright)
 )

@@ -27,6 +27,15 @@ def lab() -> Iterator[Lab]:
 
 
 @pytest.fixture
+def no_lab() -> Lab:
+    """A machine with no lab on it (one left by a crashed run is removed first)."""
+    require_root()
+    lab = Lab.from_env()
+    lab.down()
+    return lab
+
+
+@pytest.fixture
 def guests(lab: Lab) -> Iterator[Guests]:
     """Test guests on the module's lab; every guest a test started is removed after it."""
     g = Guests(lab)

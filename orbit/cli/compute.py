@@ -37,7 +37,11 @@ def register(sub: Any) -> None:
     p = cmd("host-add", "register a libvirt host", cmd_host_add)
     p.add_argument("name")
     p.add_argument("uri", help="libvirt URI, e.g. qemu+tcp://198.18.0.1/system")
-    p.add_argument("--migration-address", help="where migration streams go, e.g. tcp://198.18.0.1")
+    p.add_argument(
+        "--migration-address",
+        help="where migration streams go: an address (198.18.0.1, as Nova's "
+        "live_migration_inbound_addr) or a URI (tcp://198.18.0.1)",
+    )
     cmd("host-list", "list registered hosts", cmd_host_list)
     p = cmd("host-remove", "unregister a host", cmd_host_remove)
     p.add_argument("name")

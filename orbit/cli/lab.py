@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from orbit.lab.guest import Guests, GuestSpec, accelerator
+from orbit.lab.guest import Guests, GuestSpec
 from orbit.lab.lab import Lab
 from orbit.lab.network import Shaping
 
@@ -82,10 +82,12 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    statuses = Lab.from_env().status()
-    accel, why = accelerator()
+    lab = Lab.from_env()
+    statuses = lab.status()
+    accel, why = lab.accelerator()
     if args.format == "json":
-        print(json.dumps({"accelerator": accel, "hosts": [asdict(s) for s in statuses]}, indent=2))
+        doc = {"accelerator": accel, "accelerator_why": why, "hosts": [asdict(s) for s in statuses]}
+        print(json.dumps(doc, indent=2))
         return 0
     print(f"guests run on {accel} ({why})")
     print(f"{'HOST':<5} {'ADDRESS':<12} {'LIBVIRTD':<9} {'LINK':<5} {'SHAPING':<24} DOMAINS")

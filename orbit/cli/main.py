@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import NoReturn
 
@@ -45,7 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         result: int = args.func(args)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is then caught below
         return result
+    except BrokenPipeError:
+        # The reader went away (``orbit lab status | head -2``): stop quietly, as cat does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
     except OrbitError as err:
         print(f"orbit: error: {err}", file=sys.stderr)
         return EXIT_ERROR

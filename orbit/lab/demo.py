@@ -6,12 +6,14 @@
 4. ``orbit live-migration --post-copy --wait demo-vm h2``: pre-copy, the switch to post-copy
    after the first memory iteration (the seed's behaviour), live progress, the record;
 5. the guest's own check on h2 (heartbeat continuity, 0 verification errors);
-6. the server keeps running, with the login printed, until Ctrl-C; then everything the
-   demo started is removed (server, guest, lab).
+6. the server keeps running, with the login printed, until Ctrl-C, SIGTERM or SIGHUP (a
+   service manager stopping it, a terminal closing); then everything the demo started is
+   removed (server, guest, lab).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -47,6 +49,11 @@ def _orbit(args: list[str], env: dict[str, str], *, capture: bool = True) -> str
     if proc.returncode != 0:
         raise LabError(f"'orbit {' '.join(args)}' failed: {(proc.stderr or '').strip()}")
     return proc.stdout or ""
+
+
+def _listed_active(env: dict[str, str]) -> bool:
+    servers = json.loads(_orbit(["list", "--format", "json"], env))
+    return any(s.get("name") == GUEST and s.get("status") == "ACTIVE" for s in servers)
 
 
 def _start_server(password: str, log_path: Path) -> subprocess.Popen[bytes]:
@@ -85,7 +92,31 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+def _print_login(password: str) -> None:
+    print()
+    print(f"orbit-server keeps running at http://{BIND}; log in as admin with:")
+    print(f"  export ORBIT_URL=http://{BIND} OS_USERNAME=admin OS_PASSWORD={password}")
+    print(f"  orbit list; orbit migration-list; orbit live-migration --post-copy --wait {GUEST} h1")
+    print(f"  (OpenStack clients: auth_url http://{BIND}/identity, project admin)")
+    print(f"  dashboard: http://{BIND}/dashboard/ (user admin, the password above)")
+    print("Ctrl-C stops the server and removes the lab.", flush=True)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
 def run_demo(*, memory_mib: int = 512, rate: str = "400mbit", stay: bool = True) -> int:
+    """Run the demo; SIGTERM and SIGHUP end it as Ctrl-C does, removing what it made."""
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        return _run_demo(memory_mib=memory_mib, rate=rate, stay=stay)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run_demo(*, memory_mib: int, rate: str, stay: bool) -> int:
     lab = Lab.from_env()
     password = os.environ.get("ORBIT_ADMIN_PASSWORD") or generate_password()
     env = {"ORBIT_URL": f"http://{BIND}", "OS_USERNAME": "admin", "OS_PASSWORD": password}
@@ -104,9 +135,11 @@ def run_demo(*, memory_mib: int = 512, rate: str = "400mbit", stay: bool = True)
             wss = memory_mib - 32
             guests.start(h1.name, GuestSpec(GUEST, memory_mib=memory_mib, wss_mib=wss))
             deadline = time.monotonic() + LIST_TIMEOUT_S
-            while GUEST not in _orbit(["list"], env):
+            # running, as orbit-server sees it: its inventory may still hold the state of
+            # the guest's first instants (libvirt starts a domain paused)
+            while not _listed_active(env):
                 if time.monotonic() > deadline:
-                    raise LabError(f"orbit-server never listed {GUEST}")
+                    raise LabError(f"orbit-server never listed {GUEST} as ACTIVE")
                 time.sleep(0.5)
             print(_orbit(["list"], env))
             print(f"$ orbit live-migration --post-copy --wait {GUEST} {h2.name}")
@@ -128,15 +161,8 @@ def run_demo(*, memory_mib: int = 512, rate: str = "400mbit", stay: bool = True)
             ok = proc.returncode == 0 and verified.errors == 0 and continuous
             print("demo " + ("OK" if ok else "FAILED"))
             if stay:
-                print()
-                print(f"orbit-server keeps running at http://{BIND}; log in as admin with:")
-                print(f"  export ORBIT_URL=http://{BIND} OS_USERNAME=admin OS_PASSWORD={password}")
-                print("  orbit list; orbit migration-list; orbit live-migration --post-copy "
-                      f"--wait {GUEST} {h1.name}")  # fmt: skip
-                print(f"  (OpenStack clients: auth_url http://{BIND}/identity, project admin)")
-                print(f"  dashboard: http://{BIND}/dashboard/ (user admin, the password above)")
-                print("Ctrl-C stops the server and removes the lab.")
-                try:
+                try:  # from the first line on: a signal may come as soon as it is read
+                    _print_login(password)
                     signal.pause()
                 except KeyboardInterrupt:
                     print()

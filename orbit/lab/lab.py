@@ -118,19 +118,42 @@ class Lab:
     def host_dir(self, name: str) -> Path:
         return self.lab_dir / "hosts" / name
 
-    def _save(self, hosts: list[LabHost]) -> None:
+    def accelerator(self) -> tuple[str, str]:
+        """('kvm' | 'tcg', why) for the lab's guests: ``ORBIT_LAB_ACCEL``, else the probe's
+        verdict at ``up`` (see ``Guests.probe_accelerator``)."""
+        from orbit.lab.guest import accelerator_override
+
+        override = accelerator_override()
+        if override is not None:
+            return override
+        if not self.is_up():
+            raise LabStateError("no lab is up; run 'orbit lab up --hosts 2' first")
+        accel = self._read_state().get("accelerator")
+        if not isinstance(accel, dict) or accel.get("name") not in ("kvm", "tcg"):
+            return "tcg", "the lab was made without a probe (older state file)"
+        return str(accel["name"]), str(accel.get("why", ""))
+
+    def _read_state(self) -> dict[str, object]:
+        try:
+            data = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _save(self, hosts: list[LabHost], accelerator: tuple[str, str] | None = None) -> None:
+        """Write the state file; the accelerator verdict is kept unless a new one is given."""
         self.lab_dir.mkdir(parents=True, exist_ok=True)
+        state: dict[str, object] = {
+            "version": STATE_VERSION,
+            "bridge": network.BRIDGE,
+            "hosts": [asdict(h) for h in hosts],
+        }
+        if accelerator is not None:
+            state["accelerator"] = {"name": accelerator[0], "why": accelerator[1]}
+        elif "accelerator" in (old := self._read_state()):
+            state["accelerator"] = old["accelerator"]
         tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(
-            json.dumps(
-                {
-                    "version": STATE_VERSION,
-                    "bridge": network.BRIDGE,
-                    "hosts": [asdict(h) for h in hosts],
-                },
-                indent=2,
-            )
-        )
+        tmp.write_text(json.dumps(state, indent=2))
         tmp.replace(self.state_file)
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -143,6 +166,9 @@ class Lab:
         """
         if not 1 <= n_hosts <= MAX_HOSTS:
             raise ConfigError(f"--hosts must be between 1 and {MAX_HOSTS}, got {n_hosts}")
+        from orbit.lab.guest import accelerator_override
+
+        accelerator_override()  # a bad ORBIT_LAB_ACCEL fails here, before anything is made
         if self.is_up():
             names = ", ".join(h.name for h in self.hosts())
             raise LabStateError(f"a lab is already up (hosts {names}); run 'orbit lab down' first")
@@ -164,11 +190,20 @@ class Lab:
                 assert h.libvirtd_pid is not None
                 daemon.wait_until_listening(h.libvirtd_pid, h.address, self.host_dir(h.name))
                 libvirt_util.ensure_images_pool(h.uri)
+            from orbit.lab.guest import Guests  # guest.py builds on this module
+
+            accel = Guests(self).probe_accelerator(hosts[0].name)
+            self._save(hosts, accel)
         except BaseException:
             log.error("lab up failed; removing what was created")
             self.down()
             raise
-        log.info("lab up hosts=%d addresses=%s", n_hosts, ",".join(h.address for h in hosts))
+        log.info(
+            "lab up hosts=%d addresses=%s accelerator=%s (%s)",
+            n_hosts,
+            ",".join(h.address for h in hosts),
+            *accel,
+        )
         return hosts
 
     def _refuse_foreign_leftovers(self, hosts: list[LabHost]) -> None:

@@ -94,8 +94,18 @@ def pid_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+#: How long :func:`terminate` waits for an ended process to be reaped (leave the process
+#: table). A daemon whose parent exited is reaped by PID 1, which may take a second.
+REAP_WAIT_S = 3.0
+
+
 def terminate(pids: list[int], *, grace_s: float = TERM_GRACE_S) -> None:
-    """SIGTERM each PID, wait up to ``grace_s``, then SIGKILL the ones still alive."""
+    """SIGTERM each PID, wait up to ``grace_s``, then SIGKILL the ones still alive.
+
+    Returns once every process has ended and left the process table (reaped by us or by
+    PID 1), so that nothing of them shows in ``ps`` any more; a zombie that PID 1 does not
+    reap within ``REAP_WAIT_S`` is only logged.
+    """
     for pid in pids:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
@@ -111,6 +121,13 @@ def terminate(pids: list[int], *, grace_s: float = TERM_GRACE_S) -> None:
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
         _reap(pids)
+        time.sleep(POLL_INTERVAL_S)
+    deadline = time.monotonic() + REAP_WAIT_S
+    while any(Path(f"/proc/{p}").exists() for p in pids):
+        _reap(pids)
+        if time.monotonic() > deadline:
+            log.warning("ended processes are not reaped yet (zombies) wait_s=%.1f", REAP_WAIT_S)
+            break
         time.sleep(POLL_INTERVAL_S)
 
 

@@ -394,3 +394,34 @@ def test_simultaneous_requests_queue_one_migration(api: Api) -> None:
     api.wait_status(sid, m["id"], "running-precopy")
     api.client.delete(f"/v2.1/servers/{sid}/migrations/{m['id']}", headers=api.headers())
     assert api.wait_status(sid, m["id"], "cancelled", "failed")["status"] == "cancelled"
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("198.18.0.9", "tcp://198.18.0.9"),  # bare, as Nova's live_migration_inbound_addr
+        ("h9.example", "tcp://h9.example"),
+        ("fd00::9", "tcp://[fd00::9]"),
+        ("tcp://198.18.0.9", "tcp://198.18.0.9"),
+        ("tcp://198.18.0.9:49152", "tcp://198.18.0.9:49152"),
+    ],
+)
+def test_host_migration_address_bare_or_uri(api: Api, given: str, stored: str) -> None:
+    r = api.post(
+        "/v2.1/orbit-hosts",
+        {"name": "h9", "uri": "qemu+tcp://127.0.0.9/system", "migration_address": given},
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["host"]["migration_address"] == stored
+    assert api.client.delete("/v2.1/orbit-hosts/h9", headers=api.headers()).status_code == 204
+
+
+@pytest.mark.parametrize("given", ["", "tcp://", "ftp://198.18.0.9", "198.18.0.9 x", 42, "a/b"])
+def test_host_bad_migration_address(api: Api, given: object) -> None:
+    before = api.snapshot()
+    r = api.post(
+        "/v2.1/orbit-hosts",
+        {"name": "h9", "uri": "qemu+tcp://127.0.0.9/system", "migration_address": given},
+    )
+    _error(r, 400, "badRequest", "migration address")
+    assert api.snapshot() == before

@@ -7,12 +7,20 @@ import time
 
 import pytest
 
-from orbit.lab.guest import Guests, GuestSpec, Heartbeat
+from orbit.lab.guest import (
+    PROBE_MIN_RATE_MIB_S,
+    Guests,
+    GuestSpec,
+    Heartbeat,
+    firmware,
+    probe_verdict,
+)
 from orbit.lab.lab import Lab
+from orbit.lab.libvirt_util import connection
 from tests.helpers import run_orbit
 
 FIRST_HEARTBEAT_LIMIT_S = 2.0
-RATE_TOLERANCE = 0.20
+RATE_TOLERANCE = 0.10
 PAGE_KIB = 4
 #: heartbeats (100 ms each) over which the dirty rate is measured
 RATE_WINDOW_BEATS = 15
@@ -66,3 +74,33 @@ def test_heartbeat_cli_prints_json_wherever_the_guest_runs(lab: Lab, guests: Gue
     doc = json.loads(proc.stdout)
     assert doc["host"] == "h2" and doc["name"] == "hbcli"
     assert doc["seq"] >= 1 and doc["errors"] == 0 and doc["pages"] > 0
+
+
+def test_guest_runs_on_the_accelerator_the_lab_chose(lab: Lab, guests: Guests) -> None:
+    """KVM guests without the TCG work-around, TCG guests with it; qboot when installed."""
+    accel, why = lab.accelerator()
+    assert accel in ("kvm", "tcg") and why
+    guests.start("h1", GuestSpec("accel", memory_mib=64, wss_mib=8, rate_mib_s=2))
+    with connection(lab.host("h1").uri) as conn:
+        xml = conn.lookupByName("accel").XMLDesc(0)
+    assert f"type='{'kvm' if accel == 'kvm' else 'qemu'}'" in xml.split(">", 1)[0]
+    assert f"tlbflush={int(accel == 'tcg')}" in xml
+    rom = firmware()
+    assert (rom is not None and str(rom) in xml) or (rom is None and "<loader" not in xml)
+    hb = guests.wait_heartbeat("h1", "accel", after_seq=2)
+    assert hb.errors == 0
+
+
+@pytest.mark.parametrize(
+    ("rates_kib_s", "accel"),
+    [
+        ([3_800_000, 3_900_000, 3_700_000], "kvm"),  # native: GiB/s
+        ([PROBE_MIN_RATE_MIB_S * 1024] * 3, "kvm"),  # exactly the threshold
+        ([900, 1_000, 800], "tcg"),  # emulated instruction by instruction: ~1 MiB/s
+        ([3_800_000, 90_000, 80_000], "tcg"),  # the median decides, not one fast beat
+        ([], "tcg"),  # no heartbeat at all
+    ],
+)
+def test_probe_verdict(rates_kib_s: list[int], accel: str) -> None:
+    got, why = probe_verdict(rates_kib_s)
+    assert got == accel and why

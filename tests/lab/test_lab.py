@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,17 +16,7 @@ from orbit.lab.guest import Guests, GuestSpec
 from orbit.lab.lab import Lab
 from orbit.lab.libvirt_util import connection
 from orbit.lab.system import pid_alive, pids_in_netns
-from tests.conftest import require_root
 from tests.helpers import assert_one_line_error, run_orbit
-
-
-@pytest.fixture
-def no_lab() -> Lab:
-    """A machine with no lab on it (one left by a crashed run is removed first)."""
-    require_root()
-    lab = Lab.from_env()
-    lab.down()
-    return lab
 
 
 def _process_name(pid: int) -> str:
@@ -33,6 +26,8 @@ def _process_name(pid: int) -> str:
 def _assert_nothing_left(names: list[str], pids: list[int]) -> None:
     for pid in pids:
         assert not pid_alive(pid), f"process {pid} of the lab still runs"
+        # and it is gone from the process table, not a zombie waiting for PID 1
+        assert not Path(f"/proc/{pid}").exists(), f"process {pid} of the lab is not reaped"
     for name in names:
         assert not network.netns_exists(name), f"namespace {name} remains"
         assert not network.link_exists(network.veth_name(name)), f"veth of {name} remains"
@@ -46,6 +41,14 @@ def test_up_status_down_leaves_nothing(no_lab: Lab) -> None:
         statuses = no_lab.status()
         assert [s.name for s in statuses] == ["h1", "h2", "h3"]
         assert [s.address for s in statuses] == ["198.18.0.1", "198.18.0.2", "198.18.0.3"]
+        status = run_orbit("lab", "status", "--format", "json")
+        assert status.returncode == 0, status.stderr
+        doc = json.loads(status.stdout)
+        assert doc["accelerator"] == no_lab.accelerator()[0] and doc["accelerator_why"]
+        if os.environ.get("ORBIT_LAB_ACCEL"):
+            assert doc["accelerator"] == os.environ["ORBIT_LAB_ACCEL"]
+        elif not Path("/dev/kvm").exists():
+            assert doc["accelerator"] == "tcg"
         for s in statuses:
             assert s.answers and s.libvirtd_alive and s.link_up
             with connection(s.uri) as conn:
@@ -95,3 +98,34 @@ def test_up_refuses_a_bad_host_count(no_lab: Lab) -> None:
 def test_commands_need_a_lab(no_lab: Lab) -> None:
     for args in (("lab", "status"), ("lab", "cut", "h1"), ("lab", "guest", "heartbeat", "nothing")):
         assert_one_line_error(run_orbit(*args), "no lab is up")
+
+
+def test_bad_accelerator_override_is_refused(no_lab: Lab) -> None:
+    proc = run_orbit("lab", "up", env={"ORBIT_LAB_ACCEL": "xen"})
+    assert_one_line_error(proc, "ORBIT_LAB_ACCEL must be 'kvm' or 'tcg'")
+    assert not no_lab.is_up() and not network.link_exists(network.BRIDGE)
+
+
+def test_accelerator_override_skips_the_probe(no_lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORBIT_LAB_ACCEL", "tcg")
+    assert Guests(no_lab).probe_accelerator("h1") == ("tcg", "forced by ORBIT_LAB_ACCEL")
+    assert no_lab.accelerator() == ("tcg", "forced by ORBIT_LAB_ACCEL")
+
+
+def test_output_to_a_closed_pipe_is_no_traceback(no_lab: Lab) -> None:
+    """``orbit lab status | head -0``: the reader is gone before orbit writes."""
+    no_lab.up(1)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orbit.cli.main", "lab", "status"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # long before the interpreter has even imported orbit
+        stderr = proc.stderr.read().decode()
+        proc.wait(60)
+    finally:
+        no_lab.down()
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr
+    assert proc.returncode == 1

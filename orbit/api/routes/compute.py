@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,6 +43,36 @@ LIVE_MIGRATE_KEYS = {
 }
 URI_RE = re.compile(r"^(qemu|qemu\+tcp|qemu\+tls|qemu\+ssh|qemu\+unix|test|fake)://[^\s]*$")
 HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+#: A migration address: a URI QEMU listens on, e.g. tcp://198.18.0.1 or tcp://[fd00::1]:49152.
+MIGRATION_URI_RE = re.compile(
+    r"^(tcp|rdma)://([A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]+\])(:\d{1,5})?$"
+)
+#: A bare host, as Nova's ``live_migration_inbound_addr`` takes it: 198.18.0.1, h1.example.
+BARE_HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$")
+
+
+def migration_uri(address: str) -> str:
+    """The migration URI for ``address``: a URI as it is, a bare address or name as tcp://.
+
+    Raise ConfigError for anything else.
+    """
+    value = address.strip()
+    if "://" not in value:
+        try:
+            ip = ipaddress.ip_address(value)
+        except ValueError:
+            ip = None
+        if ip is not None and ip.version == 6:
+            value = f"tcp://[{ip.compressed}]"
+        elif BARE_HOST_RE.match(value):
+            value = f"tcp://{value}"
+    if not MIGRATION_URI_RE.match(value):
+        raise ConfigError(
+            f"migration address {address[:200]!r} is not valid: give an address or host name "
+            "(198.18.0.1) or a URI (tcp://198.18.0.1)"
+        )
+    return value
+
 
 versions = APIRouter(tags=["versions"])
 router = APIRouter(tags=["compute"])
@@ -456,8 +487,10 @@ def add_host(
         raise ConfigError(f"host name {name!r} is not valid (letters, digits, ._-)")
     if not isinstance(uri, str) or not URI_RE.match(uri) or not _uri_parses(uri):
         raise ConfigError(f"libvirt URI {uri!r} is not valid, e.g. qemu+tcp://198.18.0.1/system")
-    if address is not None and (not isinstance(address, str) or "://" not in address):
-        raise ConfigError(f"migration address {address!r} is not valid, e.g. tcp://198.18.0.1")
+    if address is not None:
+        if not isinstance(address, str):
+            raise ConfigError("migration address must be a string, e.g. 198.18.0.1")
+        address = migration_uri(address)
     if session.scalar(select(Host).where(Host.name == name)) is not None:
         raise ApiError(409, f"host {name} is already registered")
     host = Host(name=name, uri=uri, migration_address=address)

@@ -1,0 +1,63 @@
+"""``make demo`` as a user runs it: a real migration, then stopped the way a service is."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orbit.lab import network
+from orbit.lab.lab import Lab
+
+DEMO_TIMEOUT_S = 300.0
+EXIT_TIMEOUT_S = 60.0
+SERVING = "Ctrl-C stops the server"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_demo_migrates_and_a_signal_removes_everything(no_lab: Lab, sig: signal.Signals) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orbit.cli.main", "lab", "demo", "--memory-mib", "128"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    out: list[str] = []
+    try:
+        deadline = time.monotonic() + DEMO_TIMEOUT_S
+        while not any(SERVING in line for line in out):
+            assert proc.poll() is None, "".join(out)
+            assert time.monotonic() < deadline, "".join(out)
+            if select.select([proc.stdout], [], [], 1.0)[0]:
+                out.append(proc.stdout.readline())
+        assert "demo OK\n" in out, "".join(out)
+        hosts = no_lab.hosts()
+        pids = [h.libvirtd_pid for h in hosts if h.libvirtd_pid]
+        proc.send_signal(sig)
+        rest, _ = proc.communicate(timeout=EXIT_TIMEOUT_S)
+    finally:
+        if proc.poll() is None:  # the test failed early: let the demo clean up as it should
+            proc.terminate()
+            try:
+                proc.wait(EXIT_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            no_lab.down()
+    output = "".join(out) + rest
+    assert proc.returncode == 0, output
+    assert "Traceback" not in output
+    assert not no_lab.is_up(), "the demo left its lab state behind"
+    assert not network.link_exists(network.BRIDGE)
+    for h in hosts:
+        assert not network.netns_exists(h.netns)
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists(), f"libvirtd {pid} survived the demo"
