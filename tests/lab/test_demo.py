@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import select
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
-
-import pytest
 
 from orbit.lab import network
 from orbit.lab.lab import Lab
@@ -18,10 +17,11 @@ from orbit.lab.lab import Lab
 DEMO_TIMEOUT_S = 300.0
 EXIT_TIMEOUT_S = 60.0
 SERVING = "Ctrl-C stops the server"
+DEMO_PORT = 8774
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
-def test_demo_migrates_and_a_signal_removes_everything(no_lab: Lab, sig: signal.Signals) -> None:
+def test_demo_migrates_and_sigterm_removes_everything(no_lab: Lab) -> None:
+    """SIGTERM, as a service manager or ``kill`` sends it (SIGHUP takes the same path)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "orbit.cli.main", "lab", "demo", "--memory-mib", "128"],
         stdout=subprocess.PIPE,
@@ -31,18 +31,21 @@ def test_demo_migrates_and_a_signal_removes_everything(no_lab: Lab, sig: signal.
     )
     assert proc.stdout is not None
     out: list[str] = []
+    # a thread reads every line as it comes (select() on a buffered pipe can miss lines)
+    reader = threading.Thread(target=lambda: out.extend(proc.stdout or []), daemon=True)
+    reader.start()
     try:
         deadline = time.monotonic() + DEMO_TIMEOUT_S
         while not any(SERVING in line for line in out):
             assert proc.poll() is None, "".join(out)
             assert time.monotonic() < deadline, "".join(out)
-            if select.select([proc.stdout], [], [], 1.0)[0]:
-                out.append(proc.stdout.readline())
+            time.sleep(0.2)
         assert "demo OK\n" in out, "".join(out)
         hosts = no_lab.hosts()
         pids = [h.libvirtd_pid for h in hosts if h.libvirtd_pid]
-        proc.send_signal(sig)
-        rest, _ = proc.communicate(timeout=EXIT_TIMEOUT_S)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(EXIT_TIMEOUT_S)
+        reader.join(EXIT_TIMEOUT_S)
     finally:
         if proc.poll() is None:  # the test failed early: let the demo clean up as it should
             proc.terminate()
@@ -52,7 +55,7 @@ def test_demo_migrates_and_a_signal_removes_everything(no_lab: Lab, sig: signal.
                 proc.kill()
                 proc.wait()
             no_lab.down()
-    output = "".join(out) + rest
+    output = "".join(out)
     assert proc.returncode == 0, output
     assert "Traceback" not in output
     assert not no_lab.is_up(), "the demo left its lab state behind"
@@ -61,3 +64,5 @@ def test_demo_migrates_and_a_signal_removes_everything(no_lab: Lab, sig: signal.
         assert not network.netns_exists(h.netns)
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists(), f"libvirtd {pid} survived the demo"
+    with socket.socket() as sock:  # and its orbit-server is gone
+        assert sock.connect_ex(("127.0.0.1", DEMO_PORT)) != 0, "orbit-server survived the demo"
