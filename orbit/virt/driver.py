@@ -72,6 +72,16 @@ class JobStats:
 
 
 @dataclass(frozen=True)
+class DirtyRate:
+    """A guest's dirty rate as the hypervisor measured it (libvirt's dirty-rate calculation)."""
+
+    bytes_s: int
+    #: 'dirty-bitmap' (exact: KVM's dirty log) or 'page-sampling' (an estimate from hashes)
+    mode: str
+    period_s: float
+
+
+@dataclass(frozen=True)
 class MigrationParams:
     """Everything :meth:`HypervisorDriver.migrate` needs besides the source and domain."""
 
@@ -122,6 +132,13 @@ class HypervisorDriver(Protocol):
 
     def job_stats(self, uri: str, name: str, *, completed: bool = False) -> JobStats:
         """The running migration job's progress (``completed``: the last finished job's)."""
+
+    def measure_dirty_rate(self, uri: str, name: str, *, period_s: int = 1) -> DirtyRate:
+        """Measure how fast the running domain dirties memory; blocks about ``period_s``.
+
+        Not while a migration job runs on the domain (libvirt refuses): measure, then start.
+        """
+        ...
 
     def start_postcopy(self, uri: str, name: str) -> None:
         """Switch the running migration to post-copy (it must have been started with it)."""

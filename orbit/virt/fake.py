@@ -19,6 +19,7 @@ from orbit.errors import DomainNotFound, HostUnreachable, HypervisorError, Migra
 from orbit.virt.driver import (
     EVENT_ITERATION,
     EVENT_JOB_COMPLETED,
+    DirtyRate,
     DomainInfo,
     DomainState,
     EventCallback,
@@ -216,6 +217,18 @@ class FakeDriver:
             return host.completed.get(name, JobStats(active=False))
         job = host.jobs.get(name)
         return job.stats if job else JobStats(active=False)
+
+    def measure_dirty_rate(self, uri: str, name: str, *, period_s: int = 1) -> DirtyRate:
+        """The workload's dirty bytes per tick, per second; refused during a migration."""
+        self.calls.append(f"measure_dirty_rate {name}")
+        host = self._host(uri)
+        dom = self._dom(uri, name)
+        if name in host.jobs:
+            raise HypervisorError(f"cannot measure the dirty rate of {name}: a job is running")
+        if dom.state is not DomainState.RUNNING:
+            raise HypervisorError(f"cannot measure the dirty rate of {name}: it is not running")
+        workload = host.workloads.get(name, FakeWorkload())
+        return DirtyRate(round(workload.dirty_bytes / self.tick_s), "fake", float(period_s))
 
     def _job(self, uri: str, name: str) -> _Job:
         job = self._host(uri).jobs.get(name)

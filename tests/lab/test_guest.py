@@ -17,6 +17,8 @@ from orbit.lab.guest import (
 )
 from orbit.lab.lab import Lab
 from orbit.lab.libvirt_util import connection
+from orbit.migration.model import MIB
+from orbit.virt.libvirt_driver import LibvirtDriver
 from tests.helpers import run_orbit
 
 FIRST_HEARTBEAT_LIMIT_S = 2.0
@@ -104,3 +106,26 @@ def test_guest_runs_on_the_accelerator_the_lab_chose(lab: Lab, guests: Guests) -
 def test_probe_verdict(rates_kib_s: list[int], accel: str) -> None:
     got, why = probe_verdict(rates_kib_s)
     assert got == accel and why
+
+
+#: libvirt's dirty-rate calculation against the guest's own write rate (issue: +-30 %)
+DIRTY_RATE_TOLERANCE = 0.30
+
+
+@pytest.mark.parametrize("rate_mib_s", [20, 60])
+def test_hypervisor_measures_the_guests_dirty_rate(
+    lab: Lab, guests: Guests, rate_mib_s: int
+) -> None:
+    name = f"dirty{rate_mib_s}"
+    guests.start("h1", GuestSpec(name, memory_mib=192, wss_mib=128, rate_mib_s=rate_mib_s))
+    driver = LibvirtDriver()
+    try:
+        measured = driver.measure_dirty_rate(lab.host("h1").uri, name, period_s=1)
+    finally:
+        driver.close()
+    expected_mode = "dirty-bitmap" if lab.accelerator()[0] == "kvm" else "page-sampling"
+    assert measured.mode == expected_mode and measured.period_s == 1
+    mib_s = measured.bytes_s / MIB
+    assert abs(mib_s - rate_mib_s) <= DIRTY_RATE_TOLERANCE * rate_mib_s, (
+        f"guest writes {rate_mib_s} MiB/s, {measured.mode} measured {mib_s:.1f} MiB/s"
+    )

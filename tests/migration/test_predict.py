@@ -1,0 +1,115 @@
+"""The pure prediction model: table tests with numbers worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from orbit.migration.model import MIB
+from orbit.migration.predict import (
+    SWITCH_DOWNTIME_MS,
+    Facts,
+    Prediction,
+    Strategy,
+    choose,
+    predict,
+    predict_all,
+)
+
+LINK = 50 * MIB  # bytes/s: 512 MiB take 10.24 s
+RAM = 512 * MIB
+
+
+def facts(dirty_mib_s: float, wss_mib: int | None = None, **kw: int) -> Facts:
+    return Facts(
+        ram_bytes=RAM,
+        dirty_rate_bytes_s=dirty_mib_s * MIB,
+        bandwidth_bytes_s=LINK,
+        downtime_limit_ms=300,
+        wss_bytes=None if wss_mib is None else wss_mib * MIB,
+        **kw,
+    )
+
+
+def test_idle_guest_converges_after_one_pass() -> None:
+    p = predict(facts(0), Strategy.PRECOPY)
+    assert p.finishes and p.passes == 1
+    assert p.total_s == pytest.approx(10.24)
+    assert p.postcopy_s == 0 and p.downtime_ms == 0 and p.bytes_sent == RAM
+
+
+def test_moderate_guest_pass_by_pass() -> None:
+    """64 MiB working set dirtied at 25 MiB/s: each pass leaves half of what it sent."""
+    p = predict(facts(25, wss_mib=64), Strategy.PRECOPY)
+    # pass 1: 512 MiB, 10.24 s; dirtied min(64, 256) = 64 MiB; then 32, 16 (0.32 s > 0.3 s
+    # limit), 8 MiB (0.16 s): stop and copy 8 MiB.
+    assert p.finishes and p.passes == 4
+    assert p.bytes_sent == (512 + 64 + 32 + 16 + 8) * MIB
+    assert p.total_s == pytest.approx((512 + 64 + 32 + 16 + 8) / 50)
+    assert p.downtime_ms == 160 and p.postcopy_s == 0
+
+
+def test_hot_guest_never_converges_in_precopy() -> None:
+    p = predict(facts(3800, wss_mib=480), Strategy.PRECOPY)
+    assert not p.finishes and math.isinf(p.total_s)
+    assert p.summary() == "precopy: does not converge"
+
+
+@pytest.mark.parametrize(
+    ("strategy", "total_mib", "postcopy_mib", "passes"),
+    [
+        (Strategy.POSTCOPY_AFTER_0, 512, 512, 0),  # everything is pulled in post-copy
+        (Strategy.POSTCOPY_AFTER_1, 512 + 480, 480, 1),  # pass 1, then the working set
+        (Strategy.POSTCOPY_AFTER_2, 512 + 480 + 480, 480, 2),  # a pass that gains nothing
+    ],
+)
+def test_hot_guest_postcopy_after_n(
+    strategy: Strategy, total_mib: int, postcopy_mib: int, passes: int
+) -> None:
+    p = predict(facts(3800, wss_mib=480), strategy)
+    assert p.finishes and p.passes == passes
+    assert p.total_s == pytest.approx(total_mib / 50)
+    assert p.postcopy_s == pytest.approx(postcopy_mib / 50)
+    assert p.bytes_sent == total_mib * MIB and p.downtime_ms == SWITCH_DOWNTIME_MS
+
+
+def test_postcopy_strategy_that_converges_first_is_precopy() -> None:
+    p = predict(facts(1, wss_mib=8), Strategy.POSTCOPY_AFTER_2)
+    assert p.finishes and p.postcopy_s == 0 and p.passes == 1
+
+
+def test_first_pass_sends_only_written_memory() -> None:
+    p = predict(facts(0, first_pass_bytes=8 * MIB), Strategy.PRECOPY)
+    assert p.total_s == pytest.approx(8 / 50) and p.bytes_sent == 8 * MIB
+
+
+@pytest.mark.parametrize(
+    ("dirty", "wss", "weight", "timeout_s", "chosen"),
+    [
+        (0, None, 1.0, 300, Strategy.PRECOPY),  # idle: nothing to gain from post-copy
+        (3800, 480, 1.0, 300, Strategy.POSTCOPY_AFTER_0),  # hot: at once (score 20.5)
+        (25, 64, 1.0, 300, Strategy.PRECOPY),  # 12.64 s against 11.52 + 1.28 s (after 1)
+        (25, 64, 0.5, 300, Strategy.POSTCOPY_AFTER_1),  # 11.52 + 0.64 < 12.64
+        (25, 64, 0.0, 300, Strategy.POSTCOPY_AFTER_0),  # fastest to finish: 10.24 s
+        (25, 64, 3.0, 12.0, Strategy.POSTCOPY_AFTER_1),  # pre-copy would miss the timeout
+        (3800, 480, 1.0, 5.0, Strategy.POSTCOPY_AFTER_0),  # none fits: the soonest
+    ],
+)
+def test_choose(
+    dirty: float, wss: int | None, weight: float, timeout_s: float, chosen: Strategy
+) -> None:
+    best = choose(predict_all(facts(dirty, wss)), timeout_s=timeout_s, postcopy_weight=weight)
+    assert best.strategy is chosen
+
+
+def test_choose_needs_predictions_and_facts_are_checked() -> None:
+    with pytest.raises(ValueError, match="nothing to choose"):
+        choose([], timeout_s=10)
+    with pytest.raises(ValueError, match="out of range"):
+        Facts(ram_bytes=RAM, dirty_rate_bytes_s=1, bandwidth_bytes_s=0, downtime_limit_ms=300)
+
+
+def test_summary_has_numbers_with_units() -> None:
+    p: Prediction = predict(facts(3800, wss_mib=480), Strategy.POSTCOPY_AFTER_1)
+    assert p.summary() == ("postcopy-after-1: 19.8 s (9.6 s in post-copy), 992 MiB, downtime 10 ms")
