@@ -320,8 +320,10 @@ class LibvirtDriver:
     def measure_dirty_rate(self, uri: str, name: str, *, period_s: int = 1) -> DirtyRate:
         """libvirt's dirty-rate calculation (``virDomainStartDirtyRateCalc``, libvirt >= 8.1).
 
-        Mode ``dirty-bitmap`` (QEMU counts the pages KVM's dirty log marks: exact) for a
-        KVM domain; ``page-sampling`` (hashes of sampled pages: an estimate) otherwise.
+        Mode ``dirty-bitmap`` (QEMU counts the pages KVM's dirty log marks: exact, distinct
+        pages, so at most the working set per second) for a KVM domain; ``page-sampling``
+        (hashes of ~512 sampled pages per GiB: an estimate) otherwise: dirty-bitmap on a
+        TCG domain kills QEMU 7.2 (seen on the lab: "Unable to read from monitor").
         """
         dom = self._domain(uri, name)
         try:
