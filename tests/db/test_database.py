@@ -51,8 +51,13 @@ def test_ensure_sqlite_dir_creates_the_parent(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "url", ["sqlite://", "sqlite:///:memory:", "postgresql+psycopg://u@127.0.0.1:1/x"]
 )
-def test_ensure_sqlite_dir_ignores_urls_without_a_file(url: str) -> None:
+def test_ensure_sqlite_dir_ignores_urls_without_a_file(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[Path] = []
+    monkeypatch.setattr(Path, "mkdir", lambda self, *a, **kw: made.append(self))
     ensure_sqlite_dir(url)
+    assert made == []  # no directory is made for them
 
 
 def test_ensure_sqlite_dir_maps_os_errors(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 
@@ -23,6 +24,10 @@ from tests.helpers import run_orbit
 
 FIRST_HEARTBEAT_LIMIT_S = 2.0
 RATE_TOLERANCE = 0.10
+HEARTBEAT_MS = 100
+#: the longest gap between two heartbeats of an undisturbed guest (guest time); on a
+#: busy 2-core host its vCPU may be descheduled for a while, so not exactly 100 ms
+MAX_HEARTBEAT_GAP_MS = 300
 PAGE_KIB = 4
 #: heartbeats (100 ms each) over which the dirty rate is measured
 RATE_WINDOW_BEATS = 15
@@ -55,6 +60,12 @@ def test_dirty_rate_matches_the_request(lab: Lab, guests: Guests, rate_mib_s: in
         f"asked {rate_mib_s} MiB/s, measured {measured:.1f} MiB/s over {b.ms - a.ms} ms"
     )
     assert b.errors == 0
+    # the heartbeat keeps its 100 ms grid (guest time) while the guest paces its writes
+    window = [hb for hb in guests.heartbeats("h1", name) if a.seq <= hb.seq <= b.seq]
+    gaps = sorted(y.ms - x.ms for x, y in itertools.pairwise(window))
+    assert len(gaps) >= RATE_WINDOW_BEATS
+    assert abs(gaps[len(gaps) // 2] - HEARTBEAT_MS) <= 5, gaps
+    assert gaps[-1] <= MAX_HEARTBEAT_GAP_MS, gaps
 
 
 def test_corrupted_page_is_detected(lab: Lab, guests: Guests) -> None:

@@ -48,7 +48,9 @@ def test_guest_spec_rejects_bad_input(spec: GuestSpec, message: str) -> None:
 
 
 def test_guest_spec_accepts_the_smallest_fitting_memory() -> None:
-    GuestSpec("g", memory_mib=64 + 24, wss_mib=64).validate()
+    GuestSpec("g", memory_mib=64 + 24, wss_mib=64).validate()  # raises if it does not fit
+    with pytest.raises(ConfigError, match="at least 88 MiB"):
+        GuestSpec("g", memory_mib=64 + 23, wss_mib=64).validate()
 
 
 def test_domain_xml_carries_workload_and_serial_log() -> None:

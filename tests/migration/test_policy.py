@@ -14,7 +14,7 @@ import pytest
 
 from orbit.errors import ConfigError
 from orbit.migration.model import MIB, Action, MigrationSettings, Policy, Sample
-from orbit.migration.policy import DIRTY_RATE_RATIO, SHRINK_RATIO, decide
+from orbit.migration.policy import decide
 
 
 def s(
@@ -368,11 +368,6 @@ def test_decide(c: Case) -> None:
     for needle in c.needles:
         assert needle in decision.reason
     assert "\n" not in decision.reason
-
-
-def test_ratios_are_ninety_percent() -> None:
-    assert DIRTY_RATE_RATIO == 0.9
-    assert SHRINK_RATIO == 0.9
 
 
 # --- properties over a grid of inputs -------------------------------------------------
