@@ -28,7 +28,8 @@ def load(results: Path, accel: str, name: str) -> list[Row]:
     path = results / accel / f"{name}.json"
     if not path.exists():
         return []
-    runs: list[Row] = json.loads(path.read_text(encoding="utf-8"))
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    runs: list[Row] = doc["runs"] if isinstance(doc, dict) else doc  # older files: a list
     return runs
 
 

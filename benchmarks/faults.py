@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from benchmarks import environment
 from orbit.lab.guest import Guests, GuestSpec
 from orbit.lab.lab import Lab
 from orbit.lab.libvirt_util import list_domains
@@ -123,13 +124,15 @@ def run_scenario(lab: Lab, guests: Guests, driver: LibvirtDriver, scenario: str)
     finally:
         lab.restore(dst.name)
     ended = time.monotonic()
+    if thread.is_alive():  # still migrating: say so, never record it as finished
+        note = f"did not end within {TIMEOUT_S:.0f} s; {note}".rstrip("; ")
     r = m.result
     running = [h.name for h in lab.hosts() if list_domains(h.uri).get(GUEST.name) == "running"]
     where = running[0] if len(running) == 1 else ",".join(running) or "none"
     verified = guests.wait_verified(running[0], GUEST.name) if len(running) == 1 else None
     run = FaultRun(
         scenario=scenario,
-        outcome=r.phase.value,
+        outcome=r.phase.value if not thread.is_alive() else f"still {r.phase.value}",
         ended_on=where,
         time_to_recover_s=round(ended - fault_over, 2) if fault_over else None,
         total_s=round(ended - started, 2),
@@ -167,6 +170,9 @@ def print_table(runs: list[FaultRun]) -> None:
             f"{r.guest_max_gap_ms:>14}{r.verification_errors:>8}{r.pauses:>8}"
             f"{r.resume_attempts:>9}"
         )
+    for r in runs:  # what a row cannot show: a fault not injected as asked, a run cut short
+        if r.note:
+            print(f"  note {r.scenario}: {r.note}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     lab = Lab.from_env()
     runs: list[FaultRun] = []
     with lab.session(2):
-        accel, why = lab.accelerator()
-        print(f"guests on {accel} ({why})", flush=True)
+        env = environment.describe(lab, LINK_RATE)
+        print(environment.header(env), flush=True)
         lab.shape("h1", Shaping(rate=LINK_RATE))
         guests = Guests(lab)
         driver = LibvirtDriver()
@@ -192,9 +198,13 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             driver.close()
     print()
+    print(environment.header(env))
     print_table(runs)
     if args.json:
-        doc = [asdict(r) | {"accelerator": accel} for r in runs]
+        doc = {
+            "environment": env,
+            "runs": [asdict(r) | {"accelerator": env["accelerator"]} for r in runs],
+        }
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
         print(f"\nwrote {len(runs)} runs to {args.json}")
     ok = all(r.verification_errors == 0 and "," not in r.ended_on for r in runs)

@@ -32,6 +32,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from benchmarks import environment
 from orbit.lab.guest import Guests, GuestSpec, Heartbeat
 from orbit.lab.lab import Lab, LabHost
 from orbit.lab.network import Shaping, rate_bits_s
@@ -253,8 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     lab = Lab.from_env()
     runs: list[Run] = []
     with lab.session(2):
-        accel, why = lab.accelerator()
-        print(f"guests on {accel} ({why})", flush=True)
+        env = environment.describe(lab, args.rate)
+        print(environment.header(env), flush=True)
         lab.shape("h1", Shaping(rate=args.rate))
         guests = Guests(lab)
         driver = LibvirtDriver()
@@ -281,17 +282,15 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             driver.close()
     print()
+    print(environment.header(env))
     print_table(runs)
     if args.json:
-        meta = {
-            "memory_mib": memory_mib,
-            "link": args.rate,
-            "limit_s": round(limit_s, 2),
-            "accelerator": accel,
+        meta = {"memory_mib": memory_mib, "link": args.rate, "limit_s": round(limit_s, 2)}
+        doc = {
+            "environment": env,
+            "runs": [asdict(r) | meta | {"accelerator": env["accelerator"]} for r in runs],
         }
-        args.json.write_text(
-            json.dumps([asdict(r) | meta for r in runs], indent=2) + "\n", encoding="utf-8"
-        )
+        args.json.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
         print(f"\nwrote {len(runs)} runs to {args.json}")
     return 0 if all(r.verification_errors == 0 for r in runs) else 1
 
