@@ -52,9 +52,20 @@ def state_name(dom: libvirt.virDomain) -> str:
 
 
 def list_domains(uri: str) -> dict[str, str]:
-    """Every domain defined or running on the host, by name, with its state."""
+    """Every domain defined or running on the host, by name, with its state.
+
+    A domain that vanishes between the listing and the look at its state (an incoming
+    migration the daemon just dropped) is left out.
+    """
+    domains = {}
     with connection(uri) as conn:
-        return {dom.name(): state_name(dom) for dom in conn.listAllDomains()}
+        for dom in conn.listAllDomains():
+            try:
+                domains[dom.name()] = state_name(dom)
+            except libvirt.libvirtError as err:
+                if err.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise LabError(f"cannot read a domain's state on {uri}: {err}") from err
+    return domains
 
 
 _event_loop_started = False
