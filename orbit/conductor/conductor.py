@@ -489,7 +489,11 @@ class _Recorder(MigrationListener):
 
     def on_phase(self, phase: Phase, at_s: float, reason: str) -> None:
         def apply(record: Migration) -> None:
-            if phase is not Phase.PREPARING or record.phase is Phase.QUEUED:
+            # A final status is written by the outcome (_write_outcome), in one transaction
+            # with the final figures: a reader never sees "completed" with memory remaining.
+            if not phase.is_final and (
+                phase is not Phase.PREPARING or record.phase is Phase.QUEUED
+            ):
                 record.status = phase.value
             record.phase_times = {**record.phase_times, phase.value: round(at_s, 3)}
             if phase in (Phase.FAILED, Phase.CANCELLED, Phase.POSTCOPY_PAUSED) and reason:

@@ -1,0 +1,32 @@
+"""The conductor's recorder: what a reader of the migration record may see mid-way."""
+
+from __future__ import annotations
+
+from orbit.conductor.conductor import _Recorder
+from orbit.db.database import Database
+from orbit.db.models import Migration
+from orbit.migration.model import MIB, Sample
+from orbit.migration.phase import Phase
+from tests.db.test_models import add_migration, add_world
+
+
+def test_a_final_phase_waits_for_the_outcome_and_its_figures(db: Database) -> None:
+    """'completed' never shows beside the last sample's memory remaining: the engine's
+    phase event records the time; the outcome write sets status and figures together."""
+    with db.session() as s:
+        *_, server = add_world(s)
+        mid = add_migration(s, server, status=Phase.RUNNING_POSTCOPY.value).id
+    recorder = _Recorder(db, mid)
+    recorder.on_sample(
+        Sample(elapsed_s=4.0, memory_total_bytes=64 * MIB, memory_remaining_bytes=12 * MIB)
+    )
+    recorder.on_phase(Phase.COMPLETED, 5.0, "")
+    with db.session() as s:
+        m = s.get_one(Migration, mid)
+        assert m.status == Phase.RUNNING_POSTCOPY.value
+        assert m.phase_times[Phase.COMPLETED.value] == 5.0
+        assert m.memory_remaining_bytes == 12 * MIB
+    recorder.on_phase(Phase.POSTCOPY_PAUSED, 6.0, "link gone")  # not final: shown at once
+    with db.session() as s:
+        m = s.get_one(Migration, mid)
+        assert m.status == Phase.POSTCOPY_PAUSED.value and m.error == "link gone"
