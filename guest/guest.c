@@ -12,6 +12,13 @@
  * generation g holds pattern_word(p, i, g); a page whose content does not
  * match its recorded generation counts as one verification error.
  *
+ * Cold memory (cold_mib) is cold_pages more pages right after the working
+ * set, filled once at boot with generation 1 and never rewritten: RAM that
+ * costs bytes to migrate (a page never written is a zero page, which
+ * migration sends for free) but that does not get dirty again. The
+ * heartbeat re-reads a slice of it each time, so a migration that loses it
+ * is still caught.
+ *
  * No libc and no libgcc.
  */
 #include <stdint.h>
@@ -23,6 +30,9 @@
 #define MAX_WSS_MIB     3072u
 #define MAX_PAGES       (MAX_WSS_MIB * PAGES_PER_MIB)  /* 786432 */
 #define MAX_RATE_MIB_S  1000000u
+#define MAX_QUIET_S     3600u
+#define QUIET_RATE_MIB_S 1u                     /* dirty rate while quiet_s lasts */
+#define COLD_CHECK_PAGES 256u                   /* cold pages verified per heartbeat */
 #define HB_INTERVAL_MS  100u                    /* heartbeat period */
 #define MAX_DEFICIT_MS  100u                    /* max catch-up after a stall */
 #define PIT_HZ          1193182u
@@ -54,12 +64,15 @@ static struct {
     uint32_t corrupt;                           /* test-only fault injection */
     enum pattern pattern;
     uint32_t tlbflush;                          /* flush the TLB around writes (TCG) */
-} cfg = { 64, 0, 0, PATTERN_SEQ, 0 };
+    uint32_t cold_mib;                          /* filled once, never rewritten */
+    uint32_t quiet_s;                           /* seconds at QUIET_RATE_MIB_S first */
+} cfg = { 64, 0, 0, PATTERN_SEQ, 0, 0, 0 };
 
 static uint32_t gen[MAX_PAGES];                 /* per-page generation, in .bss */
 static char cmdline[1024];
 
 static uint32_t npages;                         /* pages in the working set */
+static uint32_t cold_pages;                     /* pages npages.. are cold memory */
 static uint32_t mem_mib;                        /* RAM below the first hole */
 static uint32_t tsc_khz;
 static uint64_t tsc_hz;
@@ -69,6 +82,8 @@ static uint32_t errors;                         /* pages that failed verificatio
 static uint32_t seq_pos, seq_passes;            /* sequential pattern cursor */
 static uint32_t rng_state = 2463534242u;        /* xorshift32 state (non-zero) */
 static int corrupted, force_page0;
+static uint32_t cold_pos;                       /* next cold page to verify, 0-based */
+static uint64_t cold_checked;                   /* cold page verifications so far */
 
 /* ---------------------------------------------------------------------- */
 /* CPU and port helpers                                                   */
@@ -246,6 +261,14 @@ static void apply_option(const char *key, const char *val)
         if (!parse_u32(val, &v) || v > 1)
             bad_value(key, val, "0|1");
         cfg.tlbflush = v;
+    } else if (streq(key, "cold_mib")) {
+        if (!parse_u32(val, &v) || v > MAX_WSS_MIB)
+            bad_value(key, val, "0..3072");
+        cfg.cold_mib = v;
+    } else if (streq(key, "quiet_s")) {
+        if (!parse_u32(val, &v) || v > MAX_QUIET_S)
+            bad_value(key, val, "0..3600");
+        cfg.quiet_s = v;
     } else {
         puts("ORBIT-GUEST warning: ignoring unknown key ");
         puts(key);
@@ -419,6 +442,46 @@ static void dirty_one_page(void)
 }
 
 /* ---------------------------------------------------------------------- */
+/* Cold memory: filled once, then only read                               */
+
+/* At boot, before the main loop and so before any migration can start:
+ * no TLB flush is needed (tlbflush=1 guards writes during a migration). */
+static void cold_fill(void)
+{
+    for (uint32_t p = npages; p < npages + cold_pages; p++) {
+        page_fill(p, 1);
+        gen[p] = 1;
+    }
+
+    /* corrupt=1: also flip one word of the first cold page behind the
+     * bookkeeping's back, so that the first cold check counts an error
+     * long before the working set's own fault shows up. */
+    if (cfg.corrupt && cold_pages) {
+        volatile uint32_t *w = page_ptr(npages);
+        *w ^= 0xFFFFFFFFu;
+    }
+}
+
+/* Verify the next COLD_CHECK_PAGES cold pages, cycling. Only reads, so it
+ * dirties nothing and needs no TLB flush. A bad page counts one error and
+ * gets generation 0 ("not checked"): it is never rewritten, so it would
+ * otherwise count again on every cycle. */
+static void cold_check_slice(void)
+{
+    for (uint32_t n = 0; n < COLD_CHECK_PAGES && n < cold_pages; n++) {
+        uint32_t p = npages + cold_pos;
+
+        if (gen[p] != 0 && !page_ok(p, gen[p])) {
+            errors++;
+            gen[p] = 0;
+        }
+        cold_checked++;
+        if (++cold_pos == cold_pages)
+            cold_pos = 0;
+    }
+}
+
+/* ---------------------------------------------------------------------- */
 /* Main loop: pacing and heartbeats                                       */
 
 static uint64_t start_tsc, hb_last_tsc, hb_next_tsc, hb_ticks;
@@ -435,6 +498,7 @@ static void heartbeat(uint64_t now)
 
     if (gap > max_gap_ticks)
         max_gap_ticks = gap;
+    cold_check_slice();
     hb_seq++;
     puts("HB");
     put_kv("seq", hb_seq);
@@ -444,6 +508,7 @@ static void heartbeat(uint64_t now)
     put_kv("errors", errors);
     put_kv("rate_kib_s", gap ? delta_kib * tsc_hz / gap : 0);
     put_kv("max_gap_ms", ticks_to_ms(max_gap_ticks));
+    put_kv("cold_checked", cold_checked);
     putc('\n');
 
     hb_last_tsc = now;
@@ -455,23 +520,28 @@ static void heartbeat(uint64_t now)
         hb_next_tsc = now + hb_ticks;
 }
 
-static void __attribute__((noreturn)) run(void)
+/* Dirty pages at rate_mib_s (0 = as fast as possible) until the TSC reaches
+ * until (UINT64_MAX = forever), printing heartbeats as they fall due.
+ *
+ * Pacing: page k after (base_tsc, base_pages) is due at
+ * base_tsc + k * tsc_hz / pps. The base advances by exactly one second
+ * per pps pages (no drift); it is only moved otherwise after a stall,
+ * so that the backlog never exceeds MAX_DEFICIT_MS worth of pages. Each
+ * call starts a new schedule from now, so a change of rate brings no
+ * burst of catch-up writes. */
+static void run_paced(uint32_t rate_mib_s, uint64_t until)
 {
-    /* Pacing: page k after (base_tsc, base_pages) is due at
-     * base_tsc + k * tsc_hz / pps. The base advances by exactly one second
-     * per pps pages (no drift); it is only moved otherwise after a stall,
-     * so that the backlog never exceeds MAX_DEFICIT_MS worth of pages. */
-    const uint32_t pps = cfg.rate_mib_s * PAGES_PER_MIB;
+    const uint32_t pps = rate_mib_s * PAGES_PER_MIB;
     const uint64_t max_deficit = (uint64_t)tsc_khz * MAX_DEFICIT_MS;
-    uint64_t base_tsc, base_pages = 0, due;
+    uint64_t base_tsc, base_pages = pages_written, due;
 
-    start_tsc = hb_last_tsc = base_tsc = due = rdtsc();
-    hb_ticks = (uint64_t)tsc_khz * HB_INTERVAL_MS;
-    hb_next_tsc = start_tsc + hb_ticks;
+    base_tsc = due = rdtsc();
 
     for (;;) {
         uint64_t now = rdtsc();
 
+        if (now >= until)
+            return;
         if (now >= hb_next_tsc)
             heartbeat(now);
 
@@ -497,6 +567,20 @@ static void __attribute__((noreturn)) run(void)
         }
         due = base_tsc + k * tsc_hz / pps;
     }
+}
+
+static void __attribute__((noreturn)) run(void)
+{
+    start_tsc = hb_last_tsc = rdtsc();
+    hb_ticks = (uint64_t)tsc_khz * HB_INTERVAL_MS;
+    hb_next_tsc = start_tsc + hb_ticks;
+
+    /* quiet_s: a slow start, e.g. so that a migration can begin while the
+     * guest dirties little and meet the full rate part way through. */
+    if (cfg.quiet_s)
+        run_paced(QUIET_RATE_MIB_S, start_tsc + cfg.quiet_s * tsc_hz);
+    run_paced(cfg.rate_mib_s, UINT64_MAX);
+    halt_forever();                             /* not reached */
 }
 
 /* ---------------------------------------------------------------------- */
@@ -539,26 +623,38 @@ void kmain(uint32_t magic, uint32_t info_addr)
      * top of RAM, so -m 256 reports mem_upper = 255 MiB - 128 KiB. */
     mem_mib = (mbi->mem_upper + 1024u + 512u) / 1024u;
 
-    /* Working set [16 MiB, 16 MiB + wss) must lie below the end of RAM. */
-    if ((WSS_BASE / 1024u) + cfg.wss_mib * 1024u > 1024u + mbi->mem_upper) {
+    /* Working set and cold memory, [16 MiB, 16 MiB + wss + cold), must lie
+     * below the end of RAM, and their pages must fit in gen[]. */
+    if (cfg.wss_mib + cfg.cold_mib > MAX_WSS_MIB)
+        fatal("wss_mib + cold_mib must be at most 3072");
+    if ((WSS_BASE / 1024u) + (cfg.wss_mib + cfg.cold_mib) * 1024u > 1024u + mbi->mem_upper) {
         puts("ORBIT-GUEST error: wss_mib=");
         put_u64(cfg.wss_mib);
+        if (cfg.cold_mib) {
+            puts(" cold_mib=");
+            put_u64(cfg.cold_mib);
+        }
         puts(" does not fit in ");
         put_u64(mem_mib);
         puts(" MiB of RAM\n");
         puts("ORBIT-GUEST note: the working set starts at 16 MiB; usable RAM ends at ");
         put_u64(1024u + mbi->mem_upper);
-        puts(" KiB, so wss_mib <= ");
+        puts(cfg.cold_mib ? " KiB, so wss_mib + cold_mib <= " : " KiB, so wss_mib <= ");
         put_u64((1024u + mbi->mem_upper) / 1024u > 16u ? (1024u + mbi->mem_upper) / 1024u - 16u : 0);
         puts(" here\n");
         halt_forever();
     }
     npages = cfg.wss_mib * PAGES_PER_MIB;
+    cold_pages = cfg.cold_mib * PAGES_PER_MIB;
 
     tsc_khz = calibrate_tsc_khz();
     if (tsc_khz == 0)
         fatal("TSC calibration against the PIT failed");
     tsc_hz = (uint64_t)tsc_khz * 1000u;
+
+    /* Before the start line, so that the main loop still starts just after
+     * it (the fill takes ~0.1 s per GiB under KVM, longer under TCG). */
+    cold_fill();
 
     puts("ORBIT-GUEST start");
     put_kv("wss_mib", cfg.wss_mib);
@@ -566,6 +662,8 @@ void kmain(uint32_t magic, uint32_t info_addr)
     puts(cfg.pattern == PATTERN_SEQ ? " pattern=seq" : " pattern=random");
     put_kv("corrupt", cfg.corrupt);
     put_kv("tlbflush", cfg.tlbflush);
+    put_kv("cold_mib", cfg.cold_mib);
+    put_kv("quiet_s", cfg.quiet_s);
     put_kv("mem_mib", mem_mib);
     put_kv("tsc_khz", tsc_khz);
     putc('\n');

@@ -52,6 +52,18 @@ def register(sub: Any) -> None:
     p.add_argument("--rate-mib-s", type=int, default=0, help="dirty rate, 0 = maximum")
     p.add_argument("--pattern", default="seq", help="seq or random")
     p.add_argument("--disk-mib", type=int, default=0, help="add a qcow2 disk of this size")
+    p.add_argument(
+        "--cold-mib",
+        type=int,
+        default=0,
+        help="MiB filled once at boot and never rewritten, after the working set (default 0)",
+    )
+    p.add_argument(
+        "--quiet-s",
+        type=int,
+        default=0,
+        help="dirty only 1 MiB/s for the first N seconds, then --rate-mib-s (default 0)",
+    )
     p.add_argument("--corrupt", action="store_true", help=argparse.SUPPRESS)  # tests only
     p.set_defaults(func=cmd_guest_start)
     p = gcmds.add_parser("heartbeat", help="latest heartbeat as JSON, wherever it runs")
@@ -123,6 +135,8 @@ def cmd_guest_start(args: argparse.Namespace) -> int:
         pattern=args.pattern,
         disk_mib=args.disk_mib,
         corrupt=args.corrupt,
+        cold_mib=args.cold_mib,
+        quiet_s=args.quiet_s,
     )
     hb = Guests(Lab.from_env()).start(args.host, spec)
     print(

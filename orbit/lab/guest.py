@@ -9,7 +9,7 @@ sequence continues there.
 
 Heartbeat line (see ``guest/README.md``)::
 
-    HB seq=12 ms=1200 pages=3072 passes=0 errors=0 rate_kib_s=10240 max_gap_ms=100
+    HB seq=12 ms=1200 pages=3072 passes=0 errors=0 rate_kib_s=10240 max_gap_ms=100 cold_checked=3072
 """
 
 from __future__ import annotations
@@ -35,6 +35,10 @@ from orbit.lab.system import run
 GUEST_RESERVED_MIB = 16
 #: Extra headroom above the working set, so the guest's bookkeeping always fits.
 GUEST_HEADROOM_MIB = 8
+#: The guest's limit for working set plus cold memory (its page records, ``gen[]``).
+GUEST_MAX_PAGES_MIB = 3072
+#: The longest quiet start the guest accepts (``quiet_s``).
+MAX_QUIET_S = 3600
 MIN_MEMORY_MIB = 32
 MAX_MEMORY_MIB = 16384
 #: How long ``start`` waits for the first heartbeat.
@@ -45,6 +49,8 @@ PATTERNS = ("seq", "random")
 SERIAL_LOG_IN_HOST = "/var/log/libvirt/qemu/{name}-serial.log"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _HB_FIELDS = ("seq", "ms", "pages", "passes", "errors", "rate_kib_s", "max_gap_ms")
+#: Fields a heartbeat of an older guest build lacks; they default to 0.
+_HB_OPTIONAL_FIELDS = ("cold_checked",)
 QBOOT_ROM = Path("/usr/share/qemu/qboot.rom")
 
 #: The accelerator probe (``Guests.probe_accelerator``): a small unpaced guest under KVM
@@ -109,6 +115,10 @@ class GuestSpec:
     pattern: str = "seq"
     corrupt: bool = False
     disk_mib: int = 0  # 0 = no disk; else a qcow2 at /var/lib/libvirt/images/NAME.qcow2
+    #: MiB filled once at boot and never rewritten (memory that costs bytes to migrate)
+    cold_mib: int = 0
+    #: seconds at 1 MiB/s before the guest switches to ``rate_mib_s``
+    quiet_s: int = 0
 
     def validate(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -120,12 +130,22 @@ class GuestSpec:
             )
         if self.wss_mib < 1:
             raise ConfigError(f"--wss-mib must be at least 1 MiB, got {self.wss_mib}")
-        need = self.wss_mib + GUEST_RESERVED_MIB + GUEST_HEADROOM_MIB
-        if self.memory_mib < need:
+        if self.cold_mib < 0:
+            raise ConfigError(f"--cold-mib must be >= 0, got {self.cold_mib}")
+        if self.wss_mib + self.cold_mib > GUEST_MAX_PAGES_MIB:
             raise ConfigError(
-                f"--memory-mib {self.memory_mib} is too small for --wss-mib {self.wss_mib}: "
-                f"the guest needs at least {need} MiB"
+                f"--wss-mib {self.wss_mib} plus --cold-mib {self.cold_mib} is more than "
+                f"the guest's {GUEST_MAX_PAGES_MIB} MiB"
             )
+        need = self.wss_mib + self.cold_mib + GUEST_RESERVED_MIB + GUEST_HEADROOM_MIB
+        if self.memory_mib < need:
+            cold = f" and --cold-mib {self.cold_mib}" if self.cold_mib else ""
+            raise ConfigError(
+                f"--memory-mib {self.memory_mib} is too small for --wss-mib {self.wss_mib}"
+                f"{cold}: the guest needs at least {need} MiB"
+            )
+        if not 0 <= self.quiet_s <= MAX_QUIET_S:
+            raise ConfigError(f"--quiet-s must be 0..{MAX_QUIET_S} s, got {self.quiet_s}")
         if self.rate_mib_s < 0:
             raise ConfigError(
                 f"--rate-mib-s must be >= 0 (0 = as fast as possible), got {self.rate_mib_s}"
@@ -138,11 +158,20 @@ class GuestSpec:
             raise ConfigError(f"--disk-mib must be >= 0, got {self.disk_mib}")
 
     def cmdline(self, *, tlbflush: bool = False) -> str:
-        """The guest's command line; ``tlbflush`` for TCG (see guest/guest.c, tlb_flush)."""
-        return (
+        """The guest's command line; ``tlbflush`` for TCG (see guest/guest.c, tlb_flush).
+
+        ``cold_mib`` and ``quiet_s`` appear only when set, so other command lines stay as
+        they were.
+        """
+        line = (
             f"wss_mib={self.wss_mib} rate_mib_s={self.rate_mib_s} "
             f"pattern={self.pattern} corrupt={int(self.corrupt)} tlbflush={int(tlbflush)}"
         )
+        if self.cold_mib:
+            line += f" cold_mib={self.cold_mib}"
+        if self.quiet_s:
+            line += f" quiet_s={self.quiet_s}"
+        return line
 
     def disk_path(self) -> str:
         return f"/var/lib/libvirt/images/{self.name}.qcow2"
@@ -197,6 +226,8 @@ class Heartbeat:
     errors: int
     rate_kib_s: int
     max_gap_ms: int
+    #: cold pages verified so far (0 from a guest build without cold memory checks)
+    cold_checked: int = 0
 
 
 def parse_heartbeat(line: str) -> Heartbeat | None:
@@ -205,7 +236,9 @@ def parse_heartbeat(line: str) -> Heartbeat | None:
         return None
     fields = dict(part.split("=", 1) for part in line.split()[1:] if "=" in part)
     try:
-        return Heartbeat(**{k: int(fields[k]) for k in _HB_FIELDS})
+        values = {k: int(fields[k]) for k in _HB_FIELDS}
+        values.update({k: int(fields[k]) for k in _HB_OPTIONAL_FIELDS if k in fields})
+        return Heartbeat(**values)
     except (KeyError, ValueError):
         return None  # a line cut short, e.g. by the switch-over of a migration
 

@@ -8,12 +8,14 @@ import time
 
 import pytest
 
+from orbit.errors import ConfigError
 from orbit.lab.guest import (
     PROBE_MIN_RATE_MIB_S,
     Guests,
     GuestSpec,
     Heartbeat,
     firmware,
+    parse_heartbeat,
     probe_verdict,
 )
 from orbit.lab.lab import Lab
@@ -142,3 +144,115 @@ def test_hypervisor_measures_the_guests_dirty_rate(
     assert abs(mib_s - rate_mib_s) <= DIRTY_RATE_TOLERANCE[measured.mode] * rate_mib_s, (
         f"guest writes {rate_mib_s} MiB/s, {measured.mode} measured {mib_s:.1f} MiB/s"
     )
+
+
+def test_guest_spec_cold_and_quiet_are_validated() -> None:
+    """No lab: cold memory counts against the guest's RAM; negative values are refused."""
+    GuestSpec("g", memory_mib=256, wss_mib=16, cold_mib=216).validate()  # 16+216+24 = 256
+    with pytest.raises(ConfigError, match="--cold-mib 217: the guest needs at least 257 MiB"):
+        GuestSpec("g", memory_mib=256, wss_mib=16, cold_mib=217).validate()
+    with pytest.raises(ConfigError, match="--cold-mib must be >= 0"):
+        GuestSpec("g", cold_mib=-1).validate()
+    with pytest.raises(ConfigError, match="more than the guest's 3072 MiB"):
+        GuestSpec("g", memory_mib=8192, wss_mib=1024, cold_mib=2049).validate()
+    with pytest.raises(ConfigError, match=r"--quiet-s must be 0\.\.3600"):
+        GuestSpec("g", quiet_s=-1).validate()
+    with pytest.raises(ConfigError, match=r"--quiet-s must be 0\.\.3600"):
+        GuestSpec("g", quiet_s=3601).validate()
+
+
+def test_guest_cmdline_has_cold_and_quiet_only_when_set() -> None:
+    plain = GuestSpec("g", wss_mib=16, rate_mib_s=5).cmdline()
+    assert plain == "wss_mib=16 rate_mib_s=5 pattern=seq corrupt=0 tlbflush=0"
+    assert "cold_mib" not in plain and "quiet_s" not in plain
+    both = GuestSpec("g", wss_mib=16, rate_mib_s=5, cold_mib=160, quiet_s=3).cmdline()
+    assert both == plain + " cold_mib=160 quiet_s=3"
+    assert GuestSpec("g", quiet_s=2).cmdline().endswith("tlbflush=0 quiet_s=2")
+
+
+def test_heartbeat_parser_reads_cold_checked_when_present() -> None:
+    old = "HB seq=1 ms=100 pages=26 passes=0 errors=0 rate_kib_s=1039 max_gap_ms=100"
+    hb = parse_heartbeat(old)
+    assert hb is not None and hb.cold_checked == 0  # a guest build without the field
+    hb = parse_heartbeat(old + " cold_checked=512")
+    assert hb is not None and hb.cold_checked == 512 and hb.max_gap_ms == 100
+
+
+QUIET_S = 3
+QUIET_RATE_LIMIT_MIB_S = 2.0
+
+
+def test_quiet_start_then_the_configured_rate(lab: Lab, guests: Guests) -> None:
+    """~1 MiB/s for quiet_s seconds of guest time, then rate_mib_s (no burst in between)."""
+    rate = 50
+    spec = GuestSpec("quiet", memory_mib=192, wss_mib=128, rate_mib_s=rate, quiet_s=QUIET_S)
+    first = guests.start("h1", spec)
+    assert first is not None
+    start_line = next(
+        line
+        for line in guests.serial_log("h1", "quiet").read_text().splitlines()
+        if line.startswith("ORBIT-GUEST start")
+    )
+    assert f" quiet_s={QUIET_S} " in start_line and " cold_mib=0 " in start_line
+    hb = first
+    while hb.ms < 2000:
+        hb = guests.wait_heartbeat("h1", "quiet", after_seq=hb.seq)
+    quiet = [b for b in guests.heartbeats("h1", "quiet") if b.ms <= 2000]
+    quiet_rate = _measured_rate_mib_s(quiet[0], quiet[-1])
+    assert quiet[-1].ms - quiet[0].ms >= 1500, quiet
+    assert 0.5 <= quiet_rate <= QUIET_RATE_LIMIT_MIB_S, f"{quiet_rate:.2f} MiB/s while quiet"
+    while hb.ms < (QUIET_S + 1) * 1000:
+        hb = guests.wait_heartbeat("h1", "quiet", after_seq=hb.seq)
+    later = guests.wait_heartbeat("h1", "quiet", after_seq=hb.seq + RATE_WINDOW_BEATS)
+    full_rate = _measured_rate_mib_s(hb, later)
+    assert abs(full_rate - rate) <= RATE_TOLERANCE * rate, (
+        f"asked {rate} MiB/s after the quiet start, measured {full_rate:.1f} MiB/s"
+    )
+    assert later.errors == 0
+
+
+COLD_MIB = 160
+COLD_CHECK_PAGES = 256  # cold pages the guest verifies per heartbeat
+
+
+def _rss_mib(lab: Lab, host: str, name: str) -> float:
+    """Resident memory of the domain's QEMU process (libvirt's memory stats, KiB)."""
+    with connection(lab.host(host).uri) as conn:
+        stats = conn.lookupByName(name).memoryStats()
+    return float(stats["rss"]) / 1024
+
+
+def test_cold_memory_is_resident_and_checked(lab: Lab, guests: Guests) -> None:
+    """cold_mib fills real memory (QEMU's RSS grows by it) that heartbeats keep verifying."""
+    spec = GuestSpec("cold", memory_mib=256, wss_mib=16, rate_mib_s=4, cold_mib=COLD_MIB)
+    first = guests.start("h1", spec)
+    guests.start("h1", GuestSpec("warm", memory_mib=256, wss_mib=16, rate_mib_s=4))
+    assert first is not None and first.cold_checked >= COLD_CHECK_PAGES
+    start_line = next(
+        line
+        for line in guests.serial_log("h1", "cold").read_text().splitlines()
+        if line.startswith("ORBIT-GUEST start")
+    )
+    assert f" cold_mib={COLD_MIB} " in start_line
+    # both guests have written their whole working set (16 MiB at 4 MiB/s) by now
+    guests.wait_verified("h1", "warm")
+    hb = guests.wait_verified("h1", "cold")
+    extra = _rss_mib(lab, "h1", "cold") - _rss_mib(lab, "h1", "warm")
+    assert extra >= 0.9 * COLD_MIB, f"cold memory adds only {extra:.0f} MiB of RSS"
+    # the checks go on: 256 pages per heartbeat, all passing, for at least 2 s more
+    later = hb
+    while later.ms - hb.ms < 2000:
+        later = guests.wait_heartbeat("h1", "cold", after_seq=later.seq)
+    checked = later.cold_checked - hb.cold_checked
+    assert checked == (later.seq - hb.seq) * COLD_CHECK_PAGES, (hb, later)
+    assert later.errors == 0
+
+
+def test_corrupted_cold_page_is_detected(lab: Lab, guests: Guests) -> None:
+    """The cold checks catch a bad cold page long before the working set's pass would."""
+    spec = GuestSpec("coldbad", memory_mib=128, wss_mib=64, rate_mib_s=1, cold_mib=8, corrupt=True)
+    first = guests.start("h1", spec)
+    assert first is not None
+    hb = guests.wait_heartbeat("h1", "coldbad", after_seq=first.seq + 2)
+    assert hb.passes == 0  # 64 MiB at 1 MiB/s: the working set's fault is a minute away
+    assert hb.errors == 1, f"the cold check missed the corrupted cold page: {hb}"
