@@ -44,9 +44,10 @@ from orbit.errors import (
     MigrationRefused,
     OrbitError,
 )
-from orbit.migration.model import MIB, Action, Decision, MigrationSettings, Sample
+from orbit.migration.model import MIB, Action, Decision, MigrationSettings, Policy, Sample
 from orbit.migration.phase import Phase, transition
-from orbit.migration.policy import decide, stalled_for_s
+from orbit.migration.policy import decide, stalled_for_s, transfer_rate
+from orbit.migration.predict import DEFAULT_LINK_BYTES_S, Facts, Link, Plan, make_plan
 from orbit.virt.driver import (
     EVENT_JOB_COMPLETED,
     EVENT_POSTCOPY_FAILED,
@@ -78,6 +79,8 @@ class MigrationRequest:
     settings: MigrationSettings
     #: where the migration stream goes, e.g. 'tcp://198.18.0.2'; None lets libvirt choose
     dst_migration_uri: str | None = None
+    #: the link's expected transfer rate (history or configuration), for auto's plan
+    link: Link | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,10 @@ class MigrationResult:
     phase_times: dict[str, float] = field(default_factory=dict)
     decisions: list[DecisionRecord] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
+    #: auto's plan (strategy and prediction), None for other policies or if not measured
+    plan: Plan | None = None
+    #: bytes/s pre-copy achieved on the link (what the next plan between these hosts uses)
+    transfer_rate_bytes_s: int | None = None
 
     @property
     def switched(self) -> bool:
@@ -129,6 +136,9 @@ class MigrationListener:
 
     def on_decision(self, record: DecisionRecord) -> None:
         """The policy or the operator decided something."""
+
+    def on_plan(self, plan: Plan) -> None:
+        """auto chose its strategy (before the migration job starts)."""
 
 
 class Migration:
@@ -294,8 +304,10 @@ class Migration:
         thread = threading.Thread(
             target=self._migrate, args=(outcome,), name=f"migrate-{req.domain}", daemon=True
         )
-        self._t0 = self._clock()
+        self._t0 = self._clock()  # the measurement counts in the migration's time
         self.result.started_at = time.time()
+        if req.settings.post_copy and req.settings.policy is Policy.AUTO:
+            self.result.plan = self._make_plan()
         thread.start()
         self._set_phase(Phase.RUNNING_PRECOPY, f"policy {req.settings.policy.value}")
         try:
@@ -308,6 +320,52 @@ class Migration:
             if unwatch is not None:
                 unwatch()
         return self.result
+
+    def _make_plan(self) -> Plan | None:
+        """auto: measure the guest's dirty rate, then choose the strategy (predict.py).
+
+        It cannot be measured while the migration job runs, so it is measured first; it
+        takes about a second. None (auto then decides from pre-copy's own evidence) when
+        the hypervisor cannot measure it.
+        """
+        req = self.request
+        s = req.settings
+        started = self._clock()
+        try:
+            info = self.driver.domain_info(req.src_uri, req.domain)
+            rate = self.driver.measure_dirty_rate(req.src_uri, req.domain, period_s=1)
+        except HypervisorError as err:
+            self._record(
+                Action.PLAN,
+                f"no plan: the dirty rate could not be measured ({err}); "
+                "deciding from pre-copy's own evidence",
+            )
+            return None
+        ram = info.memory_mib * MIB
+        try:
+            resident: int | None = min(ram, self.driver.resident_bytes(req.src_uri, req.domain))
+        except HypervisorError as err:
+            log.warning("no resident memory domain=%s error=%s", req.domain, err)
+            resident = None
+        link = req.link or Link(DEFAULT_LINK_BYTES_S, "assumed: no history, none configured")
+        facts = Facts(
+            ram_bytes=ram,
+            dirty_rate_bytes_s=float(rate.bytes_s),
+            bandwidth_bytes_s=link.bytes_s,
+            downtime_limit_ms=s.downtime_limit_ms,
+            first_pass_bytes=resident,
+        )
+        plan = make_plan(
+            facts,
+            link_source=link.source,
+            dirty_rate_mode=rate.mode,
+            timeout_s=s.completion_timeout_s,
+            postcopy_weight=s.postcopy_weight,
+            measured_in_s=self._clock() - started,
+        )
+        self._record(Action.PLAN, plan.reason())
+        self.listener.on_plan(plan)
+        return plan
 
     # -- recovery of a broken post-copy ---------------------------------------------------
 
@@ -644,7 +702,7 @@ class Migration:
             return
         if self._phase is not Phase.RUNNING_PRECOPY or self._abort_sent:
             return
-        decision = decide(self.result.samples, req.settings, now)
+        decision = decide(self.result.samples, req.settings, now, self.result.plan)
         self._apply(decision)
 
     def _check_postcopy_stall(self) -> None:
@@ -718,6 +776,8 @@ class Migration:
     def _finish(self, error: BaseException | None, *, watching: bool) -> None:
         req = self.request
         self.result.total_s = round(self._elapsed(), 3)
+        rate = transfer_rate(self.result.samples)
+        self.result.transfer_rate_bytes_s = None if rate is None else round(rate)
         if error is None:
             self.result.error = None
             self._collect_final_stats(wait_for_event=watching)

@@ -22,6 +22,9 @@ DEFAULT_DOWNTIME_LIMIT_MS = 300
 #: no bytes moved for this long means the link (or a daemon) is gone: see policy.stalled_for_s
 DEFAULT_STALL_TIMEOUT_S = 20.0
 MAX_POST_COPY_AFTER_ITERATIONS = 100
+#: auto: each second in post-copy counts 1 + this many seconds (see orbit/migration/predict.py)
+DEFAULT_POSTCOPY_WEIGHT = 1.0
+MAX_POSTCOPY_WEIGHT = 1000.0
 
 
 class Policy(StrEnum):
@@ -37,6 +40,8 @@ class Action(StrEnum):
     SWITCH_TO_POSTCOPY = "switch-to-postcopy"
     ABORT = "abort"
     PAUSE_AND_COMPLETE = "pause-and-complete"
+    #: auto's strategy, chosen from measured rates before the migration starts
+    PLAN = "plan"
     #: post-copy stalled: pause it (recoverable) so that it can be resumed
     PAUSE_POSTCOPY = "pause-postcopy"
     #: resume a paused (failed) post-copy
@@ -68,6 +73,8 @@ class MigrationSettings:
     stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
     #: resume a broken post-copy automatically (with back-off) until it completes
     auto_resume: bool = True
+    #: auto's objective: score = total time + this x time in post-copy
+    postcopy_weight: float = DEFAULT_POSTCOPY_WEIGHT
 
     @classmethod
     def resolve(
@@ -82,6 +89,7 @@ class MigrationSettings:
         block_migration: bool = False,
         stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
         auto_resume: bool = True,
+        postcopy_weight: float = DEFAULT_POSTCOPY_WEIGHT,
     ) -> MigrationSettings:
         """Validate the request and fill defaults.
 
@@ -120,6 +128,10 @@ class MigrationSettings:
             raise ConfigError(f"downtime limit must be > 0 ms, got {downtime_limit_ms}")
         if stall_timeout_s <= 0:
             raise ConfigError(f"stall timeout must be > 0 s, got {stall_timeout_s}")
+        if not 0 <= postcopy_weight <= MAX_POSTCOPY_WEIGHT:
+            raise ConfigError(
+                f"post-copy weight must be 0..{MAX_POSTCOPY_WEIGHT:.0f}, got {postcopy_weight}"
+            )
         if bandwidth_mib_s < 0:
             raise ConfigError(
                 f"bandwidth must be >= 0 MiB/s (0 = unlimited), got {bandwidth_mib_s}"
@@ -138,6 +150,7 @@ class MigrationSettings:
             block_migration=block_migration,
             stall_timeout_s=stall_timeout_s,
             auto_resume=auto_resume,
+            postcopy_weight=postcopy_weight,
         )
 
 

@@ -67,6 +67,7 @@ import math
 from collections.abc import Sequence
 
 from orbit.migration.model import MIB, Action, Decision, MigrationSettings, Policy, Sample
+from orbit.migration.predict import TRANSFER_WINDOW_S, Plan, refine
 
 #: auto: pre-copy cannot converge when the guest dirties memory at >= this share of the
 #: transfer rate (each pass would leave >= 90% of what it sent).
@@ -80,10 +81,17 @@ SHRINK_RATIO = 0.9
 _FIRST_DIRTY_PASS = 2
 
 
-def decide(samples: Sequence[Sample], settings: MigrationSettings, now_s: float) -> Decision:
+def decide(
+    samples: Sequence[Sample],
+    settings: MigrationSettings,
+    now_s: float,
+    plan: Plan | None = None,
+) -> Decision:
     """Decide what the engine does next, from the samples so far (oldest first).
 
     ``now_s`` is seconds since the migration started, on the clock of ``Sample.elapsed_s``.
+    ``plan`` is ``auto``'s strategy, chosen before the migration started from measured
+    rates (:mod:`orbit.migration.predict`); None when nothing could be measured.
     Pure: reads only its arguments, mutates nothing. The rules are in the module docstring.
     """
     if not samples:
@@ -108,7 +116,7 @@ def decide(samples: Sequence[Sample], settings: MigrationSettings, now_s: float)
     if policy is Policy.POSTCOPY:
         return _decide_postcopy(latest, settings, now_s)
     if policy is Policy.AUTO:
-        return _decide_auto(samples, settings, now_s)
+        return _decide_auto(samples, settings, now_s, plan)
     return _decide_precopy(latest, settings, now_s)
 
 
@@ -162,7 +170,28 @@ def _decide_postcopy(latest: Sample, settings: MigrationSettings, now_s: float) 
     )
 
 
-def _decide_auto(samples: Sequence[Sample], settings: MigrationSettings, now_s: float) -> Decision:
+def transfer_rate(samples: Sequence[Sample]) -> float | None:
+    """Bytes/s sent (memory + disk) over the pre-copy samples, once they span
+    :data:`~orbit.migration.predict.TRANSFER_WINDOW_S`; None before that."""
+    precopy = [s for s in samples if not s.postcopy]
+    if len(precopy) < 2:
+        return None
+    first, last = precopy[0], precopy[-1]
+    span = last.elapsed_s - first.elapsed_s
+    if span < TRANSFER_WINDOW_S:
+        return None
+    sent = (
+        last.memory_processed_bytes
+        + last.disk_processed_bytes
+        - first.memory_processed_bytes
+        - first.disk_processed_bytes
+    )
+    return sent / span if sent > 0 else None
+
+
+def _decide_auto(
+    samples: Sequence[Sample], settings: MigrationSettings, now_s: float, plan: Plan | None
+) -> Decision:
     latest = samples[-1]
     remaining = latest.memory_remaining_bytes
     bandwidth = latest.bandwidth_bytes_s
@@ -182,14 +211,30 @@ def _decide_auto(samples: Sequence[Sample], settings: MigrationSettings, now_s: 
             f"{settings.downtime_limit_ms} ms",
         )
 
+    done = latest.completed_iterations
+
+    # p. The plan: switch once the strategy chosen from measured rates says so.
+    if plan is not None:
+        refined = refine(
+            plan,
+            transfer_bytes_s=transfer_rate(samples),
+            dirty_bytes_s=latest.dirty_rate_bytes_s if done >= 1 else None,
+        )
+        after = refined.chosen.strategy.switch_after
+        if after is not None and done >= after:
+            why = f"re-planned ({refined.drift})" if refined.drift else "as planned"
+            return Decision(
+                Action.SWITCH_TO_POSTCOPY,
+                f"{why}: {refined.chosen.summary()}; {done} iteration(s) completed",
+            )
+
     # c. No evidence during the first pass: it sends all RAM whatever the guest does.
-    if latest.completed_iterations < 1:
+    if done < 1:
         return Decision(
             Action.CONTINUE,
             f"first pass over RAM in progress: {_mib(remaining)} of "
             f"{_mib(latest.memory_total_bytes)} remaining",
         )
-    done = latest.completed_iterations
 
     # d. The guest dirties memory nearly as fast as the link sends it.
     if dirty > 0 and bandwidth > 0 and dirty >= DIRTY_RATE_RATIO * bandwidth:

@@ -35,7 +35,7 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
-from orbit.migration.model import MIB
+from orbit.migration.model import DEFAULT_POSTCOPY_WEIGHT, MIB
 
 #: How long the switch to post-copy stops the VM (QEMU measured 3-9 ms on the lab).
 SWITCH_DOWNTIME_MS = 10
@@ -43,7 +43,6 @@ SWITCH_DOWNTIME_MS = 10
 MAX_PASSES = 50
 #: A pass that leaves at least this share of what the previous pass sent is not shrinking.
 NOT_SHRINKING = 0.99
-DEFAULT_POSTCOPY_WEIGHT = 1.0
 
 
 class Strategy(StrEnum):
@@ -77,6 +76,10 @@ class Facts:
                 f"facts out of range: RAM {self.ram_bytes} B, bandwidth "
                 f"{self.bandwidth_bytes_s} B/s, dirty rate {self.dirty_rate_bytes_s} B/s"
             )
+
+    @property
+    def first_pass_bytes_or_ram(self) -> int:
+        return self.ram_bytes if self.first_pass_bytes is None else self.first_pass_bytes
 
 
 @dataclass(frozen=True)
@@ -169,3 +172,143 @@ def choose(
     if within:
         return min(within, key=lambda p: p.score(postcopy_weight))
     return min(predictions, key=lambda p: p.total_s)
+
+
+#: Assumed link rate when there is neither history nor a configured rate (1 Gbit/s).
+DEFAULT_LINK_BYTES_S = 125_000_000
+#: Re-plan when a measured rate differs from the plan's by more than this share.
+DRIFT = 0.25
+#: Seconds of pre-copy transfer before its rate replaces the plan's link rate.
+TRANSFER_WINDOW_S = 1.0
+
+
+@dataclass(frozen=True)
+class Link:
+    """What the engine knows of the link's transfer rate before it sends a byte."""
+
+    bytes_s: float
+    #: where the figure comes from, one line, e.g. "median of 3 past migrations h1 -> h2"
+    source: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The strategy chosen before the migration started, with what it was chosen from."""
+
+    facts: Facts
+    link_source: str
+    dirty_rate_mode: str
+    postcopy_weight: float
+    timeout_s: float
+    chosen: Prediction
+    predictions: tuple[Prediction, ...]
+    #: seconds the measurement took (counted in the migration's total)
+    measured_in_s: float = 0.0
+
+    def reason(self) -> str:
+        """Why this strategy, one line with numbers."""
+        f = self.facts
+        others = "; ".join(p.summary() for p in self.predictions if p is not self.chosen)
+        return (
+            f"plan {self.chosen.summary()} [score {self.chosen.score(self.postcopy_weight):.1f}]"
+            f" from dirty rate {f.dirty_rate_bytes_s / MIB:.1f} MiB/s ({self.dirty_rate_mode}),"
+            f" link {f.bandwidth_bytes_s / MIB:.1f} MiB/s ({self.link_source}),"
+            f" {f.first_pass_bytes_or_ram / MIB:.0f} MiB to send first; others: {others}"
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        """For the migration record (JSON)."""
+        c = self.chosen
+        return {
+            "strategy": c.strategy.value,
+            "total_s": round(c.total_s, 2),
+            "postcopy_s": round(c.postcopy_s, 2),
+            "bytes": c.bytes_sent,
+            "downtime_ms": c.downtime_ms,
+            "score": round(c.score(self.postcopy_weight), 2),
+            "postcopy_weight": self.postcopy_weight,
+            "dirty_rate_bytes_s": round(self.facts.dirty_rate_bytes_s),
+            "dirty_rate_mode": self.dirty_rate_mode,
+            "link_bytes_s": round(self.facts.bandwidth_bytes_s),
+            "link_source": self.link_source,
+            "first_pass_bytes": self.facts.first_pass_bytes_or_ram,
+            "measured_in_s": round(self.measured_in_s, 2),
+            "others": {
+                p.strategy.value: (round(p.total_s, 2) if p.finishes else None)
+                for p in self.predictions
+                if p is not c
+            },
+        }
+
+
+def make_plan(
+    facts: Facts,
+    *,
+    link_source: str,
+    dirty_rate_mode: str,
+    timeout_s: float,
+    postcopy_weight: float = DEFAULT_POSTCOPY_WEIGHT,
+    measured_in_s: float = 0.0,
+) -> Plan:
+    predictions = tuple(predict_all(facts))
+    chosen = choose(list(predictions), timeout_s=timeout_s, postcopy_weight=postcopy_weight)
+    return Plan(
+        facts,
+        link_source,
+        dirty_rate_mode,
+        postcopy_weight,
+        timeout_s,
+        chosen,
+        predictions,
+        measured_in_s,
+    )
+
+
+@dataclass(frozen=True)
+class Refined:
+    """The plan re-made from what the migration has measured so far."""
+
+    chosen: Prediction
+    #: what drifted, one line ("" when nothing did and the plan stands)
+    drift: str
+
+
+def refine(
+    plan: Plan,
+    *,
+    transfer_bytes_s: float | None,
+    dirty_bytes_s: float | None,
+) -> Refined:
+    """Re-plan when the link's measured transfer rate or QEMU's dirty rate drifted.
+
+    A rate replaces the plan's when it differs by more than :data:`DRIFT`; QEMU's dirty
+    rate only ever raises the plan's (it is a per-pass average, low when the guest rewrites
+    a small working set: a drop says nothing; a rise says the guest turned hot).
+    Pure: the same plan and rates always give the same answer.
+    """
+    f = plan.facts
+    changes: list[str] = []
+    bandwidth = f.bandwidth_bytes_s
+    dirty = f.dirty_rate_bytes_s
+    if transfer_bytes_s and abs(transfer_bytes_s - bandwidth) > DRIFT * bandwidth:
+        changes.append(
+            f"link {transfer_bytes_s / MIB:.1f} MiB/s measured, not {bandwidth / MIB:.1f}"
+        )
+        bandwidth = transfer_bytes_s
+    if dirty_bytes_s and dirty_bytes_s > (1 + DRIFT) * dirty:
+        changes.append(f"dirty rate rose to {dirty_bytes_s / MIB:.1f} MiB/s from {dirty / MIB:.1f}")
+        dirty = dirty_bytes_s
+    if not changes:
+        return Refined(plan.chosen, "")
+    facts = Facts(
+        ram_bytes=f.ram_bytes,
+        dirty_rate_bytes_s=dirty,
+        bandwidth_bytes_s=bandwidth,
+        downtime_limit_ms=f.downtime_limit_ms,
+        wss_bytes=f.wss_bytes,
+        first_pass_bytes=f.first_pass_bytes,
+    )
+    chosen = choose(
+        predict_all(facts), timeout_s=plan.timeout_s, postcopy_weight=plan.postcopy_weight
+    )
+    return Refined(chosen, "; ".join(changes))

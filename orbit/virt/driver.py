@@ -140,6 +140,11 @@ class HypervisorDriver(Protocol):
         """
         ...
 
+    def resident_bytes(self, uri: str, name: str) -> int:
+        """Host memory the domain's RAM occupies (the QEMU process's RSS): the guest's
+        never-written pages are not resident, and migration sends them almost for free."""
+        ...
+
     def start_postcopy(self, uri: str, name: str) -> None:
         """Switch the running migration to post-copy (it must have been started with it)."""
 

@@ -230,6 +230,10 @@ class FakeDriver:
         workload = host.workloads.get(name, FakeWorkload())
         return DirtyRate(round(workload.dirty_bytes / self.tick_s), "fake", float(period_s))
 
+    def resident_bytes(self, uri: str, name: str) -> int:
+        self._dom(uri, name)
+        return self._host(uri).workloads.get(name, FakeWorkload()).memory_bytes
+
     def _job(self, uri: str, name: str) -> _Job:
         job = self._host(uri).jobs.get(name)
         if job is None:

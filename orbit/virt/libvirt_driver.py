@@ -361,6 +361,16 @@ class LibvirtDriver:
                 )
             time.sleep(DIRTY_RATE_POLL_S)
 
+    def resident_bytes(self, uri: str, name: str) -> int:
+        dom = self._domain(uri, name)
+        try:
+            stats = dom.memoryStats()
+        except libvirt.libvirtError as err:
+            raise _mapped(err, uri, f"reading the memory statistics of {name}") from err
+        if "rss" not in stats:
+            raise HypervisorError(f"libvirt reports no resident memory for {name}")
+        return int(stats["rss"]) * 1024  # KiB
+
     def start_postcopy(self, uri: str, name: str) -> None:
         self._call(uri, name, "switching to post-copy", lambda d: d.migrateStartPostCopy(0))
 

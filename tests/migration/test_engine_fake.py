@@ -7,7 +7,13 @@ import threading
 
 import pytest
 
-from orbit.errors import DomainNotFound, HostUnreachable, InvalidMigration, MigrationRefused
+from orbit.errors import (
+    DomainNotFound,
+    HostUnreachable,
+    HypervisorError,
+    InvalidMigration,
+    MigrationRefused,
+)
 from orbit.migration.engine import Migration, MigrationRequest
 from orbit.migration.model import Action, MigrationSettings
 from orbit.migration.phase import Phase
@@ -258,3 +264,50 @@ def test_resume_now_is_refused_unless_paused() -> None:
     m = _migration(driver, MigrationSettings.resolve())
     with pytest.raises(MigrationRefused, match="nothing to resume"):
         m.resume_now()
+
+
+def test_auto_measures_first_and_plans_post_copy_for_a_hot_guest() -> None:
+    driver = _driver(HOT)
+    settings = MigrationSettings.resolve(
+        post_copy=True, downtime_limit_ms=10, completion_timeout_s=30
+    )  # as above: the rest never fits the limit; a broken rule fails in 30 s
+    result = _migration(driver, settings).run()
+    assert result.phase is Phase.COMPLETED and result.switched
+    assert result.switch_at_s is not None and result.switch_at_s < 5
+    assert driver.calls.index("measure_dirty_rate vm") < driver.calls.index(
+        "migrate vm post_copy=True"
+    )
+    assert result.plan is not None and result.plan.chosen.strategy.value == "postcopy-after-0"
+    assert result.decisions[0].action is Action.PLAN
+    assert result.decisions[0].reason.startswith("plan postcopy-after-0")
+    switch = next(d for d in result.decisions if d.action is Action.SWITCH_TO_POSTCOPY)
+    assert switch.reason.startswith(("as planned: postcopy-after-0", "re-planned"))
+    assert result.transfer_rate_bytes_s is None or result.transfer_rate_bytes_s > 0
+
+
+def test_auto_plans_pre_copy_for_a_quiet_guest() -> None:
+    driver = _driver(QUIET)
+    result = _migration(driver, MigrationSettings.resolve(post_copy=True)).run()
+    assert result.phase is Phase.COMPLETED and not result.switched
+    assert result.plan is not None and result.plan.chosen.strategy.value == "precopy"
+
+
+def test_other_policies_do_not_measure() -> None:
+    driver = _driver(QUIET)
+    result = _migration(driver, MigrationSettings.resolve(post_copy=True, policy="postcopy")).run()
+    assert result.plan is None and "measure_dirty_rate vm" not in driver.calls
+
+
+def test_auto_without_a_measurement_decides_from_precopy_evidence(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    driver = _driver(QUIET)
+
+    def refuse(uri: str, name: str, *, period_s: int = 1) -> None:
+        raise HypervisorError("dirty rate calculation unsupported")
+
+    monkeypatch.setattr(driver, "measure_dirty_rate", refuse)
+    result = _migration(driver, MigrationSettings.resolve(post_copy=True)).run()
+    assert result.phase is Phase.COMPLETED and result.plan is None
+    assert result.decisions[0].action is Action.PLAN
+    assert "no plan" in result.decisions[0].reason and "unsupported" in result.decisions[0].reason

@@ -14,7 +14,8 @@ import pytest
 
 from orbit.errors import ConfigError
 from orbit.migration.model import MIB, Action, MigrationSettings, Policy, Sample
-from orbit.migration.policy import decide
+from orbit.migration.policy import decide, transfer_rate
+from orbit.migration.predict import Facts, Plan, make_plan
 
 
 def s(
@@ -562,3 +563,61 @@ def test_resolve_errors(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError) as excinfo:
         MigrationSettings.resolve(**kwargs)  # type: ignore[arg-type]
     assert str(excinfo.value) == message
+
+
+# -- auto with a plan (strategy chosen from measured rates before the start) -------------
+
+
+def _plan(dirty_mib_s: float, link_mib_s: float = 100) -> Plan:
+    facts = Facts(
+        ram_bytes=1024 * MIB,
+        dirty_rate_bytes_s=dirty_mib_s * MIB,
+        bandwidth_bytes_s=link_mib_s * MIB,
+        downtime_limit_ms=300,
+    )
+    return make_plan(facts, link_source="test", dirty_rate_mode="dirty-bitmap", timeout_s=300)
+
+
+def test_auto_with_a_hot_plan_switches_at_the_first_sample() -> None:
+    plan = _plan(2000)
+    assert plan.chosen.strategy.switch_after == 0
+    d = decide([s(1.1, 1, 1000)], AUTO, 1.1, plan)
+    assert d.action is Action.SWITCH_TO_POSTCOPY
+    assert d.reason.startswith("as planned: postcopy-after-0: ") and "0 iteration(s)" in d.reason
+
+
+def test_auto_without_a_plan_waits_for_the_first_pass() -> None:
+    assert decide([s(1.1, 1, 1000)], AUTO, 1.1).action is Action.CONTINUE
+
+
+def test_auto_with_a_quiet_plan_stays_in_precopy() -> None:
+    plan = _plan(1)
+    samples = [s(1.0 + i, 1, 1000 - 100 * i) for i in range(5)]
+    d = decide(samples, AUTO, 5.0, plan)
+    assert d.action is Action.CONTINUE and d.reason.startswith("first pass")
+
+
+def test_auto_replans_when_the_link_is_slower_than_planned() -> None:
+    """Planned for 100 MiB/s at 40 MiB/s dirtying (pre-copy converges); the link gives
+    30 MiB/s: pre-copy would not converge, so post-copy now."""
+    plan = _plan(40)
+    assert plan.chosen.strategy.switch_after is None
+    samples = [s(1.0 + 0.25 * i, 1, 1000 - 7.5 * i, bw_mib_s=30) for i in range(6)]
+    d = decide(samples, AUTO, 2.25, plan)
+    assert d.action is Action.SWITCH_TO_POSTCOPY
+    assert d.reason.startswith("re-planned (link 30.0 MiB/s measured, not 100.0)")
+
+
+def test_auto_replans_when_the_guest_turns_hot_after_the_first_pass() -> None:
+    plan = _plan(1)
+    samples = [s(1.0, 1, 1000), s(11.0, 2, 900, dirty_mib_s=95)]
+    d = decide(samples, AUTO, 11.0, plan)
+    assert d.action is Action.SWITCH_TO_POSTCOPY
+    assert "dirty rate rose to 95.0 MiB/s from 1.0" in d.reason
+
+
+def test_transfer_rate_needs_a_second_of_precopy() -> None:
+    assert transfer_rate([s(1.0, 1, 1000), s(1.5, 1, 950)]) is None
+    rate = transfer_rate([s(1.0, 1, 1000), s(1.5, 1, 950), s(3.0, 1, 800)])
+    assert rate == pytest.approx(100 * MIB)
+    assert transfer_rate([s(1.0, 1, 1000, postcopy=True), s(3.0, 1, 800, postcopy=True)]) is None

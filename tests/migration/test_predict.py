@@ -10,11 +10,14 @@ from orbit.migration.model import MIB
 from orbit.migration.predict import (
     SWITCH_DOWNTIME_MS,
     Facts,
+    Plan,
     Prediction,
     Strategy,
     choose,
+    make_plan,
     predict,
     predict_all,
+    refine,
 )
 
 LINK = 50 * MIB  # bytes/s: 512 MiB take 10.24 s
@@ -113,3 +116,55 @@ def test_choose_needs_predictions_and_facts_are_checked() -> None:
 def test_summary_has_numbers_with_units() -> None:
     p: Prediction = predict(facts(3800, wss_mib=480), Strategy.POSTCOPY_AFTER_1)
     assert p.summary() == ("postcopy-after-1: 19.8 s (9.6 s in post-copy), 992 MiB, downtime 10 ms")
+
+
+# -- the plan and its refinement ---------------------------------------------------------
+
+
+def plan_for(dirty_mib_s: float, link_mib_s: float = 50, wss_mib: int | None = None) -> Plan:
+    f = Facts(
+        ram_bytes=RAM,
+        dirty_rate_bytes_s=dirty_mib_s * MIB,
+        bandwidth_bytes_s=link_mib_s * MIB,
+        downtime_limit_ms=300,
+        wss_bytes=None if wss_mib is None else wss_mib * MIB,
+    )
+    return make_plan(f, link_source="test", dirty_rate_mode="dirty-bitmap", timeout_s=300)
+
+
+def test_plan_records_its_choice_and_the_alternatives() -> None:
+    plan = plan_for(3800)
+    assert plan.chosen.strategy is Strategy.POSTCOPY_AFTER_0
+    assert len(plan.predictions) == len(Strategy)
+    reason = plan.reason()
+    assert reason.startswith("plan postcopy-after-0: 10.2 s (10.2 s in post-copy)")
+    assert "dirty rate 3800.0 MiB/s (dirty-bitmap)" in reason and "link 50.0 MiB/s (test)" in reason
+    assert "precopy: does not converge" in reason
+    d = plan.to_dict()
+    assert d["strategy"] == "postcopy-after-0" and d["total_s"] == pytest.approx(10.24)
+    assert d["score"] == pytest.approx(20.48) and d["others"]["precopy"] is None  # type: ignore[index]
+
+
+def test_refine_keeps_the_plan_when_rates_agree() -> None:
+    plan = plan_for(2)
+    same = refine(plan, transfer_bytes_s=55 * MIB, dirty_bytes_s=2.4 * MIB)  # within 25 %
+    assert same.chosen is plan.chosen and same.drift == ""
+    lower = refine(plan_for(3800), transfer_bytes_s=None, dirty_bytes_s=1 * MIB)
+    assert lower.drift == "" and lower.chosen.strategy is Strategy.POSTCOPY_AFTER_0
+
+
+def test_refine_replans_on_a_slower_link() -> None:
+    """40 MiB/s dirtying: pre-copy converges on a 1 GiB/s link, not on a 35 MiB/s one."""
+    plan = plan_for(40, link_mib_s=1024)
+    assert plan.chosen.strategy is Strategy.PRECOPY
+    slow = refine(plan, transfer_bytes_s=35 * MIB, dirty_bytes_s=None)
+    assert slow.chosen.strategy is not Strategy.PRECOPY
+    assert slow.drift == "link 35.0 MiB/s measured, not 1024.0"
+
+
+def test_refine_replans_when_the_guest_turns_hot() -> None:
+    plan = plan_for(1)
+    assert plan.chosen.strategy is Strategy.PRECOPY
+    hot = refine(plan, transfer_bytes_s=None, dirty_bytes_s=60 * MIB)
+    assert hot.chosen.strategy.switch_after is not None
+    assert hot.drift == "dirty rate rose to 60.0 MiB/s from 1.0"
