@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import logging
+import statistics
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, replace
@@ -55,8 +56,9 @@ from orbit.migration.engine import (
     MigrationResult,
 )
 from orbit.migration.engine import Migration as EngineMigration
-from orbit.migration.model import MigrationSettings, Sample
+from orbit.migration.model import MIB, MigrationSettings, Sample
 from orbit.migration.phase import Phase
+from orbit.migration.predict import Link, Plan
 from orbit.scheduler.placement import HostView, pick_host
 from orbit.virt.driver import HypervisorDriver
 
@@ -73,6 +75,40 @@ STOP_JOIN_TIMEOUT_S = 5.0
 
 def _migration_uri(host: Host) -> str | None:
     return host.migration_address or None
+
+
+#: How many past migrations between two hosts give the link's expected rate.
+LINK_HISTORY = 5
+
+
+def link_between(session: Session, src: Host, dst: Host) -> Link | None:
+    """The link's expected transfer rate for auto's plan: the median of what pre-copy
+    achieved in the last :data:`LINK_HISTORY` migrations between the two hosts (either
+    way), else the destination's configured ``link_mib_s``, else None (the engine assumes)."""
+    pair = {src.id, dst.id}
+    rates = [
+        rate
+        for rate in session.scalars(
+            select(Migration.transfer_rate_bytes_s)
+            .where(
+                Migration.source_host_id.in_(pair),
+                Migration.dest_host_id.in_(pair),
+                Migration.source_host_id != Migration.dest_host_id,
+                Migration.transfer_rate_bytes_s.is_not(None),
+            )
+            .order_by(Migration.id.desc())
+            .limit(LINK_HISTORY)
+        )
+        if rate is not None
+    ]
+    if rates:
+        return Link(
+            float(statistics.median(rates)),
+            f"median of {len(rates)} past migration(s) {src.name} <-> {dst.name}",
+        )
+    if dst.link_mib_s:
+        return Link(dst.link_mib_s * MIB, f"configured for {dst.name}")
+    return None
 
 
 class Conductor:
@@ -335,6 +371,7 @@ class Conductor:
                 dst_uri=dst.uri,
                 settings=replace(record.settings, stall_timeout_s=self.config.stall_timeout_s),
                 dst_migration_uri=_migration_uri(dst),
+                link=link_between(session, src, dst),
             )
             return request, record.server.name
 
@@ -406,6 +443,9 @@ class Conductor:
                 record.iterations = result.iterations
                 record.postcopy_requests = result.postcopy_requests
                 record.switch_at_s = result.switch_at_s
+                record.transfer_rate_bytes_s = result.transfer_rate_bytes_s
+                if result.plan is not None:
+                    record.prediction = result.plan.to_dict()
                 record.phase_times = {**result.phase_times, **record.phase_times}
                 if phase is Phase.COMPLETED:
                     record.memory_remaining_bytes = 0
@@ -512,6 +552,14 @@ class _Recorder(MigrationListener):
             record.disk_remaining_bytes = sample.disk_remaining_bytes
             record.iterations = sample.iteration
             record.postcopy_requests = sample.postcopy_requests
+
+        self._update(apply)
+
+    def on_plan(self, plan: Plan) -> None:
+        prediction = plan.to_dict()
+
+        def apply(record: Migration) -> None:
+            record.prediction = prediction
 
         self._update(apply)
 

@@ -53,6 +53,7 @@ from orbit.migration.model import (
     DEFAULT_COMPLETION_TIMEOUT_S,
     DEFAULT_DOWNTIME_LIMIT_MS,
     DEFAULT_POST_COPY_AFTER_ITERATIONS,
+    DEFAULT_POSTCOPY_WEIGHT,
     MigrationSettings,
     Policy,
     Sample,
@@ -189,6 +190,8 @@ class Host(Base):
     memory_total_mib: Mapped[int] = mapped_column(Integer, default=0)
     memory_free_mib: Mapped[int] = mapped_column(Integer, default=0)
     vcpus: Mapped[int] = mapped_column(Integer, default=0)
+    #: the rate migrations to this host can expect before any has run (auto's plan)
+    link_mib_s: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
@@ -264,6 +267,7 @@ class Migration(Base):
     downtime_limit_ms: Mapped[int] = mapped_column(Integer, default=DEFAULT_DOWNTIME_LIMIT_MS)
     #: 0 = unlimited
     bandwidth_mib_s: Mapped[int] = mapped_column(Integer, default=0)
+    postcopy_weight: Mapped[float] = mapped_column(Float, default=DEFAULT_POSTCOPY_WEIGHT)
 
     # Progress (the latest sample) and outcome.
     memory_total_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -287,6 +291,10 @@ class Migration(Base):
     phase_times: Mapped[dict[str, float]] = mapped_column(
         MutableDict.as_mutable(JSON()), default=dict
     )
+    #: auto's plan (orbit.migration.predict.Plan.to_dict()); None for other policies
+    prediction: Mapped[dict[str, Any] | None] = mapped_column(JSON())
+    #: bytes/s pre-copy achieved on the link; the next plan between these hosts uses it
+    transfer_rate_bytes_s: Mapped[int | None] = mapped_column(BigInteger)
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
@@ -321,6 +329,7 @@ class Migration(Base):
             downtime_limit_ms=self.downtime_limit_ms,
             bandwidth_mib_s=self.bandwidth_mib_s,
             block_migration=self.block_migration,
+            postcopy_weight=self.postcopy_weight,
         )
 
     @settings.setter
@@ -332,6 +341,7 @@ class Migration(Base):
         self.downtime_limit_ms = settings.downtime_limit_ms
         self.bandwidth_mib_s = settings.bandwidth_mib_s
         self.block_migration = settings.block_migration
+        self.postcopy_weight = settings.postcopy_weight
 
     def __repr__(self) -> str:
         return f"Migration(id={self.id!r}, server_id={self.server_id!r}, status={self.status!r})"

@@ -106,6 +106,11 @@ def test_live_migration_with_post_copy_completes(api: Api) -> None:
     done = api.wait_status(sid, m["id"], "completed", "failed", "error")
     assert done["status"] == "completed", done["orbit"]["error"]
     assert done["orbit"]["switch_at_s"] is not None  # the hot guest needed post-copy
+    plan = done["orbit"]["prediction"]  # auto measured the guest and chose before starting
+    assert plan is not None and plan["strategy"].startswith("postcopy-after-"), plan
+    assert plan["dirty_rate_bytes_s"] > 0 and plan["total_s"] > 0
+    assert done["orbit"]["decisions"][0]["action"] == "plan"
+    assert done["orbit"]["settings"]["postcopy_weight"] == 1.0
     assert done["memory_processed_bytes"] > 0 and done["memory_remaining_bytes"] == 0
     reasons = [d["reason"] for d in done["orbit"]["decisions"] if d["action"] != "continue"]
     assert reasons, done["orbit"]["decisions"]
@@ -212,6 +217,10 @@ def test_bad_requests_change_nothing(api: Api) -> None:
         "badRequest", "migration_policy")  # fmt: skip
     bad(_migrate(api, sid, {"host": "h2", "post_copy_after_iterations": 1}), 400,
         "badRequest", "needs post_copy")  # fmt: skip
+    bad(_migrate(api, sid, {"host": "h2", "post_copy": True, "postcopy_weight": "x"}), 400,
+        "badRequest", "postcopy_weight", "not a number")  # fmt: skip
+    bad(_migrate(api, sid, {"host": "h2", "post_copy": True, "postcopy_weight": -1}), 400,
+        "badRequest", "post-copy weight must be 0..1000")  # fmt: skip
     bad(api.post(url, {"os-stop": None}), 400, "badRequest", "os-migrateLive")
     bad(api.get(f"/v2.1/servers/{sid}/migrations/999"), 404, "itemNotFound", "999")
 

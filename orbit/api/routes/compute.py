@@ -27,7 +27,7 @@ from orbit.api.views import (
 from orbit.conductor.inventory import ACTIVE_PHASES
 from orbit.db.models import Host, Migration, MigrationSample, Server
 from orbit.errors import ComputeHostNotFound, ConfigError, MigrationNotFound, ServerNotFound
-from orbit.migration.model import MigrationSettings
+from orbit.migration.model import DEFAULT_POSTCOPY_WEIGHT, MigrationSettings
 
 #: migration ids are 64-bit integers; a larger number in a URL is simply not found
 MAX_ID = 2**63
@@ -40,6 +40,7 @@ LIVE_MIGRATE_KEYS = {
     "post_copy",
     "post_copy_after_iterations",
     "migration_policy",
+    "postcopy_weight",
 }
 URI_RE = re.compile(r"^(qemu|qemu\+tcp|qemu\+tls|qemu\+ssh|qemu\+unix|test|fake)://[^\s]*$")
 HOST_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
@@ -287,11 +288,17 @@ def server_action(
     policy = args.get("migration_policy")
     if policy is not None and not isinstance(policy, str):
         raise ApiError(400, f"invalid input for field 'migration_policy': {policy!r}")
+    weight = args.get("postcopy_weight", DEFAULT_POSTCOPY_WEIGHT)
+    if isinstance(weight, bool) or not isinstance(weight, int | float):
+        raise ApiError(
+            400, f"invalid input for field 'postcopy_weight': {weight!r} is not a number"
+        )
     settings = MigrationSettings.resolve(
         post_copy=post_copy,
         policy=policy,
         post_copy_after_iterations=after,
         block_migration=block,
+        postcopy_weight=float(weight),
     )
     server = _server(session, server_id)
     with services.conductor.queue_lock:
@@ -478,7 +485,7 @@ def add_host(
 ) -> JSONResponse:
     """ORBIT extension: register a host by name and libvirt URI (admin)."""
     auth.require_admin("adding a host")
-    unknown = set(body) - {"name", "uri", "migration_address"}
+    unknown = set(body) - {"name", "uri", "migration_address", "link_mib_s"}
     if unknown:
         raise ApiError(400, f"unexpected fields: {', '.join(sorted(unknown))}")
     name, uri = body.get("name"), body.get("uri")
@@ -491,9 +498,12 @@ def add_host(
         if not isinstance(address, str):
             raise ConfigError("migration address must be a string, e.g. 198.18.0.1")
         address = migration_uri(address)
+    link = body.get("link_mib_s")
+    if link is not None and (isinstance(link, bool) or not isinstance(link, int) or link < 1):
+        raise ConfigError(f"link rate must be a whole number of MiB/s >= 1, got {link!r}")
     if session.scalar(select(Host).where(Host.name == name)) is not None:
         raise ApiError(409, f"host {name} is already registered")
-    host = Host(name=name, uri=uri, migration_address=address)
+    host = Host(name=name, uri=uri, migration_address=address, link_mib_s=link)
     session.add(host)
     try:
         session.commit()
