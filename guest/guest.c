@@ -66,7 +66,8 @@ static struct {
     uint32_t tlbflush;                          /* flush the TLB around writes (TCG) */
     uint32_t cold_mib;                          /* filled once, never rewritten */
     uint32_t quiet_s;                           /* seconds at QUIET_RATE_MIB_S first */
-} cfg = { 64, 0, 0, PATTERN_SEQ, 0, 0, 0 };
+    uint32_t prefill;                           /* write the working set once at boot */
+} cfg = { 64, 0, 0, PATTERN_SEQ, 0, 0, 0, 0 };
 
 static uint32_t gen[MAX_PAGES];                 /* per-page generation, in .bss */
 static char cmdline[1024];
@@ -265,6 +266,10 @@ static void apply_option(const char *key, const char *val)
         if (!parse_u32(val, &v) || v > MAX_WSS_MIB)
             bad_value(key, val, "0..3072");
         cfg.cold_mib = v;
+    } else if (streq(key, "prefill")) {
+        if (!parse_u32(val, &v) || v > 1)
+            bad_value(key, val, "0|1");
+        cfg.prefill = v;
     } else if (streq(key, "quiet_s")) {
         if (!parse_u32(val, &v) || v > MAX_QUIET_S)
             bad_value(key, val, "0..3600");
@@ -448,6 +453,15 @@ static void dirty_one_page(void)
  * no TLB flush is needed (tlbflush=1 guards writes during a migration). */
 static void cold_fill(void)
 {
+    /* prefill=1: the working set too holds data from the start (generation
+     * 1), as a VM that has run for a while does; otherwise a page is a zero
+     * page, free to migrate, until the guest first writes it. */
+    if (cfg.prefill) {
+        for (uint32_t p = 0; p < npages; p++) {
+            page_fill(p, 1);
+            gen[p] = 1;
+        }
+    }
     for (uint32_t p = npages; p < npages + cold_pages; p++) {
         page_fill(p, 1);
         gen[p] = 1;
@@ -664,6 +678,7 @@ void kmain(uint32_t magic, uint32_t info_addr)
     put_kv("tlbflush", cfg.tlbflush);
     put_kv("cold_mib", cfg.cold_mib);
     put_kv("quiet_s", cfg.quiet_s);
+    put_kv("prefill", cfg.prefill);
     put_kv("mem_mib", mem_mib);
     put_kv("tsc_khz", tsc_khz);
     putc('\n');

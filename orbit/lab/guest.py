@@ -119,6 +119,8 @@ class GuestSpec:
     cold_mib: int = 0
     #: seconds at 1 MiB/s before the guest switches to ``rate_mib_s``
     quiet_s: int = 0
+    #: the working set holds data from boot (else a page is a free zero page until written)
+    prefill: bool = False
 
     def validate(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -160,7 +162,7 @@ class GuestSpec:
     def cmdline(self, *, tlbflush: bool = False) -> str:
         """The guest's command line; ``tlbflush`` for TCG (see guest/guest.c, tlb_flush).
 
-        ``cold_mib`` and ``quiet_s`` appear only when set, so other command lines stay as
+        ``cold_mib``, ``quiet_s`` and ``prefill`` appear only when set, so other command lines stay as
         they were.
         """
         line = (
@@ -171,6 +173,8 @@ class GuestSpec:
             line += f" cold_mib={self.cold_mib}"
         if self.quiet_s:
             line += f" quiet_s={self.quiet_s}"
+        if self.prefill:
+            line += " prefill=1"
         return line
 
     def disk_path(self) -> str:

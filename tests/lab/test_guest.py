@@ -168,6 +168,7 @@ def test_guest_cmdline_has_cold_and_quiet_only_when_set() -> None:
     both = GuestSpec("g", wss_mib=16, rate_mib_s=5, cold_mib=160, quiet_s=3).cmdline()
     assert both == plain + " cold_mib=160 quiet_s=3"
     assert GuestSpec("g", quiet_s=2).cmdline().endswith("tlbflush=0 quiet_s=2")
+    assert GuestSpec("g", prefill=True).cmdline().endswith("tlbflush=0 prefill=1")
 
 
 def test_heartbeat_parser_reads_cold_checked_when_present() -> None:
@@ -223,10 +224,13 @@ def _rss_mib(lab: Lab, host: str, name: str) -> float:
 
 
 def test_cold_memory_is_resident_and_checked(lab: Lab, guests: Guests) -> None:
-    """cold_mib fills real memory (QEMU's RSS grows by it) that heartbeats keep verifying."""
+    """cold_mib fills real memory (QEMU's RSS grows by it) that heartbeats keep verifying;
+    prefill does the same for the working set."""
     spec = GuestSpec("cold", memory_mib=256, wss_mib=16, rate_mib_s=4, cold_mib=COLD_MIB)
     first = guests.start("h1", spec)
     guests.start("h1", GuestSpec("warm", memory_mib=256, wss_mib=16, rate_mib_s=4))
+    prefilled = GuestSpec("full", memory_mib=256, wss_mib=16 + COLD_MIB, rate_mib_s=4, prefill=True)
+    guests.start("h1", prefilled)
     assert first is not None and first.cold_checked >= COLD_CHECK_PAGES
     start_line = next(
         line
@@ -239,6 +243,11 @@ def test_cold_memory_is_resident_and_checked(lab: Lab, guests: Guests) -> None:
     hb = guests.wait_verified("h1", "cold")
     extra = _rss_mib(lab, "h1", "cold") - _rss_mib(lab, "h1", "warm")
     assert extra >= 0.9 * COLD_MIB, f"cold memory adds only {extra:.0f} MiB of RSS"
+    extra = _rss_mib(lab, "h1", "full") - _rss_mib(lab, "h1", "warm")
+    assert extra >= 0.9 * COLD_MIB, f"prefill adds only {extra:.0f} MiB of RSS"
+    # each rewrite first verifies the prefilled page (generation 1): none may be wrong
+    hb_full = guests.heartbeats("h1", "full")[-1]
+    assert hb_full.pages > 0 and hb_full.errors == 0, hb_full
     # the checks go on: 256 pages per heartbeat, all passing, for at least 2 s more
     later = hb
     while later.ms - hb.ms < 2000:
