@@ -15,6 +15,7 @@ from typing import Any
 
 from orbit.cli.client import Client, credentials_from_env
 from orbit.errors import ClientError
+from orbit.migration.model import MAX_POSTCOPY_WEIGHT
 
 MIB = 1024 * 1024
 WAIT_POLL_INTERVAL_S = 0.5
@@ -42,6 +43,13 @@ def register(sub: Any) -> None:
         help="where migration streams go: an address (198.18.0.1, as Nova's "
         "live_migration_inbound_addr) or a URI (tcp://198.18.0.1)",
     )
+    p.add_argument(
+        "--link-mib-s",
+        type=int,
+        metavar="N",
+        help="the link rate into this host in MiB/s; policy auto plans with it until "
+        "migrations to the host have measured the link",
+    )
     cmd("host-list", "list registered hosts", cmd_host_list)
     p = cmd("host-remove", "unregister a host", cmd_host_remove)
     p.add_argument("name")
@@ -52,6 +60,14 @@ def register(sub: Any) -> None:
     p.add_argument("--post-copy-after", type=int, metavar="N",
                    help="switch after N memory iterations (implies policy postcopy)")  # fmt: skip
     p.add_argument("--policy", choices=("precopy", "postcopy", "auto"))
+    p.add_argument(
+        "--postcopy-weight",
+        type=float,
+        metavar="W",
+        help="policy auto's objective: score = total time + W x seconds in post-copy "
+        f"(0..{MAX_POSTCOPY_WEIGHT:.0f}; default 1). 0 picks the fastest to finish; a large W "
+        "switches to post-copy only when pre-copy cannot finish. Needs --post-copy",
+    )
     p.add_argument("--wait", action="store_true", help="follow progress until it ends")
     p.add_argument("server", help="server id or name")
     p.add_argument("host", nargs="?", help="destination host (default: scheduler's choice)")
@@ -131,16 +147,20 @@ def cmd_hypervisor_list(args: argparse.Namespace) -> int:
 
 
 def cmd_host_add(args: argparse.Namespace) -> int:
-    body = {"name": args.name, "uri": args.uri}
+    if args.link_mib_s is not None and args.link_mib_s < 1:
+        raise ClientError(f"--link-mib-s must be >= 1 MiB/s, got {args.link_mib_s}")
+    body: dict[str, Any] = {"name": args.name, "uri": args.uri}
     if args.migration_address:
         body["migration_address"] = args.migration_address
+    if args.link_mib_s is not None:
+        body["link_mib_s"] = args.link_mib_s
     host = _client().post("/orbit-hosts", body).json()["host"]
-    return _out(args, host, [host], ["name", "uri", "migration_address", "state"])
+    return _out(args, host, [host], ["name", "uri", "migration_address", "link_mib_s", "state"])
 
 
 def cmd_host_list(args: argparse.Namespace) -> int:
     hosts = _client().get("/orbit-hosts")["hosts"]
-    cols = ["name", "uri", "state", "memory_free_mib", "servers"]
+    cols = ["name", "uri", "state", "link_mib_s", "memory_free_mib", "servers"]
     return _out(args, hosts, hosts, cols)
 
 
@@ -168,9 +188,24 @@ MIGRATION_COLS = ["id", "server", "source", "dest", "status", "policy", "remaini
                   "total_s", "switch_at_s"]  # fmt: skip
 
 
+def _check_postcopy_weight(args: argparse.Namespace) -> None:
+    """``--postcopy-weight`` is a number in range and only applies to post-copy's policy auto."""
+    weight = args.postcopy_weight
+    if weight is None:
+        return
+    if not 0 <= weight <= MAX_POSTCOPY_WEIGHT:  # also refuses nan and inf
+        raise ClientError(f"--postcopy-weight must be 0..{MAX_POSTCOPY_WEIGHT:.0f}, got {weight}")
+    if not args.post_copy:
+        raise ClientError("--postcopy-weight needs --post-copy")
+    if args.post_copy_after is not None or args.policy not in (None, "auto"):
+        policy = args.policy or "postcopy"
+        raise ClientError(f"--postcopy-weight applies to policy auto, not {policy!r}")
+
+
 def cmd_live_migration(args: argparse.Namespace) -> int:
     if args.post_copy_after is not None and args.post_copy_after < 0:
         raise ClientError(f"--post-copy-after must be >= 0, got {args.post_copy_after}")
+    _check_postcopy_weight(args)
     client = _client()
     server = client.find_server(args.server)
     body: dict[str, Any] = {
@@ -183,6 +218,8 @@ def cmd_live_migration(args: argparse.Namespace) -> int:
         body["post_copy_after_iterations"] = args.post_copy_after
     if args.policy:
         body["migration_policy"] = args.policy
+    if args.postcopy_weight is not None:
+        body["postcopy_weight"] = args.postcopy_weight
     before = {m["id"] for m in client.get(f"/servers/{server['id']}/migrations")["migrations"]}
     client.post(f"/servers/{server['id']}/action", {"os-migrateLive": body})
     record = _new_migration(client, server["id"], before)
@@ -244,6 +281,38 @@ def _follow(client: Client, server_id: str, mid: int, *, json_mode: bool) -> dic
         time.sleep(WAIT_POLL_INTERVAL_S)
 
 
+def _mib_s(bytes_s: float | None) -> str:
+    return "-" if bytes_s is None else f"{bytes_s / MIB:.1f} MiB/s"
+
+
+def _prediction_line(m: dict[str, Any]) -> str:
+    """``postcopy-after-0, predicted 10.2 s (10.2 s in post-copy), took 9.8 s``."""
+    o = m["orbit"]
+    plan = o.get("prediction")
+    if not plan:
+        if o["settings"]["migration_policy"] != "auto":
+            return f"- (policy {o['settings']['migration_policy']} makes no plan)"
+        return "- (not measured)" if m["status"] in FINAL else "- (not measured yet)"
+    in_postcopy = f" ({plan['postcopy_s']:.1f} s in post-copy)" if plan["postcopy_s"] else ""
+    took = "-" if o.get("total_s") is None else f"{o['total_s']:.1f} s"
+    if o.get("total_s") is not None and m["status"] != "completed":
+        took += f" ({m['status']})"
+    return f"{plan['strategy']}, predicted {plan['total_s']:.1f} s{in_postcopy}, took {took}"
+
+
+def _plan_reason(o: dict[str, Any]) -> str | None:
+    return next((str(d["reason"]) for d in o["decisions"] if d["action"] == "plan"), None)
+
+
+def _link_line(o: dict[str, Any]) -> str:
+    achieved = o.get("transfer_rate_bytes_s")
+    line = "not measured in pre-copy" if achieved is None else f"{_mib_s(achieved)} achieved"
+    plan = o.get("prediction")
+    if plan:
+        line += f" (planned with {_mib_s(plan['link_bytes_s'])}, {plan['link_source']})"
+    return line
+
+
 def _print_record(m: dict[str, Any]) -> None:
     o = m["orbit"]
     print(f"migration {m['id']}: {o['server_name']} {m['source_compute']} -> {m['dest_compute']}")
@@ -255,14 +324,23 @@ def _print_record(m: dict[str, Any]) -> None:
     s = o["settings"]
     after = (f", after {s['post_copy_after_iterations']} iteration(s)"
              if s["migration_policy"] == "postcopy" else "")  # fmt: skip
-    print(f"  policy            : {s['migration_policy']} (post_copy={s['post_copy']}{after})")
+    weight = (f", post-copy weight {s['postcopy_weight']:g}"
+              if s["migration_policy"] == "auto" and s.get("postcopy_weight") is not None
+              else "")  # fmt: skip
+    print(f"  policy            : {s['migration_policy']} "
+          f"(post_copy={s['post_copy']}{after}{weight})")  # fmt: skip
+    print(f"  prediction        : {_prediction_line(m)}")
+    reason = _plan_reason(o)
+    if reason is not None:
+        print(f"  plan reason       : {reason}")
+    print(f"  link rate         : {_link_line(o)}")
     print(f"  total time        : {o['total_s']} s; switch to post-copy at {o['switch_at_s']} s")
     print(f"  downtime          : {o['downtime_ms']} ms")
     print(f"  memory sent       : {m['memory_processed_bytes'] / MIB:.1f} MiB of "
           f"{m['memory_total_bytes'] / MIB:.1f} MiB")  # fmt: skip
     print(f"  iterations        : {o['iterations']}; post-copy requests {o['postcopy_requests']}")
     for d in o["decisions"]:
-        if d["action"] != "continue":
+        if d["action"] not in ("continue", "plan"):  # the plan is shown above
             print(f"  t={d['at_s']:6.2f} s     : {d['source']}: {d['action']}: {d['reason']}")
 
 

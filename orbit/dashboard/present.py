@@ -13,6 +13,7 @@ from typing import Any
 
 from orbit.api.views import paused_for_s
 from orbit.db.models import Migration, MigrationSample
+from orbit.migration.model import Policy
 from orbit.migration.phase import Phase
 
 KIB = 1024
@@ -106,6 +107,40 @@ def resume_control(m: Migration) -> Control:
     )
 
 
+#: decision actions shown under another name (the others are shown as recorded)
+ACTION_LABELS = {"plan": "auto's plan"}
+
+
+def action_label(action: str | None) -> str:
+    return ACTION_LABELS.get(action or "", action or "")
+
+
+def prediction_text(m: Migration) -> str:
+    """``Predicted 10.2 s (postcopy-after-0), took 9.8 s``, or why there is no prediction."""
+    plan = m.prediction
+    if not plan:
+        if m.policy != Policy.AUTO.value:
+            return f"No prediction: policy {m.policy} does not plan."
+        return "Not measured." if m.phase.is_final else "Measuring the guest…"
+    took = fmt_seconds(m.total_s)
+    if m.total_s is not None and m.phase is not Phase.COMPLETED:
+        took += f" ({m.phase.value})"
+    return f"Predicted {fmt_seconds(plan.get('total_s'))} ({plan.get('strategy')}), took {took}"
+
+
+def plan_reason(m: Migration) -> str:
+    """The one-line reason recorded with auto's plan ("" if there is none)."""
+    return next((str(d.get("reason")) for d in m.decisions if d.get("action") == "plan"), "")
+
+
+def _rate_from(plan: dict[str, Any] | None, rate_key: str, how_key: str) -> str:
+    """A planned rate with where it came from: ``3.71 GiB/s (dirty-bitmap)``."""
+    if not plan or plan.get(rate_key) is None:
+        return NONE
+    how = plan.get(how_key)
+    return fmt_rate(int(plan[rate_key])) + (f" ({how})" if how else "")
+
+
 def progress_pct(m: Migration) -> int:
     """How much of the current pass over memory is sent (100 once completed)."""
     if m.phase is Phase.COMPLETED:
@@ -139,7 +174,12 @@ def migration_state(m: Migration, latest: MigrationSample | None) -> dict[str, A
             "resume": {"allowed": resume.allowed, "reason": resume.reason},
         },
         "decisions": [
-            {"at": fmt_seconds(d.get("at_s")), "action": d.get("action"), "reason": d.get("reason")}
+            {
+                "at": fmt_seconds(d.get("at_s")),
+                "action": d.get("action"),
+                "label": action_label(d.get("action")),
+                "reason": d.get("reason"),
+            }
             for d in m.decisions
         ],
         "text": {
@@ -157,5 +197,10 @@ def migration_state(m: Migration, latest: MigrationSample | None) -> dict[str, A
             "total_time": fmt_seconds(m.total_s),
             "finished_at": fmt_time(m.finished_at),
             "error": m.error or "",
+            "prediction": prediction_text(m),
+            "plan_reason": plan_reason(m),
+            "plan_dirty_rate": _rate_from(m.prediction, "dirty_rate_bytes_s", "dirty_rate_mode"),
+            "plan_link_rate": _rate_from(m.prediction, "link_bytes_s", "link_source"),
+            "achieved_link_rate": fmt_rate(m.transfer_rate_bytes_s),
         },
     }

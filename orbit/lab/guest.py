@@ -162,8 +162,8 @@ class GuestSpec:
     def cmdline(self, *, tlbflush: bool = False) -> str:
         """The guest's command line; ``tlbflush`` for TCG (see guest/guest.c, tlb_flush).
 
-        ``cold_mib``, ``quiet_s`` and ``prefill`` appear only when set, so other command lines stay as
-        they were.
+        ``cold_mib``, ``quiet_s`` and ``prefill`` appear only when set, so other command
+        lines stay as they were.
         """
         line = (
             f"wss_mib={self.wss_mib} rate_mib_s={self.rate_mib_s} "

@@ -47,7 +47,17 @@ from orbit.errors import (
 from orbit.migration.model import MIB, Action, Decision, MigrationSettings, Policy, Sample
 from orbit.migration.phase import Phase, transition
 from orbit.migration.policy import decide, stalled_for_s, transfer_rate
-from orbit.migration.predict import DEFAULT_LINK_BYTES_S, Facts, Link, Plan, make_plan
+from orbit.migration.predict import (
+    DEFAULT_FINISH_S,
+    DEFAULT_LINK_BYTES_S,
+    DEFAULT_START_S,
+    Facts,
+    Link,
+    Plan,
+    guest_bytes,
+    make_plan,
+    worth_measuring,
+)
 from orbit.virt.driver import (
     EVENT_JOB_COMPLETED,
     EVENT_POSTCOPY_FAILED,
@@ -325,15 +335,24 @@ class Migration:
         """auto: measure the guest's dirty rate, then choose the strategy (predict.py).
 
         It cannot be measured while the migration job runs, so it is measured first; it
-        takes about a second. None (auto then decides from pre-copy's own evidence) when
-        the hypervisor cannot measure it.
+        takes about a second, counted in the migration's time. No plan (auto then decides
+        from pre-copy's own evidence) when the first pass would be over before measuring
+        could pay off, or when the hypervisor cannot measure.
         """
         req = self.request
         s = req.settings
         started = self._clock()
+        link = req.link or Link(DEFAULT_LINK_BYTES_S, "assumed: no history, none configured")
         try:
-            info = self.driver.domain_info(req.src_uri, req.domain)
-            rate = self.driver.measure_dirty_rate(req.src_uri, req.domain, period_s=1)
+            ram = self.driver.domain_info(req.src_uri, req.domain).memory_mib * MIB
+            rate = None
+            try:
+                written = guest_bytes(self.driver.resident_bytes(req.src_uri, req.domain), ram)
+            except HypervisorError as err:  # then assume it has written all its RAM
+                log.warning("no resident memory domain=%s error=%s", req.domain, err)
+                written = ram
+            if worth_measuring(written, link.bytes_s):
+                rate = self.driver.measure_dirty_rate(req.src_uri, req.domain, period_s=1)
         except HypervisorError as err:
             self._record(
                 Action.PLAN,
@@ -341,19 +360,23 @@ class Migration:
                 "deciding from pre-copy's own evidence",
             )
             return None
-        ram = info.memory_mib * MIB
-        try:
-            resident: int | None = min(ram, self.driver.resident_bytes(req.src_uri, req.domain))
-        except HypervisorError as err:
-            log.warning("no resident memory domain=%s error=%s", req.domain, err)
-            resident = None
-        link = req.link or Link(DEFAULT_LINK_BYTES_S, "assumed: no history, none configured")
+        if rate is None:
+            self._record(
+                Action.PLAN,
+                f"no plan: the first pass ({written / MIB:.0f} MiB at "
+                f"{link.bytes_s / MIB:.1f} MiB/s, {link.source}) takes "
+                f"{written / link.bytes_s:.1f} s, too short for measuring to pay off; "
+                "deciding from pre-copy's own evidence",
+            )
+            return None
         facts = Facts(
             ram_bytes=ram,
             dirty_rate_bytes_s=float(rate.bytes_s),
             bandwidth_bytes_s=link.bytes_s,
             downtime_limit_ms=s.downtime_limit_ms,
-            first_pass_bytes=resident,
+            first_pass_bytes=written,
+            start_s=DEFAULT_START_S,
+            finish_s=DEFAULT_FINISH_S,
         )
         plan = make_plan(
             facts,

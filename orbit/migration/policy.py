@@ -189,6 +189,20 @@ def transfer_rate(samples: Sequence[Sample]) -> float | None:
     return sent / span if sent > 0 else None
 
 
+def first_pass(samples: Sequence[Sample]) -> tuple[float, float] | None:
+    """(bytes the guest dirtied during pass 1, the pass's seconds), once pass 2 is seen.
+
+    Pass 2 starts with what pass 1 left dirty (see :func:`_pass_starts`); pass 1 runs from
+    the first sample to the first sample of iteration 2.
+    """
+    starts = _pass_starts(samples)
+    if not starts or starts[0][0] != _FIRST_DIRTY_PASS:
+        return None
+    begin = samples[0].elapsed_s
+    second = next(s.elapsed_s for s in samples if s.iteration >= _FIRST_DIRTY_PASS)
+    return float(starts[0][1]), second - begin
+
+
 def _decide_auto(
     samples: Sequence[Sample], settings: MigrationSettings, now_s: float, plan: Plan | None
 ) -> Decision:
@@ -219,6 +233,7 @@ def _decide_auto(
             plan,
             transfer_bytes_s=transfer_rate(samples),
             dirty_bytes_s=latest.dirty_rate_bytes_s if done >= 1 else None,
+            pass1=first_pass(samples),
         )
         after = refined.chosen.strategy.switch_after
         if after is not None and done >= after:

@@ -231,8 +231,9 @@ class FakeDriver:
         return DirtyRate(round(workload.dirty_bytes / self.tick_s), "fake", float(period_s))
 
     def resident_bytes(self, uri: str, name: str) -> int:
+        """All of the guest's RAM plus what a QEMU process holds of its own."""
         self._dom(uri, name)
-        return self._host(uri).workloads.get(name, FakeWorkload()).memory_bytes
+        return self._host(uri).workloads.get(name, FakeWorkload()).memory_bytes + 40 * MIB
 
     def _job(self, uri: str, name: str) -> _Job:
         job = self._host(uri).jobs.get(name)

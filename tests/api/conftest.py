@@ -100,6 +100,15 @@ def _login(client: TestClient, name: str, password: str) -> str:
     return str(r.headers["X-Subject-Token"])
 
 
+#: The hosts both fixtures register. h2's link: the fake's 64 MiB take 8 s at 8 MiB/s,
+#: long enough for auto to measure the guest before it migrates there.
+HOSTS: list[dict[str, object]] = [
+    {"name": "h1", "uri": H1},
+    {"name": "h2", "uri": H2, "link_mib_s": 8},
+    {"name": "h3", "uri": H3},
+]
+
+
 def make_driver() -> FakeDriver:
     driver = FakeDriver(tick_s=TICK_S)
     for uri in (H1, H2, H3):
@@ -125,10 +134,8 @@ def api(db: Database) -> Iterator[Api]:
     client = TestClient(create_app(services))
     admin = _login(client, "admin", ADMIN_PASSWORD)
     member = _login(client, "alice", MEMBER_PASSWORD)
-    for name, uri in (("h1", H1), ("h2", H2), ("h3", H3)):
-        r = client.post(
-            "/v2.1/orbit-hosts", json={"name": name, "uri": uri}, headers={"X-Auth-Token": admin}
-        )
+    for body in HOSTS:
+        r = client.post("/v2.1/orbit-hosts", json=body, headers={"X-Auth-Token": admin})
         assert r.status_code == 201, r.text
     conductor.start()
     try:
@@ -219,8 +226,8 @@ def live_server(db: Database, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveS
             r = http.post("/identity/v3/auth/tokens", json=body)
             assert r.status_code == 201, r.text
             admin = {"X-Auth-Token": r.headers["X-Subject-Token"]}
-            for name, uri in (("h1", H1), ("h2", H2), ("h3", H3)):
-                r = http.post("/v2.1/orbit-hosts", json={"name": name, "uri": uri}, headers=admin)
+            for body in HOSTS:
+                r = http.post("/v2.1/orbit-hosts", json=body, headers=admin)
                 assert r.status_code == 201, r.text
         conductor.start()
         conductor_started = True

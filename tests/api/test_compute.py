@@ -109,6 +109,7 @@ def test_live_migration_with_post_copy_completes(api: Api) -> None:
     plan = done["orbit"]["prediction"]  # auto measured the guest and chose before starting
     assert plan is not None and plan["strategy"].startswith("postcopy-after-"), plan
     assert plan["dirty_rate_bytes_s"] > 0 and plan["total_s"] > 0
+    assert plan["link_source"] == "configured for h2" and plan["link_bytes_s"] == 8 * 2**20
     assert done["orbit"]["decisions"][0]["action"] == "plan"
     assert done["orbit"]["settings"]["postcopy_weight"] == 1.0
     assert done["memory_processed_bytes"] > 0 and done["memory_remaining_bytes"] == 0

@@ -169,6 +169,14 @@ def test_live_migrate_with_post_copy_through_the_browser(
         assert m.switch_at_s is not None and m.postcopy_requests > 0
         server = s.scalars(select(Server).where(Server.name == "hot")).one()
         assert server.host is not None and server.host.name == "h2"
+        assert m.prediction is not None and m.total_s is not None
+        predicted = (
+            f"Predicted {m.prediction['total_s']:.1f} s ({m.prediction['strategy']}), "
+            f"took {m.total_s:.1f} s"
+        )
+    _shows_the_prediction(page, predicted)  # as the polling left it
+    page.reload()
+    _shows_the_prediction(page, predicted)  # as the server renders it
 
     page.get_by_role("link", name="Instances", exact=True).click()
     expect(hot.locator("[data-cell=host]")).to_have_text("h2")
@@ -344,6 +352,23 @@ def _instances_while_migrating(page: Page, dash: Dashboard, shots: Screenshots) 
         shots.take(tab, "instances")
     finally:
         tab.close()
+
+
+def _shows_the_prediction(page: Page, predicted: str) -> None:
+    """auto's plan of 'hot' (post-copy after N passes), its reason and rates, with units."""
+    plan = page.locator("#plan")
+    expect(plan.locator("[data-field=prediction]")).to_have_text(predicted)
+    assert re.fullmatch(r"Predicted \d+\.\d s \(postcopy-after-\d\), took \d+\.\d s", predicted)
+    expect(plan.locator("[data-field=plan_reason]")).to_contain_text(
+        re.compile(r"^plan postcopy-after-\d: .* from dirty rate \d+\.\d MiB/s \(")
+    )
+    rate_and_source = re.compile(r"^\d+(\.\d+)? [KMG]iB/s \(\S.*\)$")
+    expect(plan.locator("[data-field=plan_dirty_rate]")).to_have_text(rate_and_source)
+    expect(plan.locator("[data-field=plan_link_rate]")).to_have_text(rate_and_source)
+    expect(plan.locator("[data-field=achieved_link_rate]")).to_have_text(
+        re.compile(r"^(\d+(\.\d+)? [KMG]iB/s|—)$")
+    )
+    expect(page.locator("[data-decisions] li").first).to_contain_text("auto's plan: plan ")
 
 
 def _server_id(dash: Dashboard, name: str) -> str:

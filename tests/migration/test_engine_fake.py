@@ -17,6 +17,7 @@ from orbit.errors import (
 from orbit.migration.engine import Migration, MigrationRequest
 from orbit.migration.model import Action, MigrationSettings
 from orbit.migration.phase import Phase
+from orbit.migration.predict import Link
 from orbit.virt.driver import DomainState, HypervisorDriver
 from orbit.virt.fake import MIB, FakeDriver, FakeWorkload
 
@@ -33,10 +34,16 @@ def _driver(workload: FakeWorkload, state: DomainState = DomainState.RUNNING) ->
     return driver
 
 
-def _migration(driver: FakeDriver, settings: MigrationSettings, dst: str = DST) -> Migration:
+def _migration(
+    driver: FakeDriver, settings: MigrationSettings, dst: str = DST, link: Link | None = None
+) -> Migration:
     return Migration(
-        driver, MigrationRequest("vm", SRC, dst, settings), sample_interval_s=TICK_S * 2
+        driver, MigrationRequest("vm", SRC, dst, settings, link=link), sample_interval_s=TICK_S * 2
     )
+
+
+#: a link on which the fake's 64 MiB take 8 s: long enough for auto to measure first
+SLOW_LINK = Link(8 * MIB, "test")
 
 
 def test_drivers_satisfy_the_protocol() -> None:
@@ -271,7 +278,7 @@ def test_auto_measures_first_and_plans_post_copy_for_a_hot_guest() -> None:
     settings = MigrationSettings.resolve(
         post_copy=True, downtime_limit_ms=10, completion_timeout_s=30
     )  # as above: the rest never fits the limit; a broken rule fails in 30 s
-    result = _migration(driver, settings).run()
+    result = _migration(driver, settings, link=SLOW_LINK).run()
     assert result.phase is Phase.COMPLETED and result.switched
     assert result.switch_at_s is not None and result.switch_at_s < 5
     assert driver.calls.index("measure_dirty_rate vm") < driver.calls.index(
@@ -287,7 +294,7 @@ def test_auto_measures_first_and_plans_post_copy_for_a_hot_guest() -> None:
 
 def test_auto_plans_pre_copy_for_a_quiet_guest() -> None:
     driver = _driver(QUIET)
-    result = _migration(driver, MigrationSettings.resolve(post_copy=True)).run()
+    result = _migration(driver, MigrationSettings.resolve(post_copy=True), link=SLOW_LINK).run()
     assert result.phase is Phase.COMPLETED and not result.switched
     assert result.plan is not None and result.plan.chosen.strategy.value == "precopy"
 
@@ -307,7 +314,20 @@ def test_auto_without_a_measurement_decides_from_precopy_evidence(
         raise HypervisorError("dirty rate calculation unsupported")
 
     monkeypatch.setattr(driver, "measure_dirty_rate", refuse)
-    result = _migration(driver, MigrationSettings.resolve(post_copy=True)).run()
+    result = _migration(driver, MigrationSettings.resolve(post_copy=True), link=SLOW_LINK).run()
     assert result.phase is Phase.COMPLETED and result.plan is None
     assert result.decisions[0].action is Action.PLAN
     assert "no plan" in result.decisions[0].reason and "unsupported" in result.decisions[0].reason
+
+
+def test_auto_does_not_measure_when_the_first_pass_is_short() -> None:
+    """64 MiB at 100 MiB/s: pass 1 is over in 0.6 s, sooner than measuring could pay off."""
+    driver = _driver(HOT)
+    settings = MigrationSettings.resolve(
+        post_copy=True, downtime_limit_ms=10, completion_timeout_s=30
+    )
+    result = _migration(driver, settings, link=Link(100 * MIB, "test")).run()
+    assert result.phase is Phase.COMPLETED and result.plan is None
+    assert "measure_dirty_rate vm" not in driver.calls
+    assert result.decisions[0].action is Action.PLAN
+    assert result.decisions[0].reason.startswith("no plan: the first pass (64 MiB at 100.0 MiB/s")

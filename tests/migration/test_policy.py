@@ -14,8 +14,8 @@ import pytest
 
 from orbit.errors import ConfigError
 from orbit.migration.model import MIB, Action, MigrationSettings, Policy, Sample
-from orbit.migration.policy import decide, transfer_rate
-from orbit.migration.predict import Facts, Plan, make_plan
+from orbit.migration.policy import decide, first_pass, transfer_rate
+from orbit.migration.predict import Facts, Plan, Strategy, make_plan, refine
 
 
 def s(
@@ -621,3 +621,27 @@ def test_transfer_rate_needs_a_second_of_precopy() -> None:
     rate = transfer_rate([s(1.0, 1, 1000), s(1.5, 1, 950), s(3.0, 1, 800)])
     assert rate == pytest.approx(100 * MIB)
     assert transfer_rate([s(1.0, 1, 1000, postcopy=True), s(3.0, 1, 800, postcopy=True)]) is None
+
+
+def test_auto_switches_when_pass_one_reveals_a_hot_set() -> None:
+    """Measured 40 MiB/s (distinct pages in 1 s) on a 100 MiB/s link: pre-copy converges,
+    says the plan. Pass 1 (10 s) left only 40 MiB dirty, not 400: the guest rewrites a
+    40 MiB hot set, which every pass finds dirty again, and 40 MiB never fits the 30 MiB
+    the downtime limit allows."""
+    plan = _plan(40)
+    assert plan.chosen.strategy.switch_after is None
+    samples = [s(1.0 + i, 1, 1000 - 100 * i, total_mib=1000) for i in range(10)]
+    samples.append(s(11.0, 2, 40, dirty_mib_s=4, total_mib=1000))
+    assert first_pass(samples) == (40 * MIB, 10.0)
+    d = decide(samples, AUTO, 11.0, plan)
+    assert d.action is Action.SWITCH_TO_POSTCOPY, d.reason
+    assert "a hot set of 40 MiB" in d.reason and "not 400" in d.reason
+
+
+def test_a_saturated_but_slow_working_set_is_no_hot_set() -> None:
+    """32 MiB/s measured over a 64 MiB working set: saturated within pass 1, not within a
+    second, so short passes dirty less and pre-copy may go on."""
+    plan = _plan(32)
+    refined = refine(plan, transfer_bytes_s=None, dirty_bytes_s=None, pass1=(64 * MIB, 10.0))
+    assert refined.drift == "pass 1 (10.0 s) left 64 MiB dirty, not 320: a working set of 64 MiB"
+    assert refined.chosen.strategy is Strategy.PRECOPY  # 64 -> 20 MiB: converges

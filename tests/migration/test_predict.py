@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ LINK = 50 * MIB  # bytes/s: 512 MiB take 10.24 s
 RAM = 512 * MIB
 
 
-def facts(dirty_mib_s: float, wss_mib: int | None = None, **kw: int) -> Facts:
+def facts(dirty_mib_s: float, wss_mib: int | None = None, **kw: Any) -> Facts:
     return Facts(
         ram_bytes=RAM,
         dirty_rate_bytes_s=dirty_mib_s * MIB,

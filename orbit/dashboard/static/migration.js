@@ -29,7 +29,7 @@ function renderDecisions(decisions) {
       at.className = "at";
       at.textContent = d.at;
       const action = document.createElement("strong");
-      action.textContent = d.action;
+      action.textContent = d.label || d.action;
       item.append(at, " ", action, `: ${d.reason}`);
       return item;
     }),
