@@ -25,6 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import re
 import subprocess
 import sys
 import threading
@@ -37,14 +39,38 @@ from orbit.lab.guest import Guests, GuestSpec, Heartbeat
 from orbit.lab.lab import Lab, LabHost
 from orbit.lab.network import Shaping, rate_bits_s
 from orbit.migration.engine import Migration, MigrationRequest
-from orbit.migration.model import MIB, MigrationSettings
+from orbit.migration.model import DEFAULT_DOWNTIME_LIMIT_MS, MIB, Action, MigrationSettings
 from orbit.migration.phase import Phase
-from orbit.virt.driver import EVENT_JOB_COMPLETED, JobStats
+from orbit.migration.predict import (
+    DEFAULT_FINISH_S,
+    DEFAULT_START_S,
+    MEASURE_PERIOD_S,
+    Facts,
+    Link,
+    Plan,
+    Strategy,
+    guest_bytes,
+    predict,
+)
+from orbit.virt.driver import EVENT_JOB_COMPLETED, EVENT_SUSPENDED_POSTCOPY, JobStats
 from orbit.virt.libvirt_driver import LibvirtDriver
 
 WARM_UP_BEATS = 10  # heartbeats before the migration starts (1 s)
 BASELINE_BEATS = 5  # heartbeats over which the undisturbed write rate is measured
-POLICIES = ("precopy", "postcopy-after-0", "postcopy-after-1", "auto", "virsh-postcopy")
+#: auto first: its measurement gives the facts from which every policy's time is predicted
+POLICIES = ("auto", "precopy", "postcopy-after-0", "postcopy-after-1", "virsh-postcopy")
+FIXED = tuple(p for p in POLICIES if p != "auto")
+#: which strategy of the model a fixed policy is (virsh switches after the first pass)
+STRATEGY_OF = {
+    "precopy": Strategy.PRECOPY,
+    "postcopy-after-0": Strategy.POSTCOPY_AFTER_0,
+    "postcopy-after-1": Strategy.POSTCOPY_AFTER_1,
+    "virsh-postcopy": Strategy.POSTCOPY_AFTER_1,
+}
+PREDICTION_TOLERANCE = 0.25
+
+
+GUEST_OWN_MIB = 32  # RAM the guest keeps for itself below its working set
 
 
 @dataclass(frozen=True)
@@ -52,12 +78,38 @@ class Workload:
     name: str
     wss_mib: int  # 0 = the whole RAM (minus the guest's own reserve)
     rate_mib_s: int  # 0 = as fast as possible
+    #: the rest of RAM holds data written once at boot (never a free zero page)
+    cold: bool = False
+    #: dirty rate as a share of the link's rate (replaces rate_mib_s when set)
+    link_share: float = 0.0
+    #: seconds after boot at 1 MiB/s before the rate applies (the migration starts ~1.5 s
+    #: after boot, and auto measures for ~1 s: 4 s turns hot early in the first pass)
+    quiet_s: int = 0
+
+    def spec(self, name: str, memory_mib: int, link_bits_s: int) -> GuestSpec:
+        wss = self.wss_mib or memory_mib - GUEST_OWN_MIB
+        rate = (
+            round(self.link_share * link_bits_s / 8 / MIB) if self.link_share else self.rate_mib_s
+        )
+        return GuestSpec(
+            name,
+            memory_mib=memory_mib,
+            wss_mib=wss,
+            rate_mib_s=rate,
+            cold_mib=memory_mib - GUEST_OWN_MIB - wss if self.cold else 0,
+            quiet_s=self.quiet_s,
+            prefill=True,
+        )
 
 
+#: Every working set holds data from boot (prefill), as in a VM that has run a while.
 WORKLOADS = (
     Workload("quiet", wss_mib=8, rate_mib_s=2),
     Workload("moderate-64MiB", wss_mib=64, rate_mib_s=32),
     Workload("full-RAM", wss_mib=0, rate_mib_s=0),
+    Workload("cold+hot-16MiB", wss_mib=16, rate_mib_s=0, cold=True),
+    Workload("RAM-at-75%-link", wss_mib=0, rate_mib_s=0, link_share=0.75),
+    Workload("turns-hot", wss_mib=0, rate_mib_s=0, quiet_s=5),
 )
 
 
@@ -73,6 +125,9 @@ class Outcome:
     postcopy_requests: int = 0
     switch_at_s: float | None = None
     note: str = ""
+    plan: Plan | None = None
+    #: why it switched to post-copy (the policy's decision), or why not
+    switch_reason: str = ""
 
 
 @dataclass
@@ -92,6 +147,21 @@ class Run:
     ended_on: str
     guest_write_mib_s: float = 0.0  # the guest's undisturbed write rate before migrating
     note: str = ""
+    #: seconds in post-copy (the VM depends on both hosts), and the objective
+    postcopy_s: float | None = None
+    score: float | None = None
+    #: the model's total for this policy, from auto's measurement of the same workload
+    predicted_total_s: float | None = None
+    #: auto only: the strategy it chose and why
+    strategy: str = ""
+    plan_reason: str = ""
+    switch_reason: str = ""
+
+    @property
+    def prediction_ok(self) -> bool | None:
+        if self.predicted_total_s is None or not self.converged:
+            return None
+        return abs(self.predicted_total_s - self.total_s) <= PREDICTION_TOLERANCE * self.total_s
 
 
 def settings_for(policy: str, timeout_s: float) -> MigrationSettings:
@@ -107,6 +177,35 @@ def settings_for(policy: str, timeout_s: float) -> MigrationSettings:
     )
 
 
+def measure_facts(driver: LibvirtDriver, uri: str, name: str, link: Link) -> Facts:
+    """What auto's plan would be made from (see Migration._make_plan), for predicting
+    every policy's time."""
+    ram = driver.domain_info(uri, name).memory_mib * MIB
+    rate = driver.measure_dirty_rate(uri, name, period_s=MEASURE_PERIOD_S)
+    return Facts(
+        ram_bytes=ram,
+        dirty_rate_bytes_s=float(rate.bytes_s),
+        bandwidth_bytes_s=link.bytes_s,
+        downtime_limit_ms=DEFAULT_DOWNTIME_LIMIT_MS,
+        first_pass_bytes=guest_bytes(driver.resident_bytes(uri, name), ram),
+        start_s=DEFAULT_START_S,
+        finish_s=DEFAULT_FINISH_S,
+    )
+
+
+def warm_up(lab: Lab, guests: Guests, driver: LibvirtDriver) -> None:
+    """One migration that is not recorded: the first in a fresh lab pays for cold caches
+    and connections (~1 s on the lab), which would count against whichever policy ran
+    first."""
+    src, dst = lab.host("h1"), lab.host("h2")
+    spec = GuestSpec("warm-up", memory_mib=128, wss_mib=8, rate_mib_s=1)
+    guests.start(src.name, spec)
+    try:
+        run_engine(src, dst, spec.name, driver, MigrationSettings.resolve(), Link(1, "-"))
+    finally:
+        guests.destroy(spec.name)
+
+
 def write_rate(a: Heartbeat, b: Heartbeat) -> float:
     """Pages per second of guest time between two heartbeats."""
     return (b.pages - a.pages) / max(b.ms - a.ms, 1) * 1000
@@ -115,12 +214,16 @@ def write_rate(a: Heartbeat, b: Heartbeat) -> float:
 def run_virsh(src: LabHost, dst: LabHost, name: str, driver: LibvirtDriver) -> Outcome:
     """libvirt's reference: virsh's own post-copy switch after the first pass."""
     final: list[JobStats] = []
+    switched: list[float] = []
     done = threading.Event()
+    started = time.monotonic()
 
     def on_event(event: str, stats: JobStats | None) -> None:
         if event == EVENT_JOB_COMPLETED and stats is not None:
             final.append(stats)
             done.set()
+        if event == EVENT_SUSPENDED_POSTCOPY and not switched:
+            switched.append(time.monotonic() - started)
 
     unwatch = driver.watch(src.uri, name, on_event)
     started = time.monotonic()
@@ -137,7 +240,12 @@ def run_virsh(src: LabHost, dst: LabHost, name: str, driver: LibvirtDriver) -> O
         done.wait(2.0)
     finally:
         unwatch()
-    out = Outcome(converged=proc.returncode == 0, total_s=total, note=proc.stderr.strip())
+    out = Outcome(
+        converged=proc.returncode == 0,
+        total_s=total,
+        note=proc.stderr.strip(),
+        switch_at_s=round(switched[0], 3) if switched else None,
+    )
     if final:
         out.downtime_ms = final[0].downtime_ms
         out.memory_bytes = final[0].memory_processed_bytes
@@ -147,9 +255,14 @@ def run_virsh(src: LabHost, dst: LabHost, name: str, driver: LibvirtDriver) -> O
 
 
 def run_engine(
-    src: LabHost, dst: LabHost, name: str, driver: LibvirtDriver, settings: MigrationSettings
+    src: LabHost,
+    dst: LabHost,
+    name: str,
+    driver: LibvirtDriver,
+    settings: MigrationSettings,
+    link: Link,
 ) -> Outcome:
-    request = MigrationRequest(name, src.uri, dst.uri, settings, dst.migration_uri)
+    request = MigrationRequest(name, src.uri, dst.uri, settings, dst.migration_uri, link)
     result = Migration(driver, request).run()
     converged = result.phase is Phase.COMPLETED
     return Outcome(
@@ -161,6 +274,11 @@ def run_engine(
         postcopy_requests=result.postcopy_requests,
         switch_at_s=result.switch_at_s,
         note="" if converged else f"{result.phase.value}: {result.error}",
+        plan=result.plan,
+        switch_reason=next(
+            (d.reason for d in result.decisions if d.action is Action.SWITCH_TO_POSTCOPY),
+            "no switch",
+        ),
     )
 
 
@@ -173,30 +291,42 @@ def one_run(
     *,
     memory_mib: int,
     link_bits_s: int,
+    link_name: str,
     timeout_s: float,
 ) -> Run:
+    """One migration, and the model's prediction of its time from a measurement just before
+    (the engine's own for auto)."""
     src, dst = lab.host("h1"), lab.host("h2")
-    name = f"{workload.name}-{policy}".replace("_", "-")
-    wss = workload.wss_mib or memory_mib - 32
-    spec = GuestSpec(name, memory_mib=memory_mib, wss_mib=wss, rate_mib_s=workload.rate_mib_s)
+    name = re.sub(r"[^A-Za-z0-9.-]", "-", f"{workload.name}-{policy}")
+    spec = workload.spec(name, memory_mib, link_bits_s)
     first = guests.start(src.name, spec)
     assert first is not None
     base_a = guests.wait_heartbeat(src.name, name, after_seq=first.seq + WARM_UP_BEATS)
     base_b = guests.wait_heartbeat(src.name, name, after_seq=base_a.seq + BASELINE_BEATS - 1)
     baseline = write_rate(base_a, base_b)
     limit_s = memory_mib * MIB * 8 / link_bits_s
+    link = Link(link_bits_s / 8, f"configured: {link_name}")
     try:
+        facts = measure_facts(driver, src.uri, name, link)  # before the clock starts
         if policy == "virsh-postcopy":
             out = run_virsh(src, dst, name, driver)
         else:
-            out = run_engine(src, dst, name, driver, settings_for(policy, timeout_s))
+            out = run_engine(src, dst, name, driver, settings_for(policy, timeout_s), link)
         where = guests.locate(name)
         assert where is not None
         # the first heartbeat on the final host after the migration, then a verified pass
         after = guests.wait_heartbeat(where.name, name, after_seq=base_b.seq + 1)
         verified = guests.wait_verified(where.name, name)
         slowdown = max(0.0, 1 - write_rate(base_b, after) / baseline) if baseline else 0.0
-        return Run(
+        postcopy_s = None
+        if out.converged:
+            postcopy_s = 0.0 if out.switch_at_s is None else out.total_s - out.switch_at_s
+        predicted = None
+        if out.plan is not None:
+            predicted = out.plan.chosen
+        elif policy in STRATEGY_OF:
+            predicted = predict(facts, STRATEGY_OF[policy])
+        run = Run(
             workload=workload.name,
             policy=policy,
             converged=out.converged,
@@ -212,27 +342,102 @@ def one_run(
             ended_on=where.name,
             guest_write_mib_s=round(baseline * 4 / 1024, 1),
             note=out.note,
+            postcopy_s=None if postcopy_s is None else round(postcopy_s, 2),
+            score=None if postcopy_s is None else round(out.total_s + postcopy_s, 2),
+            predicted_total_s=(
+                round(predicted.total_s, 2) if predicted and predicted.finishes else None
+            ),
+            strategy=out.plan.chosen.strategy.value if out.plan else "",
+            plan_reason=out.plan.reason() if out.plan else "",
+            switch_reason=out.switch_reason,
         )
+        return run
     finally:
         guests.destroy(name)
 
 
+def _num(value: float | None, width: int, fmt: str = ".2f") -> str:
+    return f"{'-' if value is None else format(value, fmt):>{width}}"
+
+
 def print_table(runs: list[Run]) -> None:
     head = (
-        f"{'workload':<16}{'policy':<18}{'conv':<6}{'total s':>8}{'xlimit':>8}"
-        f"{'down ms':>9}{'bytes/RAM':>10}{'iter':>6}{'pc req':>8}{'slowdown':>10}"
-        f"{'errors':>8}  on"
+        f"{'workload':<17}{'policy':<18}{'conv':<5}{'total s':>8}{'pred s':>8}{'pc s':>7}"
+        f"{'score':>8}{'xlimit':>7}{'down ms':>8}{'bytes/RAM':>10}{'iter':>5}{'pc req':>8}"
+        f"{'slowdown':>9}{'errors':>7}  on"
     )
     print(head)
     print("-" * len(head))
     for r in runs:
         print(
-            f"{r.workload:<16}{r.policy:<18}{'yes' if r.converged else 'NO':<6}"
-            f"{r.total_s:>8.2f}{r.limit_ratio:>8.2f}"
-            f"{r.downtime_ms if r.downtime_ms is not None else '-':>9}"
-            f"{r.bytes_over_ram:>10.2f}{r.iterations:>6}{r.postcopy_requests:>8}"
-            f"{r.guest_slowdown:>10.1%}{r.verification_errors:>8}  {r.ended_on}"
+            f"{r.workload:<17}{r.policy:<18}{'yes' if r.converged else 'NO':<5}"
+            f"{r.total_s:>8.2f}{_num(r.predicted_total_s, 8)}{_num(r.postcopy_s, 7)}"
+            f"{_num(r.score, 8)}{r.limit_ratio:>7.2f}"
+            f"{r.downtime_ms if r.downtime_ms is not None else '-':>8}"
+            f"{r.bytes_over_ram:>10.2f}{r.iterations:>5}{r.postcopy_requests:>8}"
+            f"{r.guest_slowdown:>9.1%}{r.verification_errors:>7}  {r.ended_on}"
         )
+
+
+@dataclass
+class Verdict:
+    """auto against the best fixed policy on one workload (score: lower is better)."""
+
+    workload: str
+    strategy: str
+    auto_score: float | None
+    best_policy: str
+    best_score: float | None
+    #: auto switched although pre-copy finished within 1.10 x the best score
+    needless_switch: bool
+
+    @property
+    def ratio(self) -> float | None:
+        if self.auto_score is None or not self.best_score:
+            return None
+        return self.auto_score / self.best_score
+
+
+def verdicts(runs: list[Run]) -> list[Verdict]:
+    out = []
+    for workload in dict.fromkeys(r.workload for r in runs):
+        mine = [r for r in runs if r.workload == workload]
+        auto = next(r for r in mine if r.policy == "auto")
+        fixed = [r for r in mine if r.policy in FIXED and r.score is not None]
+        best = min(fixed, key=lambda r: r.score or math.inf, default=None)
+        pre = next((r for r in fixed if r.policy == "precopy"), None)
+        best_score = best.score if best else None
+        pre_ok = pre is not None and best_score is not None and (pre.score or 0) <= 1.1 * best_score
+        out.append(
+            Verdict(
+                workload,
+                auto.strategy or "(no plan)",
+                auto.score,
+                best.policy if best else "-",
+                best_score,
+                needless_switch=pre_ok and auto.switch_at_s is not None,
+            )
+        )
+    return out
+
+
+def print_verdicts(runs: list[Run]) -> None:
+    print(f"\n{'workload':<17}{'auto chose':<19}{'auto':>8}{'best fixed':>24}{'ratio':>7}")
+    for v in verdicts(runs):
+        best = f"{v.best_policy} {_num(v.best_score, 0)}"
+        print(
+            f"{v.workload:<17}{v.strategy:<19}{_num(v.auto_score, 8)}{best:>24}"
+            f"{_num(v.ratio, 7)}{'  needless switch' if v.needless_switch else ''}"
+        )
+    judged = [r for r in runs if r.prediction_ok is not None]
+    good = sum(1 for r in judged if r.prediction_ok)
+    print(
+        f"predicted total within +-{PREDICTION_TOLERANCE:.0%} of actual: {good} of {len(judged)} "
+        f"runs ({good / len(judged) if judged else 0:.0%})"
+    )
+    for r in runs:
+        if r.policy == "auto":
+            print(f"  {r.workload}: {r.plan_reason or '(no plan)'}\n    -> {r.switch_reason}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -260,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         guests = Guests(lab)
         driver = LibvirtDriver()
         try:
+            warm_up(lab, guests, driver)
             for workload in WORKLOADS:
                 for policy in POLICIES:
                     run = one_run(
@@ -270,6 +476,7 @@ def main(argv: list[str] | None = None) -> int:
                         policy,
                         memory_mib=memory_mib,
                         link_bits_s=link_bits_s,
+                        link_name=args.rate,
                         timeout_s=timeout_s,
                     )
                     runs.append(run)
@@ -284,11 +491,19 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(environment.header(env))
     print_table(runs)
+    print_verdicts(runs)
     if args.json:
         meta = {"memory_mib": memory_mib, "link": args.rate, "limit_s": round(limit_s, 2)}
         doc = {
             "environment": env,
-            "runs": [asdict(r) | meta | {"accelerator": env["accelerator"]} for r in runs],
+            "runs": [
+                asdict(r)
+                | meta
+                | {"accelerator": env["accelerator"]}
+                | {"prediction_ok": r.prediction_ok}
+                for r in runs
+            ],
+            "verdicts": [asdict(v) | {"ratio": v.ratio} for v in verdicts(runs)],
         }
         args.json.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
         print(f"\nwrote {len(runs)} runs to {args.json}")

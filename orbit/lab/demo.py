@@ -1,10 +1,12 @@
 """``make demo``: ORBIT end to end on the local lab.
 
 1. a two-host lab (h1, h2), the link from h1 shaped to 400 mbit/s;
-2. ``orbit-server`` on 127.0.0.1:8774 with a fresh SQLite database, both hosts registered;
+2. ``orbit-server`` on 127.0.0.1:8774 with a fresh SQLite database, both hosts registered
+   with the link's rate (``--link-mib-s``);
 3. a guest on h1 dirtying its whole working set as fast as it can;
-4. ``orbit live-migration --post-copy --wait demo-vm h2``: pre-copy, the switch to post-copy
-   after the first memory iteration (the seed's behaviour), live progress, the record;
+4. ``orbit live-migration --post-copy --wait demo-vm h2``: policy ``auto`` measures the
+   guest, predicts each strategy and prints its plan (here: post-copy at once, since the
+   guest dirties memory faster than the link sends it), then live progress, the record;
 5. the guest's own check on h2 (heartbeat continuity, 0 verification errors);
 6. the server keeps running, with the login printed, until Ctrl-C, SIGTERM or SIGHUP (a
    service manager stopping it, a terminal closing); then everything the demo started is
@@ -27,7 +29,8 @@ from orbit.errors import LabError
 from orbit.identity.security import generate_password
 from orbit.lab.guest import Guests, GuestSpec
 from orbit.lab.lab import Lab
-from orbit.lab.network import Shaping
+from orbit.lab.network import Shaping, rate_bits_s
+from orbit.migration.model import MIB
 
 GUEST = "demo-vm"
 DEMO_DB_DIR = Path("/var/lib/orbit")
@@ -128,8 +131,13 @@ def _run_demo(*, memory_mib: int, rate: str, stay: bool) -> int:
         server = _start_server(password, log_path)
         try:
             print(f"orbit-server up at http://{BIND} (log {log_path})")
+            link_mib_s = str(max(1, round(rate_bits_s(rate) / 8 / MIB)))  # what auto plans with
             for h in (h1, h2):
-                _orbit(["host-add", h.name, h.uri, "--migration-address", h.migration_uri], env)
+                _orbit(
+                    ["host-add", h.name, h.uri, "--migration-address", h.migration_uri,
+                     "--link-mib-s", link_mib_s],
+                    env,
+                )  # fmt: skip
             print(_orbit(["hypervisor-list"], env))
             guests = Guests(lab)
             wss = memory_mib - 32

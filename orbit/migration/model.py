@@ -32,7 +32,7 @@ class Policy(StrEnum):
 
     PRECOPY = "precopy"  # never switch; abort at the completion timeout
     POSTCOPY = "postcopy"  # switch after N completed memory iterations
-    AUTO = "auto"  # switch as soon as pre-copy is seen not to converge
+    AUTO = "auto"  # the strategy with the least predicted score (predict.py), then evidence
 
 
 class Action(StrEnum):

@@ -38,13 +38,23 @@ The rules, checked in this order; the first that applies decides:
     ``completed_iterations >= N``, or at the completion timeout (post-copy is permitted, so
     switching is how the timeout guarantees completion). Otherwise continue.
 
-``auto`` (switch as soon as the samples show pre-copy will not converge in time)
+``auto`` (the strategy with the least predicted score, then the samples' evidence)
+    Before the job starts, the engine measures the guest (dirty rate, memory written) when
+    the first pass would take long enough for that to pay off, and
+    :func:`orbit.migration.predict.make_plan` chooses a strategy: pre-copy, or post-copy
+    after 0, 1 or 2 passes (the *plan*, passed to ``decide``; None without a measurement).
+
     a. *Timeout*: ``now_s >= completion_timeout_s`` → switch. This comes first, before the
        guard below, because the timeout is the completion guarantee: a migration that keeps
        looking "about to converge" without finishing must not run for ever.
     b. *About to converge*: if what remains can be sent within the downtime limit at the
        current transfer rate (``remaining / bandwidth <= downtime_limit``) → continue. QEMU
        is about to stop the VM and finish; switching now would only add risk.
+    p. *Plan*: the plan, re-made with what the migration measured
+       (:func:`orbit.migration.predict.refine`: the link's transfer rate after a second,
+       QEMU's dirty rate if it rose, and the working set pass 1 revealed), says post-copy
+       after N passes and N passes are done → switch ("as planned" or "re-planned (what
+       drifted)"). Otherwise the evidence rules below still apply.
     c. *First pass*: before one iteration has completed → continue. The first pass always
        sends all RAM and QEMU has not measured the dirty rate yet: there is no evidence.
     d. *Dirty rate*: dirty rate ``>= DIRTY_RATE_RATIO`` (90%) of the transfer rate → switch.
