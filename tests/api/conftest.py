@@ -226,8 +226,8 @@ def live_server(db: Database, monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveS
             r = http.post("/identity/v3/auth/tokens", json=body)
             assert r.status_code == 201, r.text
             admin = {"X-Auth-Token": r.headers["X-Subject-Token"]}
-            for body in HOSTS:
-                r = http.post("/v2.1/orbit-hosts", json=body, headers=admin)
+            for host in HOSTS:
+                r = http.post("/v2.1/orbit-hosts", json=host, headers=admin)
                 assert r.status_code == 201, r.text
         conductor.start()
         conductor_started = True
