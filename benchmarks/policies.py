@@ -1,23 +1,33 @@
 """Benchmark: which switch policy finishes a live migration, how fast, at what cost.
 
-Runs the matrix {quiet, moderate, full-RAM dirtier} x {precopy, postcopy-after-0,
-postcopy-after-1, auto} plus libvirt's own ``virsh migrate --postcopy
+Runs {quiet, moderate (64 MiB at 32 MiB/s), whole RAM as fast as possible, cold RAM with a
+16 MiB hot set, whole RAM at 75 % of the link, quiet then hot} x {auto, precopy,
+postcopy-after-0, postcopy-after-1} plus libvirt's own ``virsh migrate --postcopy
 --postcopy-after-precopy`` as the reference, each a real migration between two lab hosts
 over a link shaped with tc (QEMU's bandwidth cap stops applying in post-copy, the link's
-does not). Prints a table and writes JSON (a list of runs).
+does not). Every guest's working set holds data from boot (``prefill``). One unrecorded
+warm-up migration runs first. Prints a table, auto against the best fixed policy per
+workload, and writes JSON ({"environment", "runs", "verdicts"}).
 
     sudo .venv/bin/python -m benchmarks.policies [--quick] --json results.json
 
 Per run:
 - ``converged``: the migration completed (pre-copy may give up at its completion timeout);
-- ``total_s`` and ``limit_ratio``: wall time, and its ratio to the physical limit
-  (RAM / link rate): 1.0 would be the guest's RAM sent once at line rate;
+- ``total_s`` and ``limit_ratio``: the engine's monotonic time from the start (auto's
+  measurement included) to the end (wall time around ``virsh`` for the reference), and
+  its ratio to the physical limit (RAM / link rate);
+- ``postcopy_s``: seconds in post-copy (the VM depends on both hosts); ``score`` =
+  ``total_s + postcopy_s`` (auto's default objective, post-copy weight 1);
+- ``predicted_total_s``: the model's total (orbit/migration/predict.py) for this policy,
+  from a dirty-rate measurement taken just before the run (auto: its own plan; no
+  prediction when auto made no plan); ``prediction_ok``: within +-25 %;
 - ``downtime_ms``: QEMU's measure of the pause at the switch-over;
 - ``bytes_over_ram``: memory sent / RAM;
 - ``iterations``, ``postcopy_requests``: QEMU's counters;
 - ``guest_slowdown``: 1 - (pages the guest wrote per second of its own time during the
   migration) / (the same before it): what the migration cost the workload (0 = nothing);
-- ``verification_errors``: pages the guest found wrong after the migration (must be 0).
+- ``verification_errors``: pages the guest found wrong after the migration (must be 0);
+- auto only: ``strategy`` (its plan), ``plan_reason``, ``switch_reason``.
 """
 
 from __future__ import annotations

@@ -569,6 +569,7 @@ class _Recorder(MigrationListener):
             "action": record_.action.value,
             "reason": record_.reason,
             "source": record_.source,
+            "rule": record_.rule,
         }
 
         def apply(record: Migration) -> None:

@@ -100,6 +100,8 @@ class DecisionRecord:
     reason: str
     #: 'policy' or 'operator'
     source: str = "policy"
+    #: the policy's rule (Decision.rule); '' for the operator's and the engine's own
+    rule: str = ""
 
 
 @dataclass
@@ -220,8 +222,8 @@ class Migration:
         )
         self.listener.on_phase(phase, at, reason)
 
-    def _record(self, action: Action, reason: str, source: str = "policy") -> None:
-        record = DecisionRecord(round(self._elapsed(), 3), action, reason, source)
+    def _record(self, action: Action, reason: str, source: str = "policy", rule: str = "") -> None:
+        record = DecisionRecord(round(self._elapsed(), 3), action, reason, source, rule)
         self.result.decisions.append(record)
         log.info(
             "migration decision domain=%s action=%s source=%s reason=%s",
@@ -358,6 +360,7 @@ class Migration:
                 Action.PLAN,
                 f"no plan: the dirty rate could not be measured ({err}); "
                 "deciding from pre-copy's own evidence",
+                rule="plan",
             )
             return None
         if rate is None:
@@ -367,6 +370,7 @@ class Migration:
                 f"{link.bytes_s / MIB:.1f} MiB/s, {link.source}) takes "
                 f"{written / link.bytes_s:.1f} s, too short for measuring to pay off; "
                 "deciding from pre-copy's own evidence",
+                rule="plan",
             )
             return None
         facts = Facts(
@@ -386,7 +390,7 @@ class Migration:
             postcopy_weight=s.postcopy_weight,
             measured_in_s=self._clock() - started,
         )
-        self._record(Action.PLAN, plan.reason())
+        self._record(Action.PLAN, plan.reason(), rule="plan")
         self.listener.on_plan(plan)
         return plan
 
@@ -752,24 +756,20 @@ class Migration:
     def _apply(self, decision: Decision) -> None:
         req = self.request
         if decision.action is Action.SWITCH_TO_POSTCOPY:
-            self._switch(decision.reason, "policy")
+            self._switch(decision.reason, "policy", decision.rule)
         elif decision.action is Action.ABORT:
             with self._lock:
                 self._abort_reason = decision.reason
                 self._policy_aborted = True
-            self._record(Action.ABORT, decision.reason)
+            self._record(Action.ABORT, decision.reason, rule=decision.rule)
             self._abort_sent = self._try(lambda: self.driver.abort_job(req.src_uri, req.domain))
         elif decision.action is Action.CONTINUE:
+            # one record per stretch of the same rule, not one per sample
             last = next((d for d in reversed(self.result.decisions) if d.source == "policy"), None)
-            kind = decision.reason.split(":", 1)[0]
-            if (
-                last is None
-                or last.action is not Action.CONTINUE
-                or (last.reason.split(":", 1)[0] != kind)
-            ):
-                self._record(Action.CONTINUE, decision.reason)
+            if last is None or last.action is not Action.CONTINUE or last.rule != decision.rule:
+                self._record(Action.CONTINUE, decision.reason, rule=decision.rule)
 
-    def _switch(self, reason: str, source: str) -> bool:
+    def _switch(self, reason: str, source: str, rule: str = "") -> bool:
         """Ask for post-copy; True once it is requested (a failed call is retried later)."""
         req = self.request
         if not req.settings.post_copy:
@@ -782,7 +782,7 @@ class Migration:
             with self._lock:
                 self._switching = False
             return False
-        self._record(Action.SWITCH_TO_POSTCOPY, reason, source)
+        self._record(Action.SWITCH_TO_POSTCOPY, reason, source, rule)
         self.result.switch_at_s = round(self._elapsed(), 3)
         self._set_phase(Phase.RUNNING_POSTCOPY, reason)
         return True

@@ -52,6 +52,8 @@ class Action(StrEnum):
 class Decision:
     action: Action
     reason: str
+    #: which rule of the policy decided (orbit/migration/policy.py), e.g. 'first-pass'
+    rule: str = ""
 
 
 @dataclass(frozen=True)

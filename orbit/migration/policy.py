@@ -105,7 +105,7 @@ def decide(
     Pure: reads only its arguments, mutates nothing. The rules are in the module docstring.
     """
     if not samples:
-        return Decision(Action.CONTINUE, "waiting for the first progress sample")
+        return Decision(Action.CONTINUE, "waiting for the first progress sample", "no-sample")
     latest = samples[-1]
     if latest.postcopy:
         # Never abort (nor do anything else) in post-copy: the VM's state is split between
@@ -114,6 +114,7 @@ def decide(
             Action.CONTINUE,
             f"in post-copy: {_mib(latest.memory_remaining_bytes)} left to pull, "
             f"{latest.postcopy_requests} page request(s) so far; never aborted in post-copy",
+            "in-postcopy",
         )
     stall = stalled_for_s(samples)
     if stall >= settings.stall_timeout_s:
@@ -121,6 +122,7 @@ def decide(
             Action.ABORT,
             f"no progress for {_secs(stall)} (stall timeout {_secs(settings.stall_timeout_s)}): "
             "the link or a daemon is gone; aborting pre-copy, the VM stays on the source",
+            "stalled",
         )
     policy = settings.policy if settings.post_copy else Policy.PRECOPY
     if policy is Policy.POSTCOPY:
@@ -154,8 +156,13 @@ def _decide_precopy(latest: Sample, settings: MigrationSettings, now_s: float) -
             Action.ABORT,
             f"pre-copy did not complete within {_secs(timeout_s)}; "
             "aborting, the VM stays on the source",
+            "precopy-timeout",
         )
-    return Decision(Action.CONTINUE, f"pre-copy in progress: {_progress(latest, settings, now_s)}")
+    return Decision(
+        Action.CONTINUE,
+        f"pre-copy in progress: {_progress(latest, settings, now_s)}",
+        "precopy-progress",
+    )
 
 
 def _decide_postcopy(latest: Sample, settings: MigrationSettings, now_s: float) -> Decision:
@@ -165,11 +172,13 @@ def _decide_postcopy(latest: Sample, settings: MigrationSettings, now_s: float) 
         return Decision(
             Action.SWITCH_TO_POSTCOPY,
             "post_copy_after_iterations=0: switching to post-copy as soon as the migration runs",
+            "after-iterations",
         )
     if done >= wanted:
         return Decision(
             Action.SWITCH_TO_POSTCOPY,
             f"{done} memory iteration(s) completed (post_copy_after_iterations={wanted})",
+            "after-iterations",
         )
     if now_s >= settings.completion_timeout_s:
         return _timeout_switch(settings)
@@ -177,6 +186,7 @@ def _decide_postcopy(latest: Sample, settings: MigrationSettings, now_s: float) 
         Action.CONTINUE,
         f"{done} of {wanted} memory iteration(s) completed before switching to post-copy: "
         f"{_progress(latest, settings, now_s)}",
+        "waiting-iterations",
     )
 
 
@@ -233,6 +243,7 @@ def _decide_auto(
             f"converging: {_mib(remaining)} remaining at {_mib_s(bandwidth)} takes "
             f"{remaining / bandwidth * 1000:.0f} ms <= downtime limit "
             f"{settings.downtime_limit_ms} ms",
+            "converging",
         )
 
     done = latest.completed_iterations
@@ -251,6 +262,7 @@ def _decide_auto(
             return Decision(
                 Action.SWITCH_TO_POSTCOPY,
                 f"{why}: {refined.chosen.summary()}; {done} iteration(s) completed",
+                "plan",
             )
 
     # c. No evidence during the first pass: it sends all RAM whatever the guest does.
@@ -259,6 +271,7 @@ def _decide_auto(
             Action.CONTINUE,
             f"first pass over RAM in progress: {_mib(remaining)} of "
             f"{_mib(latest.memory_total_bytes)} remaining",
+            "first-pass",
         )
 
     # d. The guest dirties memory nearly as fast as the link sends it.
@@ -268,6 +281,7 @@ def _decide_auto(
             f"pre-copy cannot converge: dirty rate {_mib_s(dirty)} >= "
             f"{DIRTY_RATE_RATIO:.0%} of transfer rate {_mib_s(bandwidth)} "
             f"after {done} iteration(s)",
+            "dirty-rate",
         )
 
     # e. What each pass starts with is not shrinking.
@@ -280,6 +294,7 @@ def _decide_auto(
                 f"remaining memory not shrinking: {_mib(last_bytes)} at the start of "
                 f"iteration {last_it} vs {_mib(prev_bytes)} at the start of iteration "
                 f"{prev_it} (>= {SHRINK_RATIO:.0%})",
+                "not-shrinking",
             )
 
     # f. Converging, but too slowly to finish before the completion timeout.
@@ -295,12 +310,14 @@ def _decide_auto(
                 f"{_mib_s(bandwidth)}, dirty rate {_mib_s(dirty)}), but only "
                 f"{time_left_s:.1f} s left before the {_secs(settings.completion_timeout_s)} "
                 "completion timeout",
+                "projection",
             )
 
     return Decision(
         Action.CONTINUE,
         f"pre-copy progressing: {_mib(remaining)} remaining after {done} iteration(s), "
         f"dirty rate {_mib_s(dirty)}, transfer rate {_mib_s(bandwidth)}",
+        "progress",
     )
 
 
@@ -360,6 +377,7 @@ def _timeout_switch(settings: MigrationSettings) -> Decision:
         Action.SWITCH_TO_POSTCOPY,
         f"pre-copy did not complete within {_secs(settings.completion_timeout_s)}; "
         "switching to post-copy to guarantee completion",
+        "timeout",
     )
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import pytest
@@ -331,3 +332,15 @@ def test_auto_does_not_measure_when_the_first_pass_is_short() -> None:
     assert "measure_dirty_rate vm" not in driver.calls
     assert result.decisions[0].action is Action.PLAN
     assert result.decisions[0].reason.startswith("no plan: the first pass (64 MiB at 100.0 MiB/s")
+
+
+def test_continue_decisions_are_recorded_once_per_rule() -> None:
+    """A quiet pre-copy decides 'continue' at every sample; the record keeps one entry per
+    stretch of the same rule, each naming it."""
+    driver = _driver(QUIET)
+    result = _migration(driver, MigrationSettings.resolve(post_copy=True)).run()
+    policy = [d for d in result.decisions if d.source == "policy"]
+    assert policy and all(d.rule for d in policy), policy
+    rules = [d.rule for d in policy]
+    assert all(a != b for a, b in itertools.pairwise(rules)), rules
+    assert len(result.samples) > len(policy)  # samples were many, records few

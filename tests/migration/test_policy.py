@@ -369,6 +369,8 @@ def test_decide(c: Case) -> None:
     for needle in c.needles:
         assert needle in decision.reason
     assert "\n" not in decision.reason
+    # every decision names its rule: the engine records one per stretch of a rule
+    assert decision.rule and decision.rule == decision.rule.strip().lower(), decision
 
 
 # --- properties over a grid of inputs -------------------------------------------------
