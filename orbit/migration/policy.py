@@ -61,7 +61,8 @@ The rules, checked in this order; the first that applies decides:
        Each pass would dirty nearly as much as it sends; the remainder barely shrinks.
     e. *Remainder not shrinking*: the memory left at the start of each pass (iteration 2
        and later; see :func:`_pass_starts`) is compared for the last two passes seen; if the
-       later is ``>= SHRINK_RATIO`` (90%) of the earlier → switch. This catches what the
+       later is ``>= SHRINK_RATIO`` (90%) of the earlier, and more than ``NEAR_TARGET``
+       (1.5) times what fits in the downtime limit → switch. This catches what the
        dirty rate misses, e.g. a working set that saturates (the rate looks moderate, the
        remainder is stuck at the working set's size).
     f. *Projection*: with dirty rate d below bandwidth b, each pass leaves q = d / b of
@@ -86,6 +87,10 @@ DIRTY_RATE_RATIO = 0.9
 #: auto: the remainder "is not shrinking" when a pass starts with >= this share of what the
 #: previous pass started with.
 SHRINK_RATIO = 0.9
+
+#: auto: a remainder within this factor of what fits in the downtime limit is nearly there:
+#: a pass that barely shrank it is no reason to switch (a few more converge it).
+NEAR_TARGET = 1.5
 
 #: Iteration numbers at or above this are passes over dirtied pages only (1 is the full pass).
 _FIRST_DIRTY_PASS = 2
@@ -284,11 +289,12 @@ def _decide_auto(
             "dirty-rate",
         )
 
-    # e. What each pass starts with is not shrinking.
+    # e. What each pass starts with is not shrinking (and is not nearly small enough).
     starts = _pass_starts(samples)
     if len(starts) >= 2:
         (prev_it, prev_bytes), (last_it, last_bytes) = starts[-2], starts[-1]
-        if prev_bytes > 0 and last_bytes >= SHRINK_RATIO * prev_bytes:
+        near = NEAR_TARGET * bandwidth * downtime_s
+        if prev_bytes > 0 and last_bytes >= SHRINK_RATIO * prev_bytes and last_bytes > near:
             return Decision(
                 Action.SWITCH_TO_POSTCOPY,
                 f"remaining memory not shrinking: {_mib(last_bytes)} at the start of "

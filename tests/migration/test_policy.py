@@ -315,6 +315,13 @@ CASES: dict[str, Case] = {
     "auto: not shrinking, exactly 90%": case(
         [s(20, 2, 400, 50), s(24, 3, 360, 50)], AUTO, 24.0, SW, "not shrinking"
     ),
+    # at 100 MiB/s and 300 ms, 30 MiB fit in the downtime limit: 45 MiB is nearly there
+    "auto: not shrinking but within 1.5x the downtime target": case(
+        [s(20, 2, 44, 30), s(24, 3, 44, 30)], AUTO, 24.0, C, "pre-copy progressing"
+    ),
+    "auto: not shrinking, just above 1.5x the downtime target": case(
+        [s(20, 2, 46, 30), s(24, 3, 46, 30)], AUTO, 24.0, SW, "not shrinking"
+    ),
     "auto: shrinking just enough (89.75%)": case(
         [s(20, 2, 400, 50), s(24, 3, 359, 50)], AUTO, 24.0, C, "pre-copy progressing"
     ),
