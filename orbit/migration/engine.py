@@ -9,6 +9,8 @@ How it runs:
 
 1. *Preflight* (phase ``preparing``): the domain runs on the source, the destination is
    another host and answers. A failure here raises a specific error and changes nothing.
+   Policy ``auto`` then measures the guest and makes its plan (:meth:`Migration._make_plan`,
+   orbit/migration/predict.py); the migration's clock starts before that.
 2. *Start*: ``migrate`` (peer-to-peer, ``LIVE|PERSIST_DEST|UNDEFINE_SOURCE``, plus
    ``POSTCOPY`` when permitted, ``NON_SHARED_DISK`` for block migration) in a thread of its
    own, since the call blocks until the migration ends.

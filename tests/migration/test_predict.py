@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -15,10 +16,12 @@ from orbit.migration.predict import (
     Prediction,
     Strategy,
     choose,
+    guest_bytes,
     make_plan,
     predict,
     predict_all,
     refine,
+    worth_measuring,
 )
 
 LINK = 50 * MIB  # bytes/s: 512 MiB take 10.24 s
@@ -169,3 +172,35 @@ def test_refine_replans_when_the_guest_turns_hot() -> None:
     hot = refine(plan, transfer_bytes_s=None, dirty_bytes_s=60 * MIB)
     assert hot.chosen.strategy.switch_after is not None
     assert hot.drift == "dirty rate rose to 60.0 MiB/s from 1.0"
+
+
+def test_start_and_finish_count_in_the_total_and_finish_in_post_copy() -> None:
+    f = facts(3800, wss_mib=480, start_s=0.5, finish_s=1.5)
+    pre = predict(facts(0, start_s=0.5, finish_s=1.5), Strategy.PRECOPY)
+    assert pre.total_s == pytest.approx(0.5 + 10.24 + 1.5) and pre.postcopy_s == 0
+    at_once = predict(f, Strategy.POSTCOPY_AFTER_0)
+    assert at_once.total_s == pytest.approx(0.5 + 10.24 + 1.5)
+    assert at_once.postcopy_s == pytest.approx(10.24 + 1.5)
+    after1 = predict(f, Strategy.POSTCOPY_AFTER_1)
+    assert after1.postcopy_s == pytest.approx(480 / 50 + 1.5)
+
+
+def test_a_hot_set_is_dirty_again_after_every_pass() -> None:
+    """16 MiB rewritten faster than any pass: 16 MiB never fits the 15 MiB that 300 ms at
+    50 MiB/s allow, so pre-copy never converges; without hot_set the model would expect
+    the short passes to dirty less and converge."""
+    hot = Facts(RAM, 16 * MIB, LINK, 300, wss_bytes=16 * MIB, hot_set=True)
+    assert not predict(hot, Strategy.PRECOPY).finishes
+    assert predict(replace(hot, hot_set=False), Strategy.PRECOPY).finishes
+    after1 = predict(hot, Strategy.POSTCOPY_AFTER_1)
+    assert after1.postcopy_s == pytest.approx(16 / 50)
+
+
+@pytest.mark.parametrize(("resident_mib", "written_mib"), [(30, 0), (40, 0), (100, 60), (600, 512)])
+def test_guest_bytes_is_resident_memory_less_qemus_own(resident_mib: int, written_mib: int) -> None:
+    assert guest_bytes(resident_mib * MIB, RAM) == written_mib * MIB
+
+
+def test_measuring_pays_off_only_for_a_long_first_pass() -> None:
+    assert not worth_measuring(100 * MIB, LINK)  # 2.0 s: not more than MEASURE_WORTH_S
+    assert worth_measuring(101 * MIB, LINK)
