@@ -20,7 +20,9 @@ Per run:
   ``total_s + postcopy_s`` (auto's default objective, post-copy weight 1);
 - ``predicted_total_s``: the model's total (orbit/migration/predict.py) for this policy,
   from a dirty-rate measurement taken just before the run (auto: its own plan; no
-  prediction when auto made no plan); ``prediction_ok``: within +-25 %;
+  prediction when auto made no plan; none also when the model says it never finishes);
+  ``prediction_ok``: within +-25 %, or, for a run that did not finish, the model said it
+  would not finish within the completion timeout;
 - ``downtime_ms``: QEMU's measure of the pause at the switch-over;
 - ``bytes_over_ram``: memory sent / RAM;
 - ``iterations``, ``postcopy_requests``: QEMU's counters;
@@ -167,11 +169,21 @@ class Run:
     plan_reason: str = ""
     switch_reason: str = ""
 
+    #: a prediction was made (False: auto without a plan)
+    predicted: bool = False
+    timeout_s: float = 0.0
+
     @property
     def prediction_ok(self) -> bool | None:
-        if self.predicted_total_s is None or not self.converged:
+        """Within +-25 % of the actual total; for a run that did not finish, right if the
+        model said it would not finish within the completion timeout. None: no prediction."""
+        if not self.predicted:
             return None
-        return abs(self.predicted_total_s - self.total_s) <= PREDICTION_TOLERANCE * self.total_s
+        p = self.predicted_total_s
+        finishes = p is not None and p <= self.timeout_s
+        if not self.converged:
+            return not finishes
+        return p is not None and abs(p - self.total_s) <= PREDICTION_TOLERANCE * self.total_s
 
 
 def settings_for(policy: str, timeout_s: float) -> MigrationSettings:
@@ -357,6 +369,8 @@ def one_run(
             predicted_total_s=(
                 round(predicted.total_s, 2) if predicted and predicted.finishes else None
             ),
+            predicted=predicted is not None,
+            timeout_s=timeout_s,
             strategy=out.plan.chosen.strategy.value if out.plan else "",
             plan_reason=out.plan.reason() if out.plan else "",
             switch_reason=out.switch_reason,
