@@ -250,12 +250,25 @@ def _bar(done: float) -> str:
 
 
 def _follow(client: Client, server_id: str, mid: int, *, json_mode: bool) -> dict[str, Any]:
-    """Poll the record until it is final, drawing a progress line on stderr."""
+    """Poll the record until it is final, drawing a progress line on stderr, and a line
+    for each decision other than 'continue' as it is made (auto's plan, the switch)."""
     last_samples = -1.0
     rate = dirty = 0
+    shown = 0  # decisions printed so far
     tty = sys.stderr.isatty()
     while True:
         m: dict[str, Any] = client.get(f"/servers/{server_id}/migrations/{mid}")["migration"]
+        decisions = m["orbit"]["decisions"]
+        if not json_mode:
+            for d in decisions[shown:]:
+                if d["action"] != "continue":
+                    print(
+                        f"{chr(13) if tty else ''}t={d['at_s']:6.2f} s  {d['action']}: "
+                        f"{d['reason']}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+        shown = len(decisions)
         samples = client.get(
             f"/servers/{server_id}/migrations/{mid}/samples?after_s={last_samples}"
         )

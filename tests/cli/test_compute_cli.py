@@ -66,9 +66,15 @@ def _ok(*args: str, env: dict[str, str]) -> str:
 
 def test_auto_migration_of_a_hot_guest_shows_its_prediction(live_server: LiveServer) -> None:
     env = _env(live_server)
-    waited = _ok("live-migration", "--post-copy", "--postcopy-weight", "0.5", "--wait",
-                 "hot", "h2", env=env)  # fmt: skip
+    proc = run_orbit("live-migration", "--post-copy", "--postcopy-weight", "0.5", "--wait",
+                     "hot", "h2", env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    waited = proc.stdout
     assert PREDICTION_LINE.search(waited), waited  # --wait ends with the same record
+    # while it runs, the plan and then the switch are printed as they are decided
+    live = re.findall(r"^t= *\d+\.\d\d s  ([a-z-]+): (.*)$", proc.stderr, re.MULTILINE)
+    assert [action for action, _reason in live] == ["plan", "switch-to-postcopy"], proc.stderr
+    assert live[0][1].startswith("plan postcopy-after-")
 
     listed = json.loads(_ok("server-migration-list", "hot", "--format", "json", env=env))
     assert len(listed) == 1
