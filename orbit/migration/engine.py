@@ -48,7 +48,7 @@ from orbit.errors import (
 )
 from orbit.migration.model import MIB, Action, Decision, MigrationSettings, Policy, Sample
 from orbit.migration.phase import Phase, transition
-from orbit.migration.policy import decide, stalled_for_s, transfer_rate
+from orbit.migration.policy import decide, resume_backoff_s, stalled_for_s, transfer_rate
 from orbit.migration.predict import (
     DEFAULT_FINISH_S,
     DEFAULT_LINK_BYTES_S,
@@ -424,7 +424,7 @@ class Migration:
         req = self.request
         attempt = 0
         while self._phase is Phase.POSTCOPY_PAUSED and req.settings.auto_resume:
-            delay_s = min(RESUME_BACKOFF_MAX_S, RESUME_BACKOFF_FIRST_S * 2 ** min(attempt, 16))
+            delay_s = resume_backoff_s(attempt, RESUME_BACKOFF_FIRST_S, RESUME_BACKOFF_MAX_S)
             operator = self._resume_now.wait(delay_s)
             self._resume_now.clear()
             if self._stopping.is_set():
@@ -436,10 +436,11 @@ class Migration:
                 self.driver.ping(req.dst_uri)
                 self.driver.ping(req.src_uri)
             except HypervisorError as err:
+                next_s = resume_backoff_s(attempt, RESUME_BACKOFF_FIRST_S, RESUME_BACKOFF_MAX_S)
                 self._record(
                     Action.RESUME_POSTCOPY,
                     f"attempt {attempt} skipped after {paused_s:.1f} s paused: {err}; "
-                    f"next in {min(RESUME_BACKOFF_MAX_S, delay_s * 2):.0f} s",
+                    f"next in {next_s:.0f} s",
                     "operator" if operator else "engine",
                 )
                 continue

@@ -195,6 +195,12 @@ def _decide_postcopy(latest: Sample, settings: MigrationSettings, now_s: float) 
     )
 
 
+def resume_backoff_s(attempt: int, first_s: float, max_s: float) -> float:
+    """Seconds to wait before resume attempt ``attempt + 1`` of a paused post-copy:
+    ``first_s`` doubled per attempt made, at most ``max_s`` (1, 2, 4 ... 30 s)."""
+    return min(max_s, first_s * float(2 ** min(attempt, 32)))
+
+
 def transfer_rate(samples: Sequence[Sample]) -> float | None:
     """Bytes/s sent (memory + disk) over the pre-copy samples, once they span
     :data:`~orbit.migration.predict.TRANSFER_WINDOW_S`; None before that."""

@@ -14,7 +14,7 @@ import pytest
 
 from orbit.errors import ConfigError
 from orbit.migration.model import MIB, Action, MigrationSettings, Policy, Sample
-from orbit.migration.policy import decide, first_pass, transfer_rate
+from orbit.migration.policy import decide, first_pass, resume_backoff_s, transfer_rate
 from orbit.migration.predict import Facts, Plan, Strategy, make_plan, refine
 
 
@@ -654,3 +654,10 @@ def test_a_saturated_but_slow_working_set_is_no_hot_set() -> None:
     refined = refine(plan, transfer_bytes_s=None, dirty_bytes_s=None, pass1=(64 * MIB, 10.0))
     assert refined.drift == "pass 1 (10.0 s) left 64 MiB dirty, not 320: a working set of 64 MiB"
     assert refined.chosen.strategy is Strategy.PRECOPY  # 64 -> 20 MiB: converges
+
+
+def test_resume_back_off_doubles_up_to_its_cap() -> None:
+    """The engine waits 1, 2, 4 ... 30 s between attempts to resume a paused post-copy."""
+    delays = [resume_backoff_s(n, 1.0, 30.0) for n in range(8)]
+    assert delays == [1, 2, 4, 8, 16, 30, 30, 30]
+    assert resume_backoff_s(10_000, 1.0, 30.0) == 30  # no overflow however long it lasts
