@@ -48,7 +48,12 @@ from orbit.errors import (
 )
 from orbit.migration.model import MIB, Action, Decision, MigrationSettings, Policy, Sample
 from orbit.migration.phase import Phase, transition
-from orbit.migration.policy import decide, resume_backoff_s, stalled_for_s, transfer_rate
+from orbit.migration.policy import (
+    decide,
+    postcopy_stall,
+    resume_backoff_s,
+    transfer_rate,
+)
 from orbit.migration.predict import (
     DEFAULT_FINISH_S,
     DEFAULT_LINK_BYTES_S,
@@ -744,14 +749,10 @@ class Migration:
         """
         req = self.request
         segment = [s for s in self.result.samples[self._segment_start :] if s.postcopy]
-        stall = stalled_for_s(segment)
-        if self._pause_sent or stall < req.settings.stall_timeout_s:
+        decision = None if self._pause_sent else postcopy_stall(segment, req.settings)
+        if decision is None:
             return
-        self._record(
-            Action.PAUSE_POSTCOPY,
-            f"post-copy moved no bytes for {stall:.1f} s (stall timeout "
-            f"{req.settings.stall_timeout_s:.0f} s): pausing it to resume when the link is back",
-        )
+        self._record(decision.action, decision.reason, rule=decision.rule)
         self._pause_sent = self._try(
             lambda: self.driver.abort_job(req.src_uri, req.domain, postcopy=True)
         )

@@ -195,6 +195,24 @@ def _decide_postcopy(latest: Sample, settings: MigrationSettings, now_s: float) 
     )
 
 
+def postcopy_stall(samples: Sequence[Sample], settings: MigrationSettings) -> Decision | None:
+    """A post-copy that moved no bytes for ``stall_timeout_s``: pause it (None: it moves).
+
+    ``samples`` are the post-copy samples of the current attempt. A cut link does not break
+    QEMU's stream for minutes; pausing it turns the hang into a recoverable
+    ``postcopy-paused`` that the engine resumes when the link answers. Never an abort.
+    """
+    stall = stalled_for_s(samples)
+    if stall < settings.stall_timeout_s:
+        return None
+    return Decision(
+        Action.PAUSE_POSTCOPY,
+        f"post-copy moved no bytes for {stall:.1f} s (stall timeout "
+        f"{settings.stall_timeout_s:.0f} s): pausing it to resume when the link is back",
+        "postcopy-stalled",
+    )
+
+
 def resume_backoff_s(attempt: int, first_s: float, max_s: float) -> float:
     """Seconds to wait before resume attempt ``attempt + 1`` of a paused post-copy:
     ``first_s`` doubled per attempt made, at most ``max_s`` (1, 2, 4 ... 30 s)."""

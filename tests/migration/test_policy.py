@@ -14,7 +14,13 @@ import pytest
 
 from orbit.errors import ConfigError
 from orbit.migration.model import MIB, Action, MigrationSettings, Policy, Sample
-from orbit.migration.policy import decide, first_pass, resume_backoff_s, transfer_rate
+from orbit.migration.policy import (
+    decide,
+    first_pass,
+    postcopy_stall,
+    resume_backoff_s,
+    transfer_rate,
+)
 from orbit.migration.predict import Facts, Plan, Strategy, make_plan, refine
 
 
@@ -661,3 +667,15 @@ def test_resume_back_off_doubles_up_to_its_cap() -> None:
     delays = [resume_backoff_s(n, 1.0, 30.0) for n in range(8)]
     assert delays == [1, 2, 4, 8, 16, 30, 30, 30]
     assert resume_backoff_s(10_000, 1.0, 30.0) == 30  # no overflow however long it lasts
+
+
+def test_a_stalled_post_copy_is_paused_never_aborted() -> None:
+    settings = MigrationSettings.resolve(post_copy=True, stall_timeout_s=3)
+    moving = [s(10 + i, 2, 100 - 10 * i, postcopy=True) for i in range(5)]
+    assert postcopy_stall(moving, settings) is None
+    stuck = [s(10 + 0.5 * i, 2, 60, postcopy=True) for i in range(6)]  # 2.5 s without bytes
+    assert postcopy_stall(stuck, settings) is None
+    stuck.append(s(13.0, 2, 60, postcopy=True))  # 3.0 s
+    d = postcopy_stall(stuck, settings)
+    assert d is not None and d.action is Action.PAUSE_POSTCOPY and d.rule == "postcopy-stalled"
+    assert d.reason.startswith("post-copy moved no bytes for 3.0 s (stall timeout 3 s)")
