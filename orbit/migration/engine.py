@@ -50,6 +50,7 @@ from orbit.migration.model import MIB, Action, Decision, MigrationSettings, Poli
 from orbit.migration.phase import Phase, transition
 from orbit.migration.policy import (
     decide,
+    outcome_from_hosts,
     postcopy_stall,
     resume_backoff_s,
     transfer_rate,
@@ -590,31 +591,10 @@ class Migration:
             src, dst = where(req.src_uri), where(req.dst_uri)
         except HypervisorError as err:
             return Phase.ERROR, f"cannot tell where {req.domain} runs: {err}"
-        if src is not None and src.reason == "postcopy":
-            return Phase.RUNNING_POSTCOPY, "post-copy is running (started by an earlier process)"
-        src_gone = src is None or src.state is DomainState.SHUTOFF
-        if src_gone and dst is not None and dst.state is DomainState.RUNNING:
-            if dst.postcopy_failed:  # not claimed complete while libvirt says otherwise
-                return Phase.POSTCOPY_PAUSED, (
-                    "the source's copy is gone but the destination still reports post-copy "
-                    "failed: waiting for libvirt to settle, an operator should look"
-                )
-            # no copy left on the source: the whole VM is on the destination
-            return Phase.COMPLETED, None
-        if (src and src.postcopy_failed) or (dst and dst.postcopy_failed):
-            return Phase.POSTCOPY_PAUSED, "post-copy broke while the job was adopted"
-        src_running = src is not None and src.state is DomainState.RUNNING
-        if dst is not None and dst.state is DomainState.RUNNING and not src_running:
-            return Phase.COMPLETED, None
-        if src_running:
-            if self._policy_aborted:
-                return Phase.FAILED, self._abort_reason
-            if self._abort_reason is not None:
-                return Phase.CANCELLED, self._abort_reason
-            return Phase.FAILED, "the migration ended without moving the VM"
-        return Phase.ERROR, (
-            f"{req.domain} is {src.state.value if src else 'absent'} on the source and "
-            f"{dst.state.value if dst else 'absent'} on the destination: an operator must look"
+        with self._lock:
+            abort_reason, policy_aborted = self._abort_reason, self._policy_aborted
+        return outcome_from_hosts(
+            req.domain, src, dst, abort_reason=abort_reason, policy_aborted=policy_aborted
         )
 
     def _migrate(self, outcome: list[BaseException | None], resume: bool = False) -> None:

@@ -78,7 +78,9 @@ import math
 from collections.abc import Sequence
 
 from orbit.migration.model import MIB, Action, Decision, MigrationSettings, Policy, Sample
+from orbit.migration.phase import Phase
 from orbit.migration.predict import TRANSFER_WINDOW_S, Plan, refine
+from orbit.virt.driver import DomainInfo, DomainState
 
 #: auto: pre-copy cannot converge when the guest dirties memory at >= this share of the
 #: transfer rate (each pass would leave >= 90% of what it sent).
@@ -192,6 +194,50 @@ def _decide_postcopy(latest: Sample, settings: MigrationSettings, now_s: float) 
         f"{done} of {wanted} memory iteration(s) completed before switching to post-copy: "
         f"{_progress(latest, settings, now_s)}",
         "waiting-iterations",
+    )
+
+
+def outcome_from_hosts(
+    name: str,
+    src: DomainInfo | None,
+    dst: DomainInfo | None,
+    *,
+    abort_reason: str | None,
+    policy_aborted: bool,
+) -> tuple[Phase, str | None]:
+    """Where the VM runs decides a migration's outcome once its job is over or unknown
+    (an adopted job, a resume that libvirt says failed): ``(phase, error)``.
+
+    ``src``/``dst`` are the domain on each host (None: not there). The VM wins over any
+    job state: running on the destination only is ``completed``; still running on the
+    source is ``failed`` or ``cancelled``; either side in "post-copy failed" is
+    ``postcopy-paused``; anything else needs an operator (``error``).
+    """
+    if src is not None and src.reason == "postcopy":
+        return Phase.RUNNING_POSTCOPY, "post-copy is running (started by an earlier process)"
+    src_gone = src is None or src.state is DomainState.SHUTOFF
+    if src_gone and dst is not None and dst.state is DomainState.RUNNING:
+        if dst.postcopy_failed:  # not claimed complete while libvirt says otherwise
+            return Phase.POSTCOPY_PAUSED, (
+                "the source's copy is gone but the destination still reports post-copy "
+                "failed: waiting for libvirt to settle, an operator should look"
+            )
+        # no copy left on the source: the whole VM is on the destination
+        return Phase.COMPLETED, None
+    if (src and src.postcopy_failed) or (dst and dst.postcopy_failed):
+        return Phase.POSTCOPY_PAUSED, "post-copy broke while the job was adopted"
+    src_running = src is not None and src.state is DomainState.RUNNING
+    if dst is not None and dst.state is DomainState.RUNNING and not src_running:
+        return Phase.COMPLETED, None
+    if src_running:
+        if policy_aborted:
+            return Phase.FAILED, abort_reason
+        if abort_reason is not None:
+            return Phase.CANCELLED, abort_reason
+        return Phase.FAILED, "the migration ended without moving the VM"
+    return Phase.ERROR, (
+        f"{name} is {src.state.value if src else 'absent'} on the source and "
+        f"{dst.state.value if dst else 'absent'} on the destination: an operator must look"
     )
 
 

@@ -14,14 +14,17 @@ import pytest
 
 from orbit.errors import ConfigError
 from orbit.migration.model import MIB, Action, MigrationSettings, Policy, Sample
+from orbit.migration.phase import Phase
 from orbit.migration.policy import (
     decide,
     first_pass,
+    outcome_from_hosts,
     postcopy_stall,
     resume_backoff_s,
     transfer_rate,
 )
 from orbit.migration.predict import Facts, Plan, Strategy, make_plan, refine
+from orbit.virt.driver import DomainInfo, DomainState
 
 
 def s(
@@ -679,3 +682,40 @@ def test_a_stalled_post_copy_is_paused_never_aborted() -> None:
     d = postcopy_stall(stuck, settings)
     assert d is not None and d.action is Action.PAUSE_POSTCOPY and d.rule == "postcopy-stalled"
     assert d.reason.startswith("post-copy moved no bytes for 3.0 s (stall timeout 3 s)")
+
+
+def _dom(state: DomainState, reason: str = "") -> DomainInfo:
+    return DomainInfo("vm", "u", state, reason, memory_mib=128, vcpus=1, persistent=True)
+
+
+RUNNING, PAUSED, SHUTOFF = DomainState.RUNNING, DomainState.PAUSED, DomainState.SHUTOFF
+
+
+@pytest.mark.parametrize(
+    ("src", "dst", "abort", "by_policy", "phase", "needle"),
+    [
+        (_dom(RUNNING, "postcopy"), _dom(RUNNING), None, False, Phase.RUNNING_POSTCOPY, "running"),
+        (None, _dom(RUNNING), None, False, Phase.COMPLETED, ""),
+        (_dom(SHUTOFF), _dom(RUNNING), None, False, Phase.COMPLETED, ""),
+        (None, _dom(RUNNING, "postcopy-failed"), None, False, Phase.POSTCOPY_PAUSED, "settle"),
+        (_dom(PAUSED, "postcopy-failed"), _dom(RUNNING, "postcopy-failed"), None, False,
+         Phase.POSTCOPY_PAUSED, "broke"),
+        (_dom(PAUSED, "migration"), _dom(RUNNING), None, False, Phase.COMPLETED, ""),
+        (_dom(RUNNING), None, "operator said so", False, Phase.CANCELLED, "operator said so"),
+        (_dom(RUNNING), None, "timeout", True, Phase.FAILED, "timeout"),
+        (_dom(RUNNING), None, None, False, Phase.FAILED, "without moving the VM"),
+        (None, None, None, False, Phase.ERROR, "absent on the source and absent"),
+        (_dom(PAUSED, "user"), _dom(PAUSED, "user"), None, False, Phase.ERROR, "operator must"),
+    ],
+)  # fmt: skip
+def test_where_the_vm_runs_decides_the_outcome(
+    src: DomainInfo | None,
+    dst: DomainInfo | None,
+    abort: str | None,
+    by_policy: bool,
+    phase: Phase,
+    needle: str,
+) -> None:
+    got, why = outcome_from_hosts("vm", src, dst, abort_reason=abort, policy_aborted=by_policy)
+    assert got is phase, why
+    assert (why is None) if not needle else (why is not None and needle in why), why
