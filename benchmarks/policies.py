@@ -1,7 +1,7 @@
 """Benchmark: which switch policy finishes a live migration, how fast, at what cost.
 
 Runs {quiet, moderate (64 MiB at 32 MiB/s), whole RAM as fast as possible, cold RAM with a
-16 MiB hot set, whole RAM at 75 % of the link, quiet then hot} x {auto, precopy,
+32 MiB hot set, whole RAM at 75 % of the link, quiet then hot} x {auto, precopy,
 postcopy-after-0, postcopy-after-1} plus libvirt's own ``virsh migrate --postcopy
 --postcopy-after-precopy`` as the reference, each a real migration between two lab hosts
 over a link shaped with tc (QEMU's bandwidth cap stops applying in post-copy, the link's
@@ -119,7 +119,7 @@ WORKLOADS = (
     Workload("quiet", wss_mib=8, rate_mib_s=2),
     Workload("moderate-64MiB", wss_mib=64, rate_mib_s=32),
     Workload("full-RAM", wss_mib=0, rate_mib_s=0),
-    Workload("cold+hot-16MiB", wss_mib=16, rate_mib_s=0, cold=True),
+    Workload("cold+hot-32MiB", wss_mib=32, rate_mib_s=0, cold=True),
     Workload("RAM-at-75%-link", wss_mib=0, rate_mib_s=0, link_share=0.75),
     Workload("turns-hot", wss_mib=0, rate_mib_s=0, quiet_s=5),
 )
