@@ -112,6 +112,8 @@ def migration_view(m: Migration, base: str) -> dict[str, Any]:
             },
             "prediction": m.prediction,
             "transfer_rate_bytes_s": m.transfer_rate_bytes_s,
+            "pass1_dirtied_bytes": m.pass1_dirtied_bytes,
+            "pass1_s": m.pass1_s,
             "iterations": m.iterations,
             "postcopy_requests": m.postcopy_requests,
             "downtime_ms": m.downtime_ms,

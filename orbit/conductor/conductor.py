@@ -111,6 +111,23 @@ def link_between(session: Session, src: Host, dst: Host) -> Link | None:
     return None
 
 
+def previous_pass1(session: Session, server_id: str) -> tuple[float, float] | None:
+    """(bytes dirtied, seconds) in pass 1 of the server's latest migration that had one."""
+    row = session.execute(
+        select(Migration.pass1_dirtied_bytes, Migration.pass1_s)
+        .where(
+            Migration.server_id == server_id,
+            Migration.pass1_dirtied_bytes.is_not(None),
+            Migration.pass1_s.is_not(None),
+        )
+        .order_by(Migration.id.desc())
+        .limit(1)
+    ).first()
+    if row is None or row[0] is None or row[1] is None:
+        return None
+    return float(row[0]), float(row[1])
+
+
 class Conductor:
     """Runs migrations for one orbit-server process. Thread-safe."""
 
@@ -372,6 +389,7 @@ class Conductor:
                 settings=replace(record.settings, stall_timeout_s=self.config.stall_timeout_s),
                 dst_migration_uri=_migration_uri(dst),
                 link=link_between(session, src, dst),
+                previous_pass1=previous_pass1(session, record.server_id),
             )
             return request, record.server.name
 
@@ -444,6 +462,9 @@ class Conductor:
                 record.postcopy_requests = result.postcopy_requests
                 record.switch_at_s = result.switch_at_s
                 record.transfer_rate_bytes_s = result.transfer_rate_bytes_s
+                if result.pass1 is not None:
+                    record.pass1_dirtied_bytes = round(result.pass1[0])
+                    record.pass1_s = result.pass1[1]
                 if result.plan is not None:
                     record.prediction = result.plan.to_dict()
                 record.phase_times = {**result.phase_times, **record.phase_times}

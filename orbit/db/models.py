@@ -295,6 +295,10 @@ class Migration(Base):
     prediction: Mapped[dict[str, Any] | None] = mapped_column(JSON())
     #: bytes/s pre-copy achieved on the link; the next plan between these hosts uses it
     transfer_rate_bytes_s: Mapped[int | None] = mapped_column(BigInteger)
+    #: what the guest dirtied during pass 1, and the pass's seconds: the next plan for this
+    #: server learns its working set from them
+    pass1_dirtied_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    pass1_s: Mapped[float | None] = mapped_column(Float)
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

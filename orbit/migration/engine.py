@@ -50,6 +50,7 @@ from orbit.migration.model import MIB, Action, Decision, MigrationSettings, Poli
 from orbit.migration.phase import Phase, transition
 from orbit.migration.policy import (
     decide,
+    first_pass,
     outcome_from_hosts,
     postcopy_stall,
     resume_backoff_s,
@@ -99,6 +100,8 @@ class MigrationRequest:
     dst_migration_uri: str | None = None
     #: the link's expected transfer rate (history or configuration), for auto's plan
     link: Link | None = None
+    #: (bytes dirtied, seconds) in pass 1 of the guest's previous migration, for auto's plan
+    previous_pass1: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,8 @@ class MigrationResult:
     plan: Plan | None = None
     #: bytes/s pre-copy achieved on the link (what the next plan between these hosts uses)
     transfer_rate_bytes_s: int | None = None
+    #: (bytes the guest dirtied, seconds) in pass 1, once pass 2 started (for the next plan)
+    pass1: tuple[float, float] | None = None
 
     @property
     def switched(self) -> bool:
@@ -397,6 +402,7 @@ class Migration:
             timeout_s=s.completion_timeout_s,
             postcopy_weight=s.postcopy_weight,
             measured_in_s=self._clock() - started,
+            previous_pass1=req.previous_pass1,
         )
         self._record(Action.PLAN, plan.reason(), rule="plan")
         self.listener.on_plan(plan)
@@ -785,6 +791,7 @@ class Migration:
         self.result.total_s = round(self._elapsed(), 3)
         rate = transfer_rate(self.result.samples)
         self.result.transfer_rate_bytes_s = None if rate is None else round(rate)
+        self.result.pass1 = first_pass(self.result.samples)
         if error is None:
             self.result.error = None
             self._collect_final_stats(wait_for_event=watching)

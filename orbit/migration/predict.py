@@ -238,6 +238,8 @@ class Plan:
     predictions: tuple[Prediction, ...]
     #: seconds the measurement took (counted in the migration's total)
     measured_in_s: float = 0.0
+    #: what the guest's previous migration told of its working set ("" when nothing)
+    prior: str = ""
 
     def reason(self) -> str:
         """Why this strategy, one line with numbers."""
@@ -247,7 +249,9 @@ class Plan:
             f"plan {self.chosen.summary()} [score {self.chosen.score(self.postcopy_weight):.1f}]"
             f" from dirty rate {f.dirty_rate_bytes_s / MIB:.1f} MiB/s ({self.dirty_rate_mode}),"
             f" link {f.bandwidth_bytes_s / MIB:.1f} MiB/s ({self.link_source}),"
-            f" {f.first_pass_bytes_or_ram / MIB:.0f} MiB to send first; others: {others}"
+            f" {f.first_pass_bytes_or_ram / MIB:.0f} MiB to send first"
+            + (f"; its last migration: {self.prior}" if self.prior else "")
+            + f"; others: {others}"
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -267,6 +271,7 @@ class Plan:
             "link_source": self.link_source,
             "first_pass_bytes": self.facts.first_pass_bytes_or_ram,
             "measured_in_s": round(self.measured_in_s, 2),
+            "prior": self.prior,
             "others": {
                 p.strategy.value: (round(p.total_s, 2) if p.finishes else None)
                 for p in self.predictions
@@ -292,7 +297,17 @@ def make_plan(
     timeout_s: float,
     postcopy_weight: float = DEFAULT_POSTCOPY_WEIGHT,
     measured_in_s: float = 0.0,
+    previous_pass1: tuple[float, float] | None = None,
 ) -> Plan:
+    """The plan: every strategy predicted, the least score chosen. ``previous_pass1`` (what
+    the guest dirtied during the first pass of its previous migration, and that pass's
+    seconds) tells its working set before this migration has sent a byte."""
+    prior = ""
+    if previous_pass1 is not None and facts.wss_bytes is None:
+        found = working_set(facts, previous_pass1)
+        if found is not None:
+            wss, hot_set, prior = found
+            facts = replace(facts, wss_bytes=wss, hot_set=hot_set)
     predictions = tuple(predict_all(facts))
     chosen = choose(list(predictions), timeout_s=timeout_s, postcopy_weight=postcopy_weight)
     return Plan(
@@ -304,6 +319,7 @@ def make_plan(
         chosen,
         predictions,
         measured_in_s,
+        prior,
     )
 
 
@@ -314,6 +330,29 @@ class Refined:
     chosen: Prediction
     #: what drifted, one line ("" when nothing did and the plan stands)
     drift: str
+
+
+def working_set(f: Facts, pass1: tuple[float, float]) -> tuple[int, bool, str] | None:
+    """What a first pass says of the guest's working set, beside the measured dirty rate.
+
+    ``pass1`` = (bytes the guest dirtied during a first pass, its seconds). Less than
+    :data:`SATURATED` of what the measured rate would dirty in that time: the working set
+    saturated, and is that size; a *hot set* if the one-second measurement already found
+    about all of it dirty (>= :data:`HOT_SET_SHARE`). Returns (working set bytes, hot set,
+    why) or None when the pass says nothing new.
+    """
+    dirtied, seconds = pass1
+    expected = min(f.ram_bytes, f.dirty_rate_bytes_s * seconds)
+    if not 0 < dirtied < SATURATED * expected:
+        return None
+    hot_set = f.dirty_rate_bytes_s * MEASURE_PERIOD_S >= HOT_SET_SHARE * dirtied
+    kind = "a hot set" if hot_set else "a working set"
+    return (
+        round(dirtied),
+        hot_set,
+        f"pass 1 ({seconds:.1f} s) left {dirtied / MIB:.0f} MiB dirty, not "
+        f"{expected / MIB:.0f}: {kind} of {dirtied / MIB:.0f} MiB",
+    )
 
 
 def refine(
@@ -352,16 +391,10 @@ def refine(
         changes.append(f"dirty rate rose to {dirty_bytes_s / MIB:.1f} MiB/s from {dirty / MIB:.1f}")
         dirty = dirty_bytes_s
     if pass1 is not None and wss is None:
-        dirtied, seconds = pass1
-        expected = min(f.ram_bytes, f.dirty_rate_bytes_s * seconds)
-        if 0 < dirtied < SATURATED * expected:
-            wss = round(dirtied)
-            hot_set = f.dirty_rate_bytes_s * MEASURE_PERIOD_S >= HOT_SET_SHARE * dirtied
-            kind = "a hot set" if hot_set else "a working set"
-            changes.append(
-                f"pass 1 ({seconds:.1f} s) left {dirtied / MIB:.0f} MiB dirty, not "
-                f"{expected / MIB:.0f}: {kind} of {dirtied / MIB:.0f} MiB"
-            )
+        found = working_set(f, pass1)
+        if found is not None:
+            wss, hot_set, why = found
+            changes.append(why)
     if not changes:
         return Refined(plan.chosen, "")
     facts = replace(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orbit.conductor.conductor import LINK_HISTORY, _Recorder, link_between
+from orbit.conductor.conductor import LINK_HISTORY, _Recorder, link_between, previous_pass1
 from orbit.db.database import Database
 from orbit.db.models import Migration
 from orbit.migration.model import MIB
@@ -63,3 +63,15 @@ def test_the_plan_is_recorded_as_soon_as_it_is_made(db: Database) -> None:
         assert m.prediction["strategy"] == "postcopy-after-0"
         assert m.prediction["total_s"] == pytest.approx(10.24)
         assert m.prediction["dirty_rate_mode"] == "dirty-bitmap"
+
+
+def test_the_next_plan_learns_the_servers_last_first_pass(db: Database) -> None:
+    with db.session() as s:
+        _p, _u, h1, h2, server = add_world(s)
+        assert previous_pass1(s, server.id) is None
+        add_migration(s, server, source_host=h1, dest_host=h2, pass1_dirtied_bytes=8 * MIB,
+                      pass1_s=4.0)  # fmt: skip
+        add_migration(s, server, source_host=h2, dest_host=h1, pass1_dirtied_bytes=32 * MIB,
+                      pass1_s=10.5)  # fmt: skip
+        add_migration(s, server, source_host=h1, dest_host=h2)  # no second pass: skipped
+        assert previous_pass1(s, server.id) == (32 * MIB, 10.5)

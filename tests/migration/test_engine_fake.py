@@ -344,3 +344,25 @@ def test_continue_decisions_are_recorded_once_per_rule() -> None:
     rules = [d.rule for d in policy]
     assert all(a != b for a, b in itertools.pairwise(rules)), rules
     assert len(result.samples) > len(policy)  # samples were many, records few
+
+
+def test_pass_one_is_kept_and_the_next_plan_uses_it() -> None:
+    """A migration that ran a second pass keeps what pass 1 left dirty; given to the next
+    migration of the guest, it shapes auto's plan before a byte is sent."""
+    driver = _driver(HOT)
+    settings = MigrationSettings.resolve(post_copy=True, post_copy_after_iterations=1)
+    first = _migration(driver, settings).run()
+    assert first.phase is Phase.COMPLETED and first.pass1 is not None
+    dirtied, seconds = first.pass1
+    assert 0 < dirtied <= 64 * MIB and seconds > 0
+    request = MigrationRequest(
+        "vm",
+        DST,
+        SRC,
+        MigrationSettings.resolve(post_copy=True, downtime_limit_ms=10, completion_timeout_s=30),
+        link=SLOW_LINK,
+        previous_pass1=(4 * MIB, 8.0),  # 4 MiB after 8 s: far less than the rate says
+    )
+    driver.add_host(SRC)
+    second = Migration(driver, request, sample_interval_s=TICK_S * 2).run()
+    assert second.plan is not None and "a hot set of 4 MiB" in second.plan.prior, second.plan

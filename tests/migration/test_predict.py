@@ -204,3 +204,32 @@ def test_guest_bytes_is_resident_memory_less_qemus_own(resident_mib: int, writte
 def test_measuring_pays_off_only_for_a_long_first_pass() -> None:
     assert not worth_measuring(100 * MIB, LINK)  # 2.0 s: not more than MEASURE_WORTH_S
     assert worth_measuring(101 * MIB, LINK)
+
+
+def test_the_previous_migrations_first_pass_reveals_a_hot_set() -> None:
+    """32 MiB/s of distinct pages in 1 s could be a large set written at 32 MiB/s (then
+    post-copy at once) or a 32 MiB set rewritten many times a second. Pass 1 of the guest's
+    last migration left 32 MiB dirty after 10.5 s, not 336: a hot set, so post-copy after
+    one pass (only the hot set is left to pull)."""
+    f = Facts(RAM, 32 * MIB, LINK, 300, first_pass_bytes=480 * MIB, start_s=0.5, finish_s=1.5)
+    blind = make_plan(f, link_source="t", dirty_rate_mode="dirty-bitmap", timeout_s=300)
+    assert blind.chosen.strategy is Strategy.POSTCOPY_AFTER_0 and blind.prior == ""
+    told = make_plan(
+        f,
+        link_source="t",
+        dirty_rate_mode="dirty-bitmap",
+        timeout_s=300,
+        previous_pass1=(32 * MIB, 10.5),
+    )
+    assert told.chosen.strategy is Strategy.POSTCOPY_AFTER_1, told.reason()
+    assert told.prior == "pass 1 (10.5 s) left 32 MiB dirty, not 336: a hot set of 32 MiB"
+    assert "its last migration: pass 1 (10.5 s)" in told.reason()
+    # a pass that dirtied what the rate predicts says nothing new
+    same = make_plan(
+        f,
+        link_source="t",
+        dirty_rate_mode="dirty-bitmap",
+        timeout_s=300,
+        previous_pass1=(320 * MIB, 10.0),
+    )
+    assert same.prior == "" and same.chosen == blind.chosen
