@@ -21,7 +21,7 @@ from typing import Any
 
 from orbit.db.database import DEFAULT_URL
 from orbit.errors import ConfigError
-from orbit.migration.model import DEFAULT_STALL_TIMEOUT_S
+from orbit.migration.model import DEFAULT_POSTCOPY_STALL_S, DEFAULT_STALL_TIMEOUT_S
 
 DEFAULT_BIND = "127.0.0.1:8774"
 DEFAULT_TOKEN_TTL_S = 3600
@@ -43,8 +43,10 @@ class ServerConfig:
     #: concurrent migrations per host, leaving it / arriving at it (the rest queue)
     max_outgoing_per_host: int = DEFAULT_MAX_OUTGOING
     max_incoming_per_host: int = DEFAULT_MAX_INCOMING
-    #: no bytes moved for this long: abort pre-copy, or pause post-copy and resume it
+    #: no bytes moved for this long: abort pre-copy (the VM stays on the source)
     stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
+    #: no bytes moved in post-copy for this long: pause it, resume when the link answers
+    postcopy_stall_s: float = DEFAULT_POSTCOPY_STALL_S
     #: 'libvirt' (real hosts) or 'fake' (tests and demos without hypervisors)
     driver: str = "libvirt"
     log_level: str = "INFO"
@@ -76,6 +78,8 @@ class ServerConfig:
             )
         if self.stall_timeout_s <= 0:
             raise ConfigError(f"stall_timeout_s must be > 0 s, got {self.stall_timeout_s}")
+        if self.postcopy_stall_s <= 0:
+            raise ConfigError(f"postcopy_stall_s must be > 0 s, got {self.postcopy_stall_s}")
         if self.sync_interval_s <= 0:
             raise ConfigError(f"sync_interval_s must be > 0 s, got {self.sync_interval_s}")
         if self.driver not in ("libvirt", "fake"):

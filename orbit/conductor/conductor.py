@@ -386,7 +386,11 @@ class Conductor:
                 domain=record.server.name,
                 src_uri=src.uri,
                 dst_uri=dst.uri,
-                settings=replace(record.settings, stall_timeout_s=self.config.stall_timeout_s),
+                settings=replace(
+                    record.settings,
+                    stall_timeout_s=self.config.stall_timeout_s,
+                    postcopy_stall_s=self.config.postcopy_stall_s,
+                ),
                 dst_migration_uri=_migration_uri(dst),
                 link=link_between(session, src, dst),
                 previous_pass1=previous_pass1(session, record.server_id),

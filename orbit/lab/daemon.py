@@ -50,6 +50,8 @@ namespaces = [ ]
 cgroup_controllers = [ ]
 security_driver = "none"
 stdio_handler = "file"
+keepalive_interval = 1
+keepalive_count = 3
 """
 
 
@@ -78,6 +80,8 @@ def prepare_host_dir(host_dir: Path, address: str) -> None:
         f'listen_addr = "{address}"\n'
         f'host_uuid = "{uuid.uuid4()}"\n'
         'log_outputs = "3:file:/var/log/libvirt/libvirtd.log"\n'
+        "keepalive_interval = 1\n"
+        "keepalive_count = 3\n"
     )
     (host_dir / "etc" / "qemu.conf").write_text(QEMU_CONF)
 

@@ -81,9 +81,12 @@ log = logging.getLogger(__name__)
 
 #: How often the engine samples job statistics (domain events wake it sooner).
 SAMPLE_INTERVAL_S = 0.25
-#: Back-off between attempts to resume a broken post-copy: 1 s, 2 s, 4 s, ... at most 30 s.
+#: Back-off between resume attempts that libvirt refused or that broke again: 1 s, 2 s,
+#: 4 s, ... at most 30 s. The first attempt is made as soon as both hosts answer.
 RESUME_BACKOFF_FIRST_S = 1.0
 RESUME_BACKOFF_MAX_S = 30.0
+#: While a host does not answer, it is probed this often (a TCP connect, then one call).
+HOST_POLL_S = 0.5
 #: How long the engine waits for the job-completed event (final statistics) after the end.
 FINAL_STATS_TIMEOUT_S = 2.0
 
@@ -427,39 +430,34 @@ class Migration:
         self._resume_now.set()
 
     def _recover(self, *, watching: bool) -> None:
-        """Resume a paused post-copy, with capped exponential back-off, until it completes.
+        """Resume a paused post-copy until it completes, as soon as both hosts answer.
 
-        Every attempt is a decision in the record. Before each, the destination must answer
-        (a fast TCP probe): a resume towards a host that is still cut off would hang in
-        libvirt instead of failing. Runs until success, ``stop()``, or ``auto_resume`` off.
+        Each attempt first waits for both hosts (probed every :data:`HOST_POLL_S`: a resume
+        towards a host that is still cut off would hang in libvirt instead of failing), then
+        pauses the destination's end if it did not notice the break, then resumes. Attempts
+        that libvirt refuses or that break again back off 1, 2, 4 ... 30 s. Every attempt is
+        a decision in the record. Runs until success, ``stop()``, or ``auto_resume`` off.
         """
         req = self.request
-        attempt = 0
+        attempt = failed = 0
         while self._phase is Phase.POSTCOPY_PAUSED and req.settings.auto_resume:
-            delay_s = resume_backoff_s(attempt, RESUME_BACKOFF_FIRST_S, RESUME_BACKOFF_MAX_S)
-            operator = self._resume_now.wait(delay_s)
+            if failed:
+                delay_s = resume_backoff_s(failed - 1, RESUME_BACKOFF_FIRST_S, RESUME_BACKOFF_MAX_S)
+                operator = self._resume_now.wait(delay_s)
+            else:
+                operator = self._resume_now.is_set()
             self._resume_now.clear()
-            if self._stopping.is_set():
-                return
             attempt += 1
             self.result.resume_attempts = attempt
+            who = "operator" if operator else "engine"
+            if not self._wait_for_hosts(attempt, who):
+                return  # stopping
             paused_s = self._elapsed() - (self._paused_at or self._elapsed())
-            try:  # probe first: a libvirt call to a cut-off host hangs until its keepalive
-                self.driver.ping(req.dst_uri)
-                self.driver.ping(req.src_uri)
-            except HypervisorError as err:
-                next_s = resume_backoff_s(attempt, RESUME_BACKOFF_FIRST_S, RESUME_BACKOFF_MAX_S)
-                self._record(
-                    Action.RESUME_POSTCOPY,
-                    f"attempt {attempt} skipped after {paused_s:.1f} s paused: {err}; "
-                    f"next in {next_s:.0f} s",
-                    "operator" if operator else "engine",
-                )
-                continue
             # libvirt may call a post-copy failed while QEMU still streams (e.g. after the
             # destination's daemon restarted), or a resume may already run (started before a
             # restart): then it is followed, not started again.
-            where, _why = self._outcome_after_adoption()
+            src, dst, error = self._where()
+            where, _why = self._outcome(src, dst, error)
             if where in (Phase.COMPLETED, Phase.RUNNING_POSTCOPY):
                 self._record(
                     Action.CONTINUE,
@@ -470,10 +468,10 @@ class Migration:
                 )  # fmt: skip
                 self._settle_after_job()
                 continue
+            if dst is not None and dst.reason == "postcopy":
+                self._pause_destination()
             self._record(
-                Action.RESUME_POSTCOPY,
-                f"attempt {attempt} after {paused_s:.1f} s paused",
-                "operator" if operator else "engine",
+                Action.RESUME_POSTCOPY, f"attempt {attempt} after {paused_s:.1f} s paused", who
             )
             self._completed_event.clear()
             self._final_stats = None
@@ -489,6 +487,59 @@ class Migration:
             self._monitor(thread)
             thread.join()
             self._finish(outcome[0] if outcome else None, watching=watching)
+            failed += self._phase is Phase.POSTCOPY_PAUSED
+
+    def _wait_for_hosts(self, attempt: int, who: str) -> bool:
+        """Return once both hosts answer (False if stopping), probing every HOST_POLL_S.
+
+        Records one decision when the attempt has to wait and says how long it waited.
+        """
+        req = self.request
+        waiting_since: float | None = None
+        while not self._stopping.is_set():
+            try:
+                self.driver.ping(req.dst_uri)
+                self.driver.ping(req.src_uri)
+            except HypervisorError as err:
+                if waiting_since is None:
+                    waiting_since = self._elapsed()
+                    self._record(
+                        Action.RESUME_POSTCOPY,
+                        f"attempt {attempt} skipped until both hosts answer: {err}; "
+                        f"probing every {HOST_POLL_S:g} s",
+                        who,
+                    )
+                self._stopping.wait(HOST_POLL_S)
+                continue
+            if waiting_since is not None:
+                log.info(
+                    "hosts answer again domain=%s waited_s=%.1f",
+                    req.domain,
+                    self._elapsed() - waiting_since,
+                )
+            return True
+        return False
+
+    def _pause_destination(self) -> None:
+        """Pause the destination's end of a broken post-copy that it has not noticed.
+
+        After a link cut, the source knows its stream broke, but the destination's QEMU may
+        still wait on a TCP stream that will never deliver (QEMU 10 / libvirt 11 do):
+        libvirt then refuses the resume ("migration is still running"). Pausing that end
+        too (libvirt's post-copy abort on the incoming side) lets the resume start.
+        """
+        req = self.request
+        try:
+            self.driver.abort_job(req.dst_uri, req.domain, postcopy=True)
+            done = "paused its end too, so that the resume can start"
+        except HypervisorError as err:
+            done = f"pausing its end failed ({err}); resuming anyway"
+        self._record(
+            Action.PAUSE_POSTCOPY,
+            f"the destination still ran post-copy on a stream the source gave up: {done}",
+            "engine",
+            rule="pause-destination",
+        )
 
     def adopt(self, phase: Phase, elapsed_s: float) -> MigrationResult:
         """Take over a migration job that an earlier process started (after a restart).
@@ -584,24 +635,39 @@ class Migration:
         except HypervisorError as err:
             log.warning("cannot undefine source copy domain=%s error=%s", req.domain, err)
 
-    def _outcome_after_adoption(self) -> tuple[Phase, str | None]:
+    def _where(self) -> tuple[DomainInfo | None, DomainInfo | None, str | None]:
+        """The domain on the source and on the destination (None: not there), or an error
+        saying why that cannot be told."""
         req = self.request
 
-        def where(uri: str) -> DomainInfo | None:
+        def on(uri: str) -> DomainInfo | None:
             try:
                 return self.driver.domain_info(uri, req.domain)
             except DomainNotFound:
                 return None
 
         try:
-            src, dst = where(req.src_uri), where(req.dst_uri)
+            return on(req.src_uri), on(req.dst_uri), None
         except HypervisorError as err:
-            return Phase.ERROR, f"cannot tell where {req.domain} runs: {err}"
+            return None, None, f"cannot tell where {req.domain} runs: {err}"
+
+    def _outcome(
+        self, src: DomainInfo | None, dst: DomainInfo | None, error: str | None
+    ) -> tuple[Phase, str | None]:
+        if error is not None:
+            return Phase.ERROR, error
         with self._lock:
             abort_reason, policy_aborted = self._abort_reason, self._policy_aborted
         return outcome_from_hosts(
-            req.domain, src, dst, abort_reason=abort_reason, policy_aborted=policy_aborted
+            self.request.domain,
+            src,
+            dst,
+            abort_reason=abort_reason,
+            policy_aborted=policy_aborted,
         )
+
+    def _outcome_after_adoption(self) -> tuple[Phase, str | None]:
+        return self._outcome(*self._where())
 
     def _migrate(self, outcome: list[BaseException | None], resume: bool = False) -> None:
         s = self.request.settings
@@ -727,7 +793,7 @@ class Migration:
         self._apply(decision)
 
     def _check_postcopy_stall(self) -> None:
-        """Post-copy that moves no bytes for ``stall_timeout_s``: pause it so it can resume.
+        """Post-copy that moves no bytes for ``postcopy_stall_s``: pause it so it can resume.
 
         A cut link does not break QEMU's TCP stream for minutes; pausing it
         (``abort_job(postcopy=True)``: both sides stay paused/running in "post-copy

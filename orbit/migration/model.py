@@ -21,6 +21,9 @@ DEFAULT_COMPLETION_TIMEOUT_S = 300.0
 DEFAULT_DOWNTIME_LIMIT_MS = 300
 #: no bytes moved for this long means the link (or a daemon) is gone: see policy.stalled_for_s
 DEFAULT_STALL_TIMEOUT_S = 20.0
+#: post-copy always moves bytes (pages on demand and in the background), so this long
+#: without any means its stream is dead; pausing is cheap and recoverable, hence short
+DEFAULT_POSTCOPY_STALL_S = 2.0
 MAX_POST_COPY_AFTER_ITERATIONS = 100
 #: auto: each second in post-copy counts 1 + this many seconds (see orbit/migration/predict.py)
 DEFAULT_POSTCOPY_WEIGHT = 1.0
@@ -71,8 +74,10 @@ class MigrationSettings:
     downtime_limit_ms: int = DEFAULT_DOWNTIME_LIMIT_MS
     bandwidth_mib_s: int = 0  # 0 = unlimited
     block_migration: bool = False
-    #: no progress for this long: abort pre-copy, or pause post-copy to resume it
+    #: no progress for this long: abort pre-copy (the VM stays on the source)
     stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S
+    #: no progress in post-copy for this long: pause it, to resume when the link answers
+    postcopy_stall_s: float = DEFAULT_POSTCOPY_STALL_S
     #: resume a broken post-copy automatically (with back-off) until it completes
     auto_resume: bool = True
     #: auto's objective: score = total time + this x time in post-copy
@@ -90,6 +95,7 @@ class MigrationSettings:
         bandwidth_mib_s: int = 0,
         block_migration: bool = False,
         stall_timeout_s: float = DEFAULT_STALL_TIMEOUT_S,
+        postcopy_stall_s: float = DEFAULT_POSTCOPY_STALL_S,
         auto_resume: bool = True,
         postcopy_weight: float = DEFAULT_POSTCOPY_WEIGHT,
     ) -> MigrationSettings:
@@ -130,6 +136,8 @@ class MigrationSettings:
             raise ConfigError(f"downtime limit must be > 0 ms, got {downtime_limit_ms}")
         if stall_timeout_s <= 0:
             raise ConfigError(f"stall timeout must be > 0 s, got {stall_timeout_s}")
+        if postcopy_stall_s <= 0:
+            raise ConfigError(f"post-copy stall timeout must be > 0 s, got {postcopy_stall_s}")
         if not 0 <= postcopy_weight <= MAX_POSTCOPY_WEIGHT:
             raise ConfigError(
                 f"post-copy weight must be 0..{MAX_POSTCOPY_WEIGHT:.0f}, got {postcopy_weight}"
@@ -151,6 +159,7 @@ class MigrationSettings:
             bandwidth_mib_s=bandwidth_mib_s,
             block_migration=block_migration,
             stall_timeout_s=stall_timeout_s,
+            postcopy_stall_s=postcopy_stall_s,
             auto_resume=auto_resume,
             postcopy_weight=postcopy_weight,
         )

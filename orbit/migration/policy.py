@@ -242,19 +242,21 @@ def outcome_from_hosts(
 
 
 def postcopy_stall(samples: Sequence[Sample], settings: MigrationSettings) -> Decision | None:
-    """A post-copy that moved no bytes for ``stall_timeout_s``: pause it (None: it moves).
+    """A post-copy that moved no bytes for ``postcopy_stall_s``: pause it (None: it moves).
 
-    ``samples`` are the post-copy samples of the current attempt. A cut link does not break
-    QEMU's stream for minutes; pausing it turns the hang into a recoverable
-    ``postcopy-paused`` that the engine resumes when the link answers. Never an abort.
+    ``samples`` are the post-copy samples of the current attempt. Post-copy sends pages all
+    the time (on demand and in the background) until none is left, so a couple of seconds
+    without a byte means the stream is dead; TCP would retry it for minutes, with ever longer
+    gaps. Pausing turns the hang into a recoverable ``postcopy-paused`` that the engine
+    resumes as soon as both hosts answer. Never an abort.
     """
     stall = stalled_for_s(samples)
-    if stall < settings.stall_timeout_s:
+    if stall < settings.postcopy_stall_s:
         return None
     return Decision(
         Action.PAUSE_POSTCOPY,
-        f"post-copy moved no bytes for {stall:.1f} s (stall timeout "
-        f"{settings.stall_timeout_s:.0f} s): pausing it to resume when the link is back",
+        f"post-copy moved no bytes for {stall:.1f} s (post-copy stall timeout "
+        f"{settings.postcopy_stall_s:g} s): pausing it to resume when the link is back",
         "postcopy-stalled",
     )
 

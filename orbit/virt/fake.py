@@ -67,6 +67,13 @@ class FakeDriver:
 
     def __init__(self, tick_s: float = 0.01) -> None:
         self.tick_s = tick_s
+        #: like QEMU 10 / libvirt 11 after a link cut: when post-copy breaks, the
+        #: destination keeps running "post-copy" (not failed), and refuses a resume until
+        #: its end is paused too (abort_job(postcopy=True) on the destination)
+        self.destination_misses_breaks = False
+        #: refuse this many resumes of a broken post-copy (as libvirt does while one
+        #: daemon still holds the broken job), then accept
+        self.resume_refusals = 0
         self.hosts: dict[str, FakeHost] = {}
         self.calls: list[str] = []
         self._lock = threading.Lock()
@@ -138,6 +145,17 @@ class FakeDriver:
             left = src.postcopy_left.get(name)
             if left is None or dom.reason != "postcopy-failed":
                 raise MigrationFailed(f"migrating {name}: domain is not in post-copy failed state")
+            if self.resume_refusals > 0:
+                self.resume_refusals -= 1
+                raise MigrationFailed(
+                    f"migrating {name}: Requested operation is not valid: "
+                    "the migration job is not yet ready to be resumed"
+                )
+            theirs = dst.domains.get(name)
+            if theirs is not None and theirs.reason == "postcopy":
+                raise MigrationFailed(
+                    f"migrating {name}: operation failed: QEMU reports migration is still running"
+                )
             remaining, processed, iteration, requests = left
             job.postcopy = True
         with self._lock:
@@ -155,7 +173,11 @@ class FakeDriver:
                             dom, state=DomainState.PAUSED, reason="postcopy-failed"
                         )
                         dst.domains[name] = replace(
-                            dom, state=DomainState.RUNNING, reason="postcopy-failed"
+                            dom,
+                            state=DomainState.RUNNING,
+                            reason=(
+                                "postcopy" if self.destination_misses_breaks else "postcopy-failed"
+                            ),
                         )
                     raise MigrationFailed(f"migrating {name}: job failed in post-copy phase")
                 # a destination that does not answer receives nothing: the job stalls
@@ -251,6 +273,12 @@ class FakeDriver:
 
     def abort_job(self, uri: str, name: str, *, postcopy: bool = False) -> None:
         self.calls.append(f"abort_job {name} postcopy={postcopy}")
+        host = self._host(uri)
+        dom = host.domains.get(name)
+        if postcopy and name not in host.jobs and dom is not None and dom.reason == "postcopy":
+            # the incoming end of a post-copy (libvirt pauses QEMU's side there too)
+            host.domains[name] = replace(dom, reason="postcopy-failed")
+            return
         job = self._job(uri, name)
         if postcopy:
             if not job.postcopy:

@@ -52,8 +52,9 @@ from orbit.virt.driver import (
 
 log = logging.getLogger(__name__)
 
-#: Socket connect timeout when probing a TCP host before libvirt.open.
-CONNECT_PROBE_TIMEOUT_S = 2.0
+#: Socket connect timeout when probing a TCP host before libvirt.open (a lost SYN is
+#: sent again after 1 s, so a host whose link just returned answers the next probe).
+CONNECT_PROBE_TIMEOUT_S = 1.0
 LIBVIRT_TCP_PORT = 16509
 #: Keepalive: ping every 5 s, give up after 6 unanswered (30 s).
 KEEPALIVE_INTERVAL_S = 5
@@ -165,11 +166,13 @@ class LibvirtDriver:
             ) from err
         return conn
 
-    @staticmethod
-    def _probe(uri: str) -> None:
+    def _probe(self, uri: str) -> None:
         """Fail fast with HostUnreachable when a TCP host's libvirt port does not answer.
 
-        libvirt itself would notice only after its keepalive timeout (30 s).
+        libvirt itself would notice only after its keepalive timeout (30 s). A host that
+        does not answer loses its cached connection: once the link returns, that
+        connection's TCP stream would deliver only at its next retransmission (seconds to
+        minutes later), so the next call opens a fresh one.
         """
         try:
             parts = urlsplit(uri)
@@ -183,26 +186,53 @@ class LibvirtDriver:
                 ):
                     pass
             except OSError as err:
+                self._forget(uri)
                 raise HostUnreachable(
                     f"host {parts.hostname} does not answer on its libvirt port "
-                    f"{port} within {CONNECT_PROBE_TIMEOUT_S:.0f} s: "
-                    f"{err}"
+                    f"{port} within {CONNECT_PROBE_TIMEOUT_S:g} s: {err}"
                 ) from err
 
+    def _forget(self, uri: str) -> None:
+        """Drop the cached connection to ``uri`` and close it in the background."""
+        with self._lock:
+            conn = self._conns.pop(uri, None)
+        if conn is not None:
+            self._close_later(conn)
+
+    @staticmethod
+    def _close_later(conn: libvirt.virConnect) -> None:
+        """Close ``conn`` in a thread of its own: closing waits for the host's reply,
+        which a cut link never brings."""
+
+        def close() -> None:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.close()
+
+        threading.Thread(target=close, name="libvirt-close", daemon=True).start()
+
     def _conn(self, uri: str) -> libvirt.virConnect:
-        """The cached control connection to ``uri``, reopened if it died."""
+        """The cached control connection to ``uri``, reopened if it died.
+
+        The lock guards the cache only, never a probe or ``libvirt.open``: a host that
+        does not answer must not hold up calls to the others.
+        """
         with self._lock:
             conn = self._conns.get(uri)
-            if conn is not None:
-                try:
-                    if conn.isAlive():
-                        return conn
-                except libvirt.libvirtError:
-                    pass
-                self._conns.pop(uri, None)
-            conn = self._open(uri)
-            self._conns[uri] = conn
-            return conn
+        if conn is not None:
+            try:
+                if conn.isAlive():  # local state, no round trip
+                    return conn
+            except libvirt.libvirtError:
+                pass
+            with self._lock:
+                if self._conns.get(uri) is conn:
+                    del self._conns[uri]
+        fresh = self._open(uri)
+        with self._lock:
+            conn = self._conns.setdefault(uri, fresh)
+        if conn is not fresh:  # another thread opened one meanwhile: keep theirs
+            self._close_later(fresh)
+        return conn
 
     def _domain(self, uri: str, name: str) -> libvirt.virDomain:
         try:

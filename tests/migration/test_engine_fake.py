@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -115,11 +116,14 @@ def _run_in_thread(m: Migration) -> threading.Thread:
 
 
 def _wait_phase(m: Migration, phase: Phase) -> None:
-    deadline = 200
-    while m.phase is not phase and deadline:
+    _wait_for(lambda: m.phase is phase)
+
+
+def _wait_for(cond: Callable[[], bool], ticks: int = 400) -> None:
+    while not cond() and ticks:
         threading.Event().wait(TICK_S)
-        deadline -= 1
-    assert m.phase is phase
+        ticks -= 1
+    assert cond()
 
 
 def test_force_complete_switches_to_postcopy() -> None:
@@ -207,13 +211,14 @@ def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(engine, "RESUME_BACKOFF_FIRST_S", 0.02)
     monkeypatch.setattr(engine, "RESUME_BACKOFF_MAX_S", 0.1)
+    monkeypatch.setattr(engine, "HOST_POLL_S", 0.02)
 
 
 def _postcopy_settings(**kw: object) -> MigrationSettings:
     return MigrationSettings.resolve(
         post_copy=True,
         post_copy_after_iterations=0,
-        stall_timeout_s=0.1,
+        postcopy_stall_s=0.1,
         **kw,  # type: ignore[arg-type]
     )
 
@@ -228,12 +233,8 @@ def test_stalled_postcopy_is_paused_and_resumed_when_the_destination_returns(
     driver.hosts[DST].up = False  # the link to the destination is gone: no bytes move
     _wait_phase(m, Phase.POSTCOPY_PAUSED)
     assert driver.hosts[SRC].domains["vm"].reason == "postcopy-failed"
-    deadline = 400
-    while not any("skipped" in d.reason for d in m.result.decisions) and deadline:
-        threading.Event().wait(TICK_S)
-        deadline -= 1
-    # an attempt towards the host that does not answer was skipped, not made
-    assert any("skipped" in d.reason for d in m.result.decisions), m.result.decisions
+    # an attempt towards the host that does not answer waits, it is not made
+    _wait_for(lambda: any("skipped" in d.reason for d in m.result.decisions))
     driver.hosts[DST].up = True
     t.join(10)
     assert m.result.phase is Phase.COMPLETED, m.result.error
@@ -242,15 +243,39 @@ def test_stalled_postcopy_is_paused_and_resumed_when_the_destination_returns(
     assert Action.ABORT not in actions  # never in post-copy
     assert "vm" in driver.hosts[DST].domains and "vm" not in driver.hosts[SRC].domains
     assert driver.hosts[DST].domains["vm"].state is DomainState.RUNNING
-    assert m.result.resume_attempts >= 2 and m.result.error is None
+    assert m.result.resume_attempts == 1 and m.result.error is None
 
 
-def test_operator_resume_now_skips_the_back_off(
-    fast_backoff: None,
-) -> None:
+def test_resume_waits_for_the_destination_then_starts_at_once(fast_backoff: None) -> None:
+    """No back-off while a host does not answer: the attempt waits for it, probing."""
     import orbit.migration.engine as engine
 
     driver = _driver(SLOW)
+    m = _migration(driver, _postcopy_settings())
+    t = _run_in_thread(m)
+    _wait_phase(m, Phase.RUNNING_POSTCOPY)
+    engine.RESUME_BACKOFF_FIRST_S = engine.RESUME_BACKOFF_MAX_S = 60.0  # a back-off would hang
+    driver.hosts[DST].up = False
+    _wait_phase(m, Phase.POSTCOPY_PAUSED)
+    _wait_for(lambda: any("skipped" in d.reason for d in m.result.decisions))
+    driver.hosts[DST].up = True
+    t.join(10)
+    assert m.result.phase is Phase.COMPLETED, m.result.error
+    resume = [d for d in m.result.decisions if d.action is Action.RESUME_POSTCOPY]
+    assert [d.reason.split(" after")[0] for d in resume] == [
+        "attempt 1 skipped until both hosts answer: host fake://h2 does not answer; "
+        "probing every 0.02 s",
+        "attempt 1",
+    ]
+    assert m.result.resume_attempts == 1
+
+
+def test_operator_resume_now_skips_the_back_off(fast_backoff: None) -> None:
+    """A refused resume backs off (60 s here); the operator's resume-now cuts it short."""
+    import orbit.migration.engine as engine
+
+    driver = _driver(SLOW)
+    driver.resume_refusals = 1
     m = _migration(driver, _postcopy_settings())
     t = _run_in_thread(m)
     _wait_phase(m, Phase.RUNNING_POSTCOPY)
@@ -260,11 +285,38 @@ def test_operator_resume_now_skips_the_back_off(
     with pytest.raises(MigrationRefused, match="post-copy"):
         m.abort()
     driver.hosts[DST].up = True
+    _wait_for(lambda: driver.resume_refusals == 0 and m.phase is Phase.POSTCOPY_PAUSED)
     assert m.resume_now() == "resuming post-copy now"
     t.join(10)
     assert m.result.phase is Phase.COMPLETED, m.result.error
-    resume = [d for d in m.result.decisions if d.action is Action.RESUME_POSTCOPY]
-    assert len(resume) == 1 and resume[0].source == "operator"
+    made = [
+        d
+        for d in m.result.decisions
+        if d.action is Action.RESUME_POSTCOPY and "skipped" not in d.reason
+    ]
+    assert [d.source for d in made] == ["engine", "operator"]
+    assert m.result.resume_attempts == 2
+
+
+def test_a_destination_that_missed_the_break_is_paused_before_the_resume(
+    fast_backoff: None,
+) -> None:
+    """QEMU 10 / libvirt 11: the destination still runs post-copy on the dead stream and
+    refuses a resume until its end is paused too."""
+    driver = _driver(SLOW)
+    driver.destination_misses_breaks = True
+    m = _migration(driver, _postcopy_settings())
+    t = _run_in_thread(m)
+    _wait_phase(m, Phase.RUNNING_POSTCOPY)
+    driver.hosts[DST].up = False
+    _wait_phase(m, Phase.POSTCOPY_PAUSED)
+    assert driver.hosts[DST].domains["vm"].reason == "postcopy"
+    driver.hosts[DST].up = True
+    t.join(10)
+    assert m.result.phase is Phase.COMPLETED, m.result.error
+    rules = [d.rule for d in m.result.decisions if d.action is Action.PAUSE_POSTCOPY]
+    assert rules == ["postcopy-stalled", "pause-destination"]
+    assert m.result.resume_attempts == 1  # the first resume went through
 
 
 def test_resume_now_is_refused_unless_paused() -> None:

@@ -28,10 +28,10 @@ from orbit.virt.libvirt_driver import LibvirtDriver
 GUEST = GuestSpec("fault", memory_mib=128, wss_mib=96, rate_mib_s=0)
 LINK_RATE = "100mbit"
 TIMEOUT_S = 120.0
-#: a short stall timeout so a cut link is noticed quickly (the default is 20 s)
+#: a short pre-copy stall timeout so a cut link is noticed quickly (the default is 20 s)
 STALL_S = 4.0
-#: a cut shorter than that, which TCP rides out
-SHORT_CUT_S = 3.0
+#: a cut well within the post-copy stall timeout (2 s), which TCP rides out
+SHORT_CUT_S = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -115,26 +115,24 @@ def test_long_link_cut_pauses_postcopy_and_resumes_it(
     lab: Lab, guests: Guests, driver: LibvirtDriver, shaped: None
 ) -> None:
     guests.start("h1", GUEST)
-    settings = MigrationSettings.resolve(
-        post_copy=True, post_copy_after_iterations=0, stall_timeout_s=STALL_S
-    )
+    settings = MigrationSettings.resolve(post_copy=True, post_copy_after_iterations=0)
     m = _engine(lab, driver, settings)
     t = _start(m)
     _until(lambda: _postcopy_underway(m), "post-copy under way")
     lab.cut("h2")
     _until(lambda: m.phase is Phase.POSTCOPY_PAUSED, "post-copy paused")
-    # at least one resume attempt sees the destination unreachable before the link returns
+    # the resume attempt waits for the destination, probing, until the link returns
     _until(
-        lambda: any("skipped" in d.reason for d in m.result.decisions), "a skipped resume attempt"
+        lambda: any("skipped" in d.reason for d in m.result.decisions), "a waiting resume attempt"
     )
-    paused_on_both = list_domains(lab.host("h1").uri).get(GUEST.name) == "paused"
+    source_paused = list_domains(lab.host("h1").uri).get(GUEST.name) == "paused"
     lab.restore("h2")
     t.join(TIMEOUT_S)
-    assert paused_on_both
+    assert source_paused
     assert m.result.phase is Phase.COMPLETED, m.result.error
     actions = _actions(m)
     assert Action.PAUSE_POSTCOPY in actions and Action.RESUME_POSTCOPY in actions
-    assert m.result.resume_attempts >= 2
+    assert m.result.resume_attempts >= 1
     assert "postcopy-paused" in m.result.phase_times
     _assert_ends_on(lab, guests, "h2")
 
@@ -147,11 +145,14 @@ def test_link_cut_during_precopy_fails_and_the_vm_stays(
     t = _start(m)
     _until(lambda: len(m.result.samples) >= 4, "pre-copy under way")
     lab.cut("h2")
-    _until(lambda: Action.ABORT in _actions(m), "the stall abort")
-    lab.restore("h2")
+    # whichever notices first ends it: libvirt's keepalive to the destination's daemon
+    # (3 s in the lab) or ORBIT's stall timeout (4 s here)
     t.join(TIMEOUT_S)
+    lab.restore("h2")
+    assert not t.is_alive(), f"still {m.phase.value} after {TIMEOUT_S:.0f} s"
     assert m.result.phase is Phase.FAILED
-    assert m.result.error is not None and "no progress" in m.result.error
+    error = m.result.error or ""
+    assert "no progress" in error or "socket is closed" in error, error
     _until(lambda: _running_on(lab) == ["h1"], "the VM on h1 only")
     _assert_ends_on(lab, guests, "h1")
 

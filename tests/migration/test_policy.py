@@ -673,7 +673,7 @@ def test_resume_back_off_doubles_up_to_its_cap() -> None:
 
 
 def test_a_stalled_post_copy_is_paused_never_aborted() -> None:
-    settings = MigrationSettings.resolve(post_copy=True, stall_timeout_s=3)
+    settings = MigrationSettings.resolve(post_copy=True, postcopy_stall_s=3)
     moving = [s(10 + i, 2, 100 - 10 * i, postcopy=True) for i in range(5)]
     assert postcopy_stall(moving, settings) is None
     stuck = [s(10 + 0.5 * i, 2, 60, postcopy=True) for i in range(6)]  # 2.5 s without bytes
@@ -681,7 +681,17 @@ def test_a_stalled_post_copy_is_paused_never_aborted() -> None:
     stuck.append(s(13.0, 2, 60, postcopy=True))  # 3.0 s
     d = postcopy_stall(stuck, settings)
     assert d is not None and d.action is Action.PAUSE_POSTCOPY and d.rule == "postcopy-stalled"
-    assert d.reason.startswith("post-copy moved no bytes for 3.0 s (stall timeout 3 s)")
+    assert d.reason.startswith("post-copy moved no bytes for 3.0 s (post-copy stall timeout 3 s)")
+
+
+def test_post_copy_pauses_after_2_s_without_bytes_by_default() -> None:
+    """Its own short timeout: the pre-copy stall timeout (20 s) does not delay it."""
+    settings = MigrationSettings.resolve(post_copy=True)
+    assert settings.stall_timeout_s == 20
+    stuck = [s(10 + 0.25 * i, 2, 60, postcopy=True) for i in range(8)]  # 1.75 s
+    assert postcopy_stall(stuck, settings) is None
+    stuck.append(s(12.0, 2, 60, postcopy=True))
+    assert postcopy_stall(stuck, settings) is not None
 
 
 def _dom(state: DomainState, reason: str = "") -> DomainInfo:
