@@ -1,34 +1,50 @@
-"""Benchmark: how ORBIT's engine comes through faults injected in the middle of a migration.
+"""Benchmark: how fast ORBIT's engine recovers from faults injected in a migration.
 
-Each scenario migrates a guest that dirties its whole working set (128 MiB RAM, 96 MiB
-working set) from h1 to h2 over a link shaped to 100 mbit/s, with post-copy from the start
-(so the VM runs on the destination while its memory is split), and injects one fault:
+Each scenario migrates a guest that rewrites its whole working set (128 MiB RAM, 96 MiB
+working set; 256/200 MiB for the flapping link, so that the migration outlasts the flaps)
+from h1 to h2 over a link shaped to 100 mbit/s, with post-copy from the start (the VM runs
+on the destination while its memory is split), and injects one fault:
 
-- ``link-cut-3s``: h2's link down for 3 s during post-copy (TCP rides it out);
-- ``link-cut-long``: h2's link down until the engine has paused the post-copy and tried to
-  resume it at least once, then restored: the engine resumes it;
-- ``precopy-link-cut``: the same cut during pre-copy: the migration fails, the VM stays;
-- ``dst-libvirtd-restart``: the destination's libvirtd killed (SIGKILL) and restarted;
+- ``link-cut-3s``, ``link-cut-20s``, ``link-cut-60s``: h2's link down that long during
+  post-copy, then back;
+- ``link-flapping``: h2's link down 2 s, up 4 s, five times (30 s) during post-copy;
+- ``precopy-link-cut``: h2's link cut during pre-copy: the migration fails, the VM stays
+  on h1; the link comes back once the migration has ended;
+- ``dst-libvirtd-restart``, ``src-libvirtd-restart``: that host's libvirtd killed
+  (SIGKILL) during post-copy and started again; its QEMUs run on;
 - ``loss-10pct``: 10 % packet loss on h2's link (plus 20 ms delay where the kernel has
   netem) for the whole migration.
 
-Per scenario: outcome, where the VM ended, time to recover (fault over → migration over),
-total migration time, the longest pause the guest saw (its own heartbeat gap, guest time),
-and verification errors. Prints a table and writes JSON.
+Every figure is on one clock (the benchmark's monotonic clock), per run:
 
-    sudo .venv/bin/python -m benchmarks.faults --json faults.json
+- ``outage_s``: how long the fault lasted (link down; daemon down until it listens again;
+  for the flapping link, its longest cut);
+- ``flowing_after_s``: from the link's (or the daemon's) return until the migration moves
+  bytes again: the first of two consecutive samples after the return whose bytes grew
+  (at most one sampling interval, 0.25 s, late); for the flapping link, the worst return;
+  0 when bytes never stopped;
+- ``gap_minus_outage_s``: the guest's longest heartbeat gap (the time the guest stood
+  still, measured inside it) minus the outage: what ORBIT and libvirt added;
+- ``total_s``: from the migration's start until it ended; verification errors after it.
+
+Each scenario runs ``--runs`` times (default 5); the table shows the median of each figure
+and the worst error count. Prints the table and writes JSON with every run.
+
+    sudo .venv/bin/python -m benchmarks.faults --json benchmarks/results/kvm/faults.json
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
+import statistics
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from benchmarks import environment
@@ -36,16 +52,19 @@ from orbit.lab.guest import Guests, GuestSpec
 from orbit.lab.lab import Lab
 from orbit.lab.libvirt_util import list_domains
 from orbit.lab.network import Shaping, netem_available
-from orbit.migration.engine import Migration, MigrationRequest
-from orbit.migration.model import MigrationSettings
+from orbit.migration.engine import Migration, MigrationListener, MigrationRequest
+from orbit.migration.model import Action, MigrationSettings, Sample
 from orbit.migration.phase import Phase
 from orbit.virt.libvirt_driver import LibvirtDriver
 
 GUEST = GuestSpec("fb", memory_mib=128, wss_mib=96, rate_mib_s=0)
+BIG_GUEST = GuestSpec("fb", memory_mib=256, wss_mib=200, rate_mib_s=0)
 LINK_RATE = "100mbit"
-STALL_S = 4.0
-SHORT_CUT_S = 3.0
-TIMEOUT_S = 180.0
+PRECOPY_STALL_S = 4.0
+FLAPS = 5
+FLAP_DOWN_S = 2.0
+FLAP_UP_S = 4.0
+TIMEOUT_S = 240.0
 
 
 @dataclass
@@ -53,13 +72,36 @@ class FaultRun:
     scenario: str
     outcome: str
     ended_on: str
-    time_to_recover_s: float | None
+    outage_s: float | None
+    flowing_after_s: float | None
+    guest_gap_s: float
+    gap_minus_outage_s: float | None
     total_s: float
-    guest_max_gap_ms: int
     verification_errors: int
     pauses: int
     resume_attempts: int
     note: str = ""
+
+
+@dataclass
+class _Samples(MigrationListener):
+    """Every sample the engine takes, stamped on the benchmark's clock."""
+
+    seen: list[tuple[float, int]] = field(default_factory=list)
+
+    def on_sample(self, sample: Sample) -> None:
+        self.seen.append(
+            (time.monotonic(), sample.memory_processed_bytes + sample.disk_processed_bytes)
+        )
+
+    def flowing_after(self, back_at: float) -> float | None:
+        """Seconds from ``back_at`` until bytes grew between two samples both taken after
+        it (None: never)."""
+        after = [(t, sent) for t, sent in list(self.seen) if t >= back_at]
+        for (_, prev), (t, sent) in itertools.pairwise(after):
+            if sent > prev:
+                return t - back_at
+        return None
 
 
 def _until(cond: Callable[[], bool], timeout_s: float = TIMEOUT_S) -> None:
@@ -67,59 +109,73 @@ def _until(cond: Callable[[], bool], timeout_s: float = TIMEOUT_S) -> None:
     while not cond():
         if time.monotonic() > deadline:
             raise TimeoutError("condition not reached")
-        time.sleep(0.1)
+        time.sleep(0.05)
 
 
 def _postcopy_underway(m: Migration) -> bool:
     return m.phase is Phase.RUNNING_POSTCOPY and sum(s.postcopy for s in m.result.samples) >= 4
 
 
+def _cut_for(lab: Lab, host: str, seconds: float) -> tuple[float, float]:
+    """Cut ``host``'s link for ``seconds`` (the fault's length); (down at, back at)."""
+    lab.cut(host)
+    down = time.monotonic()
+    time.sleep(seconds)
+    lab.restore(host)
+    return down, time.monotonic()
+
+
 def run_scenario(lab: Lab, guests: Guests, driver: LibvirtDriver, scenario: str) -> FaultRun:
     src, dst = lab.host("h1"), lab.host("h2")
+    guest = BIG_GUEST if scenario == "link-flapping" else GUEST
     note = ""
     if scenario == "loss-10pct":
         delay = "20ms" if netem_available() else None
         note = "" if delay else "no netem in this kernel: loss only, no delay"
         lab.shape("h2", Shaping(loss="10%", delay=delay))
-    guests.start(src.name, GUEST)
-    first = guests.wait_heartbeat(src.name, GUEST.name)
-    before_gap = guests.wait_heartbeat(src.name, GUEST.name, after_seq=first.seq + 5).max_gap_ms
+    guests.start(src.name, guest)
+    first = guests.wait_heartbeat(src.name, guest.name)
+    before_gap = guests.wait_heartbeat(src.name, guest.name, after_seq=first.seq + 5).max_gap_ms
     if scenario == "precopy-link-cut":
-        settings = MigrationSettings.resolve(stall_timeout_s=STALL_S)
+        settings = MigrationSettings.resolve(stall_timeout_s=PRECOPY_STALL_S)
     else:
-        settings = MigrationSettings.resolve(
-            post_copy=True, post_copy_after_iterations=0, stall_timeout_s=STALL_S
-        )
+        settings = MigrationSettings.resolve(post_copy=True, post_copy_after_iterations=0)
+    samples = _Samples()
     m = Migration(
-        driver, MigrationRequest(GUEST.name, src.uri, dst.uri, settings, dst.migration_uri)
+        driver,
+        MigrationRequest(guest.name, src.uri, dst.uri, settings, dst.migration_uri),
+        listener=samples,
     )
     thread = threading.Thread(target=m.run, daemon=True)
     started = time.monotonic()
     thread.start()
-    fault_over: float | None = None
+    outages: list[tuple[float, float]] = []  # (fault began, fault over)
     try:
-        if scenario == "link-cut-3s":
+        if scenario.startswith("link-cut-"):
             _until(lambda: _postcopy_underway(m))
-            lab.cut(dst.name)
-            time.sleep(SHORT_CUT_S)  # the fault's length
-            lab.restore(dst.name)
-            fault_over = time.monotonic()
-        elif scenario == "link-cut-long":
+            outages.append(_cut_for(lab, dst.name, float(scenario.split("-")[-1].rstrip("s"))))
+        elif scenario == "link-flapping":
             _until(lambda: _postcopy_underway(m))
-            lab.cut(dst.name)
-            _until(lambda: any("skipped" in d.reason for d in m.result.decisions))
-            lab.restore(dst.name)
-            fault_over = time.monotonic()
+            for _ in range(FLAPS):
+                if not thread.is_alive():
+                    break
+                outages.append(_cut_for(lab, dst.name, FLAP_DOWN_S))
+                time.sleep(FLAP_UP_S)  # the link's up time between cuts
+            if len(outages) < FLAPS:
+                note = f"the migration ended after {len(outages)} of {FLAPS} cuts"
         elif scenario == "precopy-link-cut":
             _until(lambda: len(m.result.samples) >= 4)
             lab.cut(dst.name)
-            _until(lambda: any(d.action.value == "abort" for d in m.result.decisions))
+            down = time.monotonic()
+            thread.join(TIMEOUT_S)
             lab.restore(dst.name)
-            fault_over = time.monotonic()
-        elif scenario == "dst-libvirtd-restart":
+            outages.append((down, time.monotonic()))
+        elif scenario in ("dst-libvirtd-restart", "src-libvirtd-restart"):
+            host = dst if scenario.startswith("dst") else src
             _until(lambda: _postcopy_underway(m))
-            lab.restart_libvirtd(dst.name)
-            fault_over = time.monotonic()
+            down = time.monotonic()
+            lab.restart_libvirtd(host.name)  # returns once the new daemon listens
+            outages.append((down, time.monotonic()))
         thread.join(TIMEOUT_S)
     finally:
         lab.restore(dst.name)
@@ -127,59 +183,107 @@ def run_scenario(lab: Lab, guests: Guests, driver: LibvirtDriver, scenario: str)
     if thread.is_alive():  # still migrating: say so, never record it as finished
         note = f"did not end within {TIMEOUT_S:.0f} s; {note}".rstrip("; ")
     r = m.result
-    running = [h.name for h in lab.hosts() if list_domains(h.uri).get(GUEST.name) == "running"]
+    running = [h.name for h in lab.hosts() if list_domains(h.uri).get(guest.name) == "running"]
     where = running[0] if len(running) == 1 else ",".join(running) or "none"
-    verified = guests.wait_verified(running[0], GUEST.name) if len(running) == 1 else None
+    verified = guests.wait_verified(running[0], guest.name) if len(running) == 1 else None
+    gap_s = (verified.max_gap_ms / 1000) if verified else -1.0
+    outage = max((back - down for down, back in outages), default=None)
+    flowing: float | None = None
+    if outages and scenario != "precopy-link-cut":
+        after = [samples.flowing_after(back) for _, back in outages]
+        flowing = None if None in after else max(0.0, *(a for a in after if a is not None))
     run = FaultRun(
         scenario=scenario,
         outcome=r.phase.value if not thread.is_alive() else f"still {r.phase.value}",
         ended_on=where,
-        time_to_recover_s=round(ended - fault_over, 2) if fault_over else None,
+        outage_s=_round(outage),
+        flowing_after_s=_round(flowing),
+        guest_gap_s=round(gap_s, 2),
+        gap_minus_outage_s=_round(gap_s - outage) if outage is not None and verified else None,
         total_s=round(ended - started, 2),
-        guest_max_gap_ms=(verified.max_gap_ms if verified else -1),
         verification_errors=(verified.errors if verified else -1),
-        pauses=sum(d.action.value == "pause-postcopy" for d in r.decisions),
+        pauses=sum(d.action is Action.PAUSE_POSTCOPY for d in r.decisions),
         resume_attempts=r.resume_attempts,
         note=note or (f"guest gap before: {before_gap} ms" if before_gap else ""),
     )
-    guests.destroy(GUEST.name)
+    guests.destroy(guest.name)
     lab.shape(dst.name, Shaping())
     return run
 
 
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
 SCENARIOS = (
     "link-cut-3s",
-    "link-cut-long",
+    "link-cut-20s",
+    "link-cut-60s",
+    "link-flapping",
     "precopy-link-cut",
     "dst-libvirtd-restart",
+    "src-libvirtd-restart",
     "loss-10pct",
 )
 
 
-def print_table(runs: list[FaultRun]) -> None:
-    head = (
-        f"{'scenario':<22}{'outcome':<12}{'on':<5}{'recover s':>10}{'total s':>9}"
-        f"{'guest gap ms':>14}{'errors':>8}{'pauses':>8}{'resumes':>9}"
-    )
-    print(head)
-    print("-" * len(head))
-    for r in runs:
-        rec = f"{r.time_to_recover_s:.2f}" if r.time_to_recover_s is not None else "-"
-        print(
-            f"{r.scenario:<22}{r.outcome:<12}{r.ended_on:<5}{rec:>10}{r.total_s:>9.2f}"
-            f"{r.guest_max_gap_ms:>14}{r.verification_errors:>8}{r.pauses:>8}"
-            f"{r.resume_attempts:>9}"
-        )
-    for r in runs:  # what a row cannot show: a fault not injected as asked, a run cut short
-        if r.note:
-            print(f"  note {r.scenario}: {r.note}")
+def _median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(statistics.median(known), 2) if known else None
+
+
+def summarize(runs: list[FaultRun]) -> list[dict[str, object]]:
+    """One row per scenario: medians over its runs, the worst error count, all outcomes."""
+    rows = []
+    for scenario in dict.fromkeys(r.scenario for r in runs):
+        mine = [r for r in runs if r.scenario == scenario]
+        rows.append({
+            "scenario": scenario,
+            "runs": len(mine),
+            "outcomes": sorted({f"{r.outcome} on {r.ended_on}" for r in mine}),
+            "outage_s": _median([r.outage_s for r in mine]),
+            "flowing_after_s": _median([r.flowing_after_s for r in mine]),
+            "gap_minus_outage_s": _median([r.gap_minus_outage_s for r in mine]),
+            "total_s": _median([r.total_s for r in mine]),
+            "verification_errors": max(r.verification_errors for r in mine),
+            "resume_attempts": _median([float(r.resume_attempts) for r in mine]),
+        })  # fmt: skip
+    return rows
+
+
+def _fmt(value: object) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def print_table(rows: list[dict[str, object]]) -> None:
+    cols = [
+        ("scenario", 22), ("runs", 5), ("outcomes", 26), ("outage_s", 9),
+        ("flowing_after_s", 16), ("gap_minus_outage_s", 19), ("total_s", 9),
+        ("verification_errors", 8), ("resume_attempts", 8),
+    ]  # fmt: skip
+    heads = {"verification_errors": "errors", "resume_attempts": "resumes"}
+    line = "".join(f"{heads.get(c, c):>{w}}" if i else f"{c:<{w}}" for i, (c, w) in enumerate(cols))
+    print(line)
+    print("-" * len(line))
+    for row in rows:
+        cells = []
+        for i, (c, w) in enumerate(cols):
+            v = row[c]
+            text = ", ".join(v) if isinstance(v, list) else _fmt(v)
+            cells.append(f"{text:<{w}}" if i == 0 else f"{text:>{w}}")
+        print("".join(cells))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--json", type=Path, help="write the runs here")
+    parser.add_argument("--json", type=Path, help="write the runs and the medians here")
     parser.add_argument("--only", choices=SCENARIOS, action="append", help="run only these")
+    parser.add_argument("--runs", type=int, default=5, help="runs per scenario (default 5)")
     args = parser.parse_args(argv)
+    if args.runs < 1:
+        parser.error("--runs must be >= 1")
     logging.basicConfig(level=logging.WARNING)
     lab = Lab.from_env()
     runs: list[FaultRun] = []
@@ -190,19 +294,29 @@ def main(argv: list[str] | None = None) -> int:
         guests = Guests(lab)
         driver = LibvirtDriver()
         try:
-            for scenario in args.only or SCENARIOS:
-                run = run_scenario(lab, guests, driver, scenario)
-                runs.append(run)
-                print(f"  {scenario}: {run.outcome} on {run.ended_on}, "
-                      f"{run.verification_errors} errors", flush=True)  # fmt: skip
+            for n in range(args.runs):
+                for scenario in args.only or SCENARIOS:
+                    run = run_scenario(lab, guests, driver, scenario)
+                    runs.append(run)
+                    print(f"  run {n + 1} {scenario}: {run.outcome} on {run.ended_on}, "
+                          f"back->flowing {_fmt(run.flowing_after_s)} s, gap-outage "
+                          f"{_fmt(run.gap_minus_outage_s)} s, {run.verification_errors} errors",
+                          flush=True)  # fmt: skip
         finally:
             driver.close()
+    rows = summarize(runs)
     print()
     print(environment.header(env))
-    print_table(runs)
+    print(f"median of {args.runs} run(s) per scenario; seconds on one monotonic clock")
+    print_table(rows)
+    for r in runs:  # what a row cannot show: a fault not injected as asked, a run cut short
+        if r.note and not r.note.startswith("guest gap before"):
+            print(f"  note {r.scenario}: {r.note}")
     if args.json:
         doc = {
             "environment": env,
+            "runs_per_scenario": args.runs,
+            "summary": rows,
             "runs": [asdict(r) | {"accelerator": env["accelerator"]} for r in runs],
         }
         args.json.write_text(json.dumps(doc, indent=2) + "\n")

@@ -610,6 +610,16 @@ class Migration:
             return False
         return info.postcopy_failed
 
+    def _source_stopped(self) -> bool:
+        """The source's copy is shut off (an ended migration leaves it so) or gone."""
+        try:
+            info = self.driver.domain_info(self.request.src_uri, self.request.domain)
+        except DomainNotFound:
+            return True
+        except HypervisorError:
+            return False
+        return info.state is DomainState.SHUTOFF
+
     def _source_in_postcopy(self) -> bool:
         try:
             info = self.driver.domain_info(self.request.src_uri, self.request.domain)
@@ -719,6 +729,8 @@ class Migration:
                 continue  # the source domain is undefined as the migration completes
             except HypervisorError as err:  # transient: the job is starting or ending
                 log.debug("no job stats domain=%s error=%s", req.domain, err)
+                if thread is None and self._source_stopped():
+                    self._adopted_job_over = True  # e.g. it completed while we looked away
                 continue
             if thread is None and (not stats.active or self._source_postcopy_failed()):
                 self._adopted_job_over = True  # libvirt keeps a broken post-copy's job "active"

@@ -173,6 +173,24 @@ def test_destination_libvirtd_restart_during_postcopy(
     assert list_domains(lab.host("h2").uri) == {GUEST.name: "running"}
 
 
+def test_source_libvirtd_restart_during_postcopy_is_followed_to_the_end(
+    lab: Lab, guests: Guests, driver: LibvirtDriver, shaped: None
+) -> None:
+    """The migrate call dies with the daemon, QEMU streams on: the engine follows the job
+    the new daemon finds, and records the end when the source's copy is shut off."""
+    guests.start("h1", GUEST)
+    m = _engine(
+        lab, driver, MigrationSettings.resolve(post_copy=True, post_copy_after_iterations=0)
+    )
+    t = _start(m)
+    _until(lambda: _postcopy_underway(m), "post-copy under way")
+    lab.restart_libvirtd("h1")
+    t.join(TIMEOUT_S)
+    assert not t.is_alive(), f"still {m.phase.value} after {TIMEOUT_S:.0f} s"
+    assert m.result.phase is Phase.COMPLETED, m.result.error
+    _assert_ends_on(lab, guests, "h2")
+
+
 def test_packet_loss_throughout(
     lab: Lab, guests: Guests, driver: LibvirtDriver, shaped: None
 ) -> None:
