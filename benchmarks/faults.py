@@ -22,7 +22,7 @@ Every figure is on one clock (the benchmark's monotonic clock), per run:
 - ``flowing_after_s``: from the link's (or the daemon's) return until the migration moves
   bytes again: the first of two consecutive samples after the return whose bytes grew
   (at most one sampling interval, 0.25 s, late); for the flapping link, the worst return;
-  0 when bytes never stopped;
+  "-" when the migration ended before two more samples;
 - ``gap_minus_outage_s``: the guest's longest heartbeat gap (the time the guest stood
   still, measured inside it) minus the outage: what ORBIT and libvirt added;
 - ``total_s``: from the migration's start until it ended; verification errors after it.
@@ -96,7 +96,7 @@ class _Samples(MigrationListener):
 
     def flowing_after(self, back_at: float) -> float | None:
         """Seconds from ``back_at`` until bytes grew between two samples both taken after
-        it (None: never)."""
+        it (None: never, or the migration ended before two more samples)."""
         after = [(t, sent) for t, sent in list(self.seen) if t >= back_at]
         for (_, prev), (t, sent) in itertools.pairwise(after):
             if sent > prev:
@@ -190,8 +190,11 @@ def run_scenario(lab: Lab, guests: Guests, driver: LibvirtDriver, scenario: str)
     outage = max((back - down for down, back in outages), default=None)
     flowing: float | None = None
     if outages and scenario != "precopy-link-cut":
-        after = [samples.flowing_after(back) for _, back in outages]
-        flowing = None if None in after else max(0.0, *(a for a in after if a is not None))
+        # a return after the last sample (the migration had ended) has nothing to measure
+        last = samples.seen[-1][0] if samples.seen else 0.0
+        after = [samples.flowing_after(back) for _, back in outages if back < last]
+        known = [a for a in after if a is not None]
+        flowing = max(known) if known and len(known) == len(after) else None
     run = FaultRun(
         scenario=scenario,
         outcome=r.phase.value if not thread.is_alive() else f"still {r.phase.value}",
@@ -199,7 +202,11 @@ def run_scenario(lab: Lab, guests: Guests, driver: LibvirtDriver, scenario: str)
         outage_s=_round(outage),
         flowing_after_s=_round(flowing),
         guest_gap_s=round(gap_s, 2),
-        gap_minus_outage_s=_round(gap_s - outage) if outage is not None and verified else None,
+        gap_minus_outage_s=(
+            _round(gap_s - outage)
+            if outage is not None and verified and scenario != "precopy-link-cut"
+            else None  # a pre-copy's guest runs on through the cut: there is no gap to add
+        ),
         total_s=round(ended - started, 2),
         verification_errors=(verified.errors if verified else -1),
         pauses=sum(d.action is Action.PAUSE_POSTCOPY for d in r.decisions),
