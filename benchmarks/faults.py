@@ -80,6 +80,7 @@ class FaultRun:
     verification_errors: int
     pauses: int
     resume_attempts: int
+    error: str | None = None
     note: str = ""
 
 
@@ -211,6 +212,7 @@ def run_scenario(lab: Lab, guests: Guests, driver: LibvirtDriver, scenario: str)
         verification_errors=(verified.errors if verified else -1),
         pauses=sum(d.action is Action.PAUSE_POSTCOPY for d in r.decisions),
         resume_attempts=r.resume_attempts,
+        error=r.error,
         note=note or (f"guest gap before: {before_gap} ms" if before_gap else ""),
     )
     guests.destroy(guest.name)
@@ -316,9 +318,14 @@ def main(argv: list[str] | None = None) -> int:
     print(environment.header(env))
     print(f"median of {args.runs} run(s) per scenario; seconds on one monotonic clock")
     print_table(rows)
-    for r in runs:  # what a row cannot show: a fault not injected as asked, a run cut short
-        if r.note and not r.note.startswith("guest gap before"):
-            print(f"  note {r.scenario}: {r.note}")
+    notes = {  # what a row cannot show: a fault not injected as asked, a run cut short
+        (r.scenario, r.note) for r in runs if r.note and not r.note.startswith("guest gap")
+    }
+    for scenario, note in sorted(notes):
+        print(f"  note {scenario}: {note}")
+    for r in runs:
+        if r.outcome != "completed" and r.scenario != "precopy-link-cut":
+            print(f"  {r.scenario}: {r.outcome} on {r.ended_on}: {r.error}")
     if args.json:
         doc = {
             "environment": env,

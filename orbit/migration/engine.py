@@ -435,8 +435,9 @@ class Migration:
         Each attempt first waits for both hosts (probed every :data:`HOST_POLL_S`: a resume
         towards a host that is still cut off would hang in libvirt instead of failing), then
         pauses the destination's end if it did not notice the break, then resumes. Attempts
-        that libvirt refuses or that break again back off 1, 2, 4 ... 30 s. Every attempt is
-        a decision in the record. Runs until success, ``stop()``, or ``auto_resume`` off.
+        that libvirt refuses, or that break before moving a byte, back off 1, 2, 4 ... 30 s;
+        one that ran until a new fault broke it does not. Every attempt is a decision in
+        the record. Runs until success, ``stop()``, or ``auto_resume`` off.
         """
         req = self.request
         attempt = failed = 0
@@ -487,7 +488,11 @@ class Migration:
             self._monitor(thread)
             thread.join()
             self._finish(outcome[0] if outcome else None, watching=watching)
-            failed += self._phase is Phase.POSTCOPY_PAUSED
+            # back off only from resumes that never moved a byte (refused, or broken at
+            # once); one that ran until a new fault broke it is followed by a fresh start
+            segment = self.result.samples[self._segment_start :]
+            moved = len({s.memory_processed_bytes + s.disk_processed_bytes for s in segment}) > 1
+            failed = failed + 1 if self._phase is Phase.POSTCOPY_PAUSED and not moved else 0
 
     def _wait_for_hosts(self, attempt: int, who: str) -> bool:
         """Return once both hosts answer (False if stopping), probing every HOST_POLL_S.

@@ -52,9 +52,10 @@ from orbit.virt.driver import (
 
 log = logging.getLogger(__name__)
 
-#: Socket connect timeout when probing a TCP host before libvirt.open (a lost SYN is
-#: sent again after 1 s, so a host whose link just returned answers the next probe).
-CONNECT_PROBE_TIMEOUT_S = 1.0
+#: Socket connect timeout when probing a TCP host before libvirt.open: room for one lost
+#: SYN (sent again after 1 s; at 1 s sharp a lossy link failed 2 migrations in 5), short
+#: enough that a host whose link returns answers within ~1 s of probing.
+CONNECT_PROBE_TIMEOUT_S = 1.5
 LIBVIRT_TCP_PORT = 16509
 #: Keepalive: ping every 5 s, give up after 6 unanswered (30 s).
 KEEPALIVE_INTERVAL_S = 5

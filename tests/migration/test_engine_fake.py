@@ -270,6 +270,40 @@ def test_resume_waits_for_the_destination_then_starts_at_once(fast_backoff: None
     assert m.result.resume_attempts == 1
 
 
+def _resumed_and_moving(m: Migration, attempts: int) -> Callable[[], bool]:
+    """True once resume attempt ``attempts`` runs and has taken 3 samples since."""
+    seen: list[int] = []
+
+    def check() -> bool:
+        if m.result.resume_attempts < attempts or m.phase is not Phase.RUNNING_POSTCOPY:
+            return False
+        seen.append(len(m.result.samples))
+        return seen[-1] >= seen[0] + 3
+
+    return check
+
+
+def test_a_resume_that_ran_until_a_new_fault_is_not_backed_off(fast_backoff: None) -> None:
+    """A flapping link: each resume moves bytes before the next cut breaks it, so the next
+    one starts as soon as the host answers (a back-off of 60 s here would hang the test)."""
+    import orbit.migration.engine as engine
+
+    driver = _driver(SLOW)
+    m = _migration(driver, _postcopy_settings())
+    t = _run_in_thread(m)
+    _wait_phase(m, Phase.RUNNING_POSTCOPY)
+    engine.RESUME_BACKOFF_FIRST_S = engine.RESUME_BACKOFF_MAX_S = 60.0
+    for cut in range(3):
+        driver.hosts[DST].up = False
+        _wait_phase(m, Phase.POSTCOPY_PAUSED)
+        driver.hosts[DST].up = True
+        if cut < 2:  # the resumed post-copy moves bytes, then the link goes again
+            _wait_for(_resumed_and_moving(m, attempts=cut + 1))
+    t.join(10)
+    assert m.result.phase is Phase.COMPLETED, m.result.error
+    assert m.result.resume_attempts == 3
+
+
 def test_operator_resume_now_skips_the_back_off(fast_backoff: None) -> None:
     """A refused resume backs off (60 s here); the operator's resume-now cuts it short."""
     import orbit.migration.engine as engine
