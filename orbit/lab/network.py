@@ -62,14 +62,15 @@ def delete_bridge() -> None:
         run(["ip", "link", "del", BRIDGE])
 
 
-#: Each lab host's TCP gives up on a connection whose data stays unacknowledged for ~13 s
-#: (RTO 0.2 s doubled 6 times: 0.2+0.4+...+6.4 s), as an operator sets it on a migration
-#: network, instead of the kernel's ~15 minutes (15 retries). After a long link cut, a
-#: daemon's dead connection then ends on both sides before the link returns: neither
-#: delivers stale calls late (libvirt's Finish of the broken job, which holds the
-#: destination's domain lock for up to 30 s), and the destination notices the break.
-#: The namespaces' own values: the machine's are untouched.
-TCP_SYSCTLS = {"net.ipv4.tcp_retries2": 6, "net.ipv4.tcp_orphan_retries": 6}
+#: Each lab host's TCP gives up on a connection whose data stays unacknowledged for
+#: ~12.6 s (RTO 0.2 s doubled: 0.2+0.4+...+6.4 s), not the kernel's ~15 minutes, and on a
+#: connection its program already closed after ~1.4 s, as an operator sets it on a
+#: migration network. After a long link cut, a daemon's dead connection then ends on both
+#: sides before the link returns: no stale call (libvirt's Finish of the broken job, which
+#: held the destination's domain lock for 30 s when TCP delivered it after a 20 s cut)
+#: arrives late, and the destination notices the break. The namespaces' own values: the
+#: machine's are untouched.
+TCP_SYSCTLS = {"net.ipv4.tcp_retries2": 5, "net.ipv4.tcp_orphan_retries": 2}
 
 
 def create_host_net(host: str, index: int) -> None:
