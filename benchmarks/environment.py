@@ -18,6 +18,7 @@ from typing import Any
 import libvirt
 
 from orbit.lab.lab import Lab
+from orbit.lab.libvirt_util import connection
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 
@@ -50,14 +51,20 @@ def _commit() -> str:
 def describe(lab: Lab, link: str) -> dict[str, Any]:
     """The environment of a benchmark run on ``lab`` whose link is shaped as ``link``."""
     accel, why = lab.accelerator()
+    # what the lab's daemons run (ORBIT_LAB_STACK may give them another stack than the
+    # system's), asked of the first host's libvirtd
+    with connection(lab.hosts()[0].uri) as conn:
+        qemu = f"QEMU {_libvirt_version(conn.getVersion())}"
+        libvirtd = _libvirt_version(conn.getLibVersion())
     debian = Path("/etc/debian_version")
     return {
         "accelerator": accel,
         "accelerator_why": why,
         "kernel": platform.release(),
         "debian": debian.read_text().strip() if debian.exists() else "not Debian",
-        "qemu": _first_line(["qemu-system-x86_64", "--version"]),
-        "libvirt": _libvirt_version(libvirt.getVersion()),
+        "qemu": qemu,
+        "libvirt": libvirtd,
+        "libvirt_client": _libvirt_version(libvirt.getVersion()),
         "libvirt_python": _package_version("libvirt-python"),
         "link": link,
         "cpus": os.cpu_count() or 0,

@@ -48,6 +48,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from benchmarks import environment
+from orbit.errors import GuestError
 from orbit.lab.guest import Guests, GuestSpec
 from orbit.lab.lab import Lab
 from orbit.lab.libvirt_util import list_domains
@@ -186,7 +187,12 @@ def run_scenario(lab: Lab, guests: Guests, driver: LibvirtDriver, scenario: str)
     r = m.result
     running = [h.name for h in lab.hosts() if list_domains(h.uri).get(guest.name) == "running"]
     where = running[0] if len(running) == 1 else ",".join(running) or "none"
-    verified = guests.wait_verified(running[0], guest.name) if len(running) == 1 else None
+    verified = None
+    if len(running) == 1:
+        try:
+            verified = guests.wait_verified(running[0], guest.name)
+        except GuestError as err:  # a guest that stands still: record it, go on
+            note = f"{err}; {note}".rstrip("; ")
     gap_s = (verified.max_gap_ms / 1000) if verified else -1.0
     outage = max((back - down for down, back in outages), default=None)
     flowing: float | None = None

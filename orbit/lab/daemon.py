@@ -14,6 +14,7 @@ daemons outside systemd, as root, on a machine that may itself be a container.
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import socket
@@ -26,6 +27,8 @@ from orbit.errors import LabError
 from orbit.lab.system import POLL_INTERVAL_S, pid_alive
 
 LIBVIRTD_TCP_PORT = 16509
+#: where libvirtd and QEMU load their modules from (Debian's multiarch paths)
+MODULE_DIRS = ("/usr/lib/x86_64-linux-gnu/libvirt", "/usr/lib/x86_64-linux-gnu/qemu")
 #: How long a fresh libvirtd gets to accept connections.
 LIBVIRTD_START_TIMEOUT_S = 30.0
 #: Connect timeout when probing whether a daemon answers.
@@ -103,13 +106,37 @@ def save_caps_cache(host_dir: Path, cache: Path) -> None:
         shutil.copytree(probed, cache, dirs_exist_ok=True)
 
 
+def stack_root() -> Path | None:
+    """Another QEMU/libvirt for the lab's daemons: ``ORBIT_LAB_STACK``, a directory holding
+    those packages unpacked (``scripts/lab-stack.sh`` makes one); None: the system's."""
+    raw = os.environ.get("ORBIT_LAB_STACK", "")
+    if not raw:
+        return None
+    root = Path(raw)
+    if not (root / "usr" / "sbin" / "libvirtd").exists():
+        raise LabError(
+            f"ORBIT_LAB_STACK={raw} holds no usr/sbin/libvirtd: run scripts/lab-stack.sh"
+        )
+    return root
+
+
 def start_libvirtd(netns: str, host_dir: Path) -> int:
     """Start the host's libvirtd in namespace ``netns``; return its PID.
 
     ``ip netns exec``, ``unshare`` and ``sh -c 'exec …'`` all exec in place, so the PID of
-    the child is libvirtd's own.
+    the child is libvirtd's own. With :func:`stack_root`, that stack's ``/usr`` is laid
+    over the system's (overlayfs) in the daemon's mount namespace only: its libvirtd and
+    the QEMUs it starts are that stack's, at the paths they were built for.
     """
     mounts = []
+    stack = stack_root()
+    if stack is not None:
+        mounts.append(
+            f"mount -t overlay orbit-stack -o lowerdir={shlex.quote(str(stack / 'usr'))}:/usr /usr"
+        )
+        # only the stack's modules: the system's would be loaded too, and fail
+        for modules in MODULE_DIRS:
+            mounts.append(f"mount --bind {shlex.quote(str(stack / modules.lstrip('/')))} {modules}")
     for sub, target in PER_HOST_DIRS.items():
         mounts.append(f"mount --bind {shlex.quote(str(host_dir / sub))} {target}")
     script = " && ".join(mounts) + f" && exec {shlex.quote(libvirtd_binary())} --listen"

@@ -17,6 +17,7 @@ Usage::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -86,6 +87,13 @@ class Lab:
     def __init__(self, lab_dir: Path) -> None:
         self.lab_dir = lab_dir
         self.state_file = lab_dir / "state.json"
+
+    def _caps_cache(self) -> Path:
+        """Where QEMU capabilities probed by earlier labs are kept, one place per stack."""
+        stack = daemon.stack_root()
+        if stack is None:
+            return self.lab_dir / CAPS_CACHE
+        return self.lab_dir / f"{CAPS_CACHE}-{hashlib.sha256(bytes(stack)).hexdigest()[:12]}"
 
     @classmethod
     def from_env(cls) -> Lab:
@@ -183,7 +191,7 @@ class Lab:
                 if hdir.exists():
                     shutil.rmtree(hdir)
                 daemon.prepare_host_dir(hdir, h.address)
-                daemon.seed_caps_cache(self.lab_dir / CAPS_CACHE, hdir)
+                daemon.seed_caps_cache(self._caps_cache(), hdir)
                 h.libvirtd_pid = daemon.start_libvirtd(h.netns, hdir)
                 self._save(hosts)
             for h in hosts:
@@ -252,7 +260,7 @@ class Lab:
         if errors:
             raise LabError(f"lab down left something behind: {errors[0]}")
         for h in hosts:
-            daemon.save_caps_cache(self.host_dir(h.name), self.lab_dir / CAPS_CACHE)
+            daemon.save_caps_cache(self.host_dir(h.name), self._caps_cache())
         shutil.rmtree(self.lab_dir / "hosts", ignore_errors=True)
         self.state_file.unlink(missing_ok=True)
         return removed
