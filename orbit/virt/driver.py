@@ -35,8 +35,6 @@ class DomainInfo:
     memory_mib: int
     vcpus: int
     persistent: bool
-    #: local disks (device='disk'); block migration copies them
-    disks: int = 0
 
     @property
     def postcopy_failed(self) -> bool:
