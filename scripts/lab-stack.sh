@@ -51,7 +51,11 @@ fi
 apt-get update -q
 rm -rf "$dir/debs" "$dir/root"
 mkdir -p "$dir/debs" "$dir/root"
-(cd "$dir/debs" && apt-get download -q "${packages[@]}")
+# the versions tested; when the mirror has moved on, the suite's own (said so)
+if ! (cd "$dir/debs" && apt-get download -q "${packages[@]}"); then
+  echo "lab-stack: $suite no longer has these versions; taking its current ones" >&2
+  (cd "$dir/debs" && apt-get download -q "${packages[@]/=*//$suite}")
+fi
 for deb in "$dir"/debs/*.deb; do
   dpkg-deb -x "$deb" "$dir/root"
 done

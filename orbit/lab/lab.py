@@ -31,6 +31,7 @@ from pathlib import Path
 from orbit.errors import ConfigError, HostNotFound, LabError, LabStateError
 from orbit.lab import daemon, libvirt_util, network
 from orbit.lab.system import pid_alive, pids_in_netns, terminate, wait_for
+from orbit.virt.libvirt_driver import resume_defect_of
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +199,11 @@ class Lab:
                 assert h.libvirtd_pid is not None
                 daemon.wait_until_listening(h.libvirtd_pid, h.address, self.host_dir(h.name))
                 libvirt_util.ensure_images_pool(h.uri)
+                defect = resume_defect_of(libvirt_util.lib_version(h.uri))
+                tcp = network.tune_tcp(h.name, resumable=defect is None)
+                log.info("lab tcp host=%s settings=%s", h.name, tcp or "the kernel's defaults")
+                if defect is not None:
+                    log.warning("lab host cannot resume post-copy host=%s: %s", h.name, defect)
             from orbit.lab.guest import Guests  # guest.py builds on this module
 
             accel = Guests(self).probe_accelerator(hosts[0].name)

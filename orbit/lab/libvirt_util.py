@@ -46,6 +46,12 @@ def connection(uri: str) -> Iterator[libvirt.virConnect]:
             conn.close()
 
 
+def lib_version(uri: str) -> int:
+    """The version of the host's libvirt daemon (major * 1e6 + minor * 1e3 + micro)."""
+    with connection(uri) as conn:
+        return int(conn.getLibVersion())
+
+
 def state_name(dom: libvirt.virDomain) -> str:
     state, _reason = dom.state()
     return _STATE_NAMES.get(state, str(state))

@@ -72,6 +72,13 @@ def delete_bridge() -> None:
 #: machine's are untouched.
 TCP_SYSCTLS = {"net.ipv4.tcp_retries2": 5, "net.ipv4.tcp_orphan_retries": 2}
 
+#: Where libvirt cannot resume a post-copy (11.2 and later), QEMU's own stream has to
+#: outlive the outage and get through soon after it: retransmit at least every 5 s, not
+#: up to every 2 min (``tcp_rto_max_ms``, Linux 6.15 and later), for ~21 min (255
+#: retransmissions; 15 at that pace would give up after ~1 min). Without that sysctl the
+#: kernel's defaults stay (~15 min; the stream goes on up to 2 min after the link returns).
+TCP_SYSCTLS_UNRESUMABLE = {"net.ipv4.tcp_rto_max_ms": 5000, "net.ipv4.tcp_retries2": 255}
+
 
 def create_host_net(host: str, index: int) -> None:
     """Create namespace ``host`` joined to the bridge, with address 198.18.0.``index``."""
@@ -82,8 +89,18 @@ def create_host_net(host: str, index: int) -> None:
     run(["ip", "-n", host, "addr", "add", f"{host_address(index)}/{PREFIX_LEN}", "dev", NS_IFACE])
     run(["ip", "-n", host, "link", "set", NS_IFACE, "up"])
     run(["ip", "-n", host, "link", "set", "lo", "up"])
-    for key, value in TCP_SYSCTLS.items():
+
+
+def tune_tcp(host: str, *, resumable: bool) -> dict[str, int]:
+    """Set the TCP settings for the host's namespace (they apply to open sockets too):
+    :data:`TCP_SYSCTLS` where post-copy can be resumed, else
+    :data:`TCP_SYSCTLS_UNRESUMABLE` if this kernel has them. Returns what was set."""
+    wanted = TCP_SYSCTLS if resumable else TCP_SYSCTLS_UNRESUMABLE
+    if not resumable and not Path("/proc/sys/net/ipv4/tcp_rto_max_ms").exists():
+        wanted = {}
+    for key, value in wanted.items():
         run(["ip", "netns", "exec", host, "sysctl", "-q", "-w", f"{key}={value}"])
+    return wanted
 
 
 def delete_host_net(host: str) -> None:

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 
 from orbit.errors import (
     DomainNotFound,
+    HostUnreachable,
     HypervisorError,
     InvalidMigration,
     MigrationFailed,
@@ -87,6 +88,9 @@ RESUME_BACKOFF_FIRST_S = 1.0
 RESUME_BACKOFF_MAX_S = 30.0
 #: While a host does not answer, it is probed this often (a TCP connect, then one call).
 HOST_POLL_S = 0.5
+#: probes of the destination before a migration starts: one lost SYN on a lossy link (and
+#: its retransmission 1 s later) must not refuse the migration
+PREFLIGHT_PROBES = 3
 #: How long the engine waits for the job-completed event (final statistics) after the end.
 FINAL_STATS_TIMEOUT_S = 2.0
 
@@ -204,6 +208,8 @@ class Migration:
         self._paused_at: float | None = None  # elapsed s when post-copy last paused
         self._segment_start = 0  # index of the first sample of the current job
         self._pause_sent = False
+        #: why the destination cannot take a post-copy resume (None: it can)
+        self._resume_defect: str | None = None
         self.result = MigrationResult(
             domain=request.domain,
             src_uri=request.src_uri,
@@ -306,7 +312,13 @@ class Migration:
                 + (f" ({info.reason})" if info.reason else "")
                 + " on the source: only a running VM can be live-migrated"
             )
-        self.driver.ping(req.dst_uri)  # HostUnreachable
+        for probe in range(PREFLIGHT_PROBES):
+            try:
+                self.driver.ping(req.dst_uri)
+                break
+            except HostUnreachable:
+                if probe == PREFLIGHT_PROBES - 1:
+                    raise
 
     def run(self) -> MigrationResult:
         """Run the migration to its end; see the module docstring for the phases.
@@ -322,6 +334,7 @@ class Migration:
             self.result.error = str(err)
             self._set_phase(Phase.FAILED, str(err))
             raise
+        self._learn_resume_defect()
         try:
             unwatch = self.driver.watch(req.src_uri, req.domain, self._on_event)
         except HypervisorError as err:  # events only make the loop faster
@@ -442,6 +455,12 @@ class Migration:
         req = self.request
         attempt = failed = 0
         while self._phase is Phase.POSTCOPY_PAUSED and req.settings.auto_resume:
+            if self._resume_defect is not None:
+                if failed and self._stopping.wait(HOST_POLL_S):
+                    return
+                self._follow_stream()
+                failed += 1  # settled postcopy-paused again: look again in a while
+                continue
             if failed:
                 delay_s = resume_backoff_s(failed - 1, RESUME_BACKOFF_FIRST_S, RESUME_BACKOFF_MAX_S)
                 operator = self._resume_now.wait(delay_s)
@@ -453,6 +472,8 @@ class Migration:
             who = "operator" if operator else "engine"
             if not self._wait_for_hosts(attempt, who):
                 return  # stopping
+            if self._learn_resume_defect() is not None:
+                continue  # followed instead (above)
             paused_s = self._elapsed() - (self._paused_at or self._elapsed())
             # libvirt may call a post-copy failed while QEMU still streams (e.g. after the
             # destination's daemon restarted), or a resume may already run (started before a
@@ -493,6 +514,41 @@ class Migration:
             segment = self.result.samples[self._segment_start :]
             moved = len({s.memory_processed_bytes + s.disk_processed_bytes for s in segment}) > 1
             failed = failed + 1 if self._phase is Phase.POSTCOPY_PAUSED and not moved else 0
+
+    def _learn_resume_defect(self) -> str | None:
+        """Ask the destination whether it can take a post-copy resume (kept if it does not
+        answer); a defect is logged once."""
+        try:
+            defect = self.driver.resume_defect(self.request.dst_uri)
+        except HypervisorError:
+            return self._resume_defect
+        if defect is not None and self._resume_defect is None:
+            log.warning("post-copy cannot be resumed domain=%s why=%s", self.request.domain, defect)
+        self._resume_defect = defect
+        return defect
+
+    def _follow_stream(self) -> None:
+        """The destination cannot take a resume: follow QEMU's own stream to its end.
+
+        A broken libvirt connection leaves QEMU's migration stream running; after a link
+        cut, TCP delivers it again once a retransmission gets through (its back-off doubles,
+        up to 2 min), and libvirt finishes the job by itself when QEMU completes. Never
+        paused (it could not go on) and never resumed (it would crash the destination's
+        daemon). Ends when the source has no job any more; the outcome is then settled.
+        """
+        self._record(
+            Action.CONTINUE,
+            f"not resuming: {self._resume_defect}; QEMU's own stream goes on once the link "
+            "is back and TCP gets through: following it to its end",
+            "engine",
+            rule="follow-stream",
+        )
+        self._set_phase(Phase.RUNNING_POSTCOPY, "following QEMU's stream (no resume possible)")
+        self._segment_start = len(self.result.samples)
+        self._pause_sent = False
+        self._adopted_job_over = False
+        self._monitor(None, follow_failed=True)
+        self._settle_after_job()
 
     def _wait_for_hosts(self, attempt: int, who: str) -> bool:
         """Return once both hosts answer (False if stopping), probing every HOST_POLL_S.
@@ -564,6 +620,7 @@ class Migration:
             self._set_phase(Phase.PREPARING)
         if phase in (Phase.QUEUED, Phase.PREPARING):
             self._set_phase(Phase.RUNNING_PRECOPY, "adopted after a restart")
+        self._learn_resume_defect()
         if self._phase is Phase.RUNNING_PRECOPY and self._source_in_postcopy():
             # the earlier process asked for post-copy but died before recording it
             self.result.switch_at_s = round(self._elapsed(), 3)
@@ -712,9 +769,10 @@ class Migration:
             log.warning("post-copy failed event domain=%s", self.request.domain)
         self._wake.set()
 
-    def _monitor(self, thread: threading.Thread | None) -> None:
+    def _monitor(self, thread: threading.Thread | None, *, follow_failed: bool = False) -> None:
         """Sample, decide and act until the migration call returns (``thread``) or, when
-        adopting (``thread`` None), until the source has no migration job any more."""
+        adopting (``thread`` None), until the source has no migration job any more, or its
+        post-copy failed (``follow_failed``: go on until QEMU's stream ends)."""
         req = self.request
         downtime_set = thread is None  # an adopted job has its limit already
 
@@ -737,7 +795,9 @@ class Migration:
                 if thread is None and self._source_stopped():
                     self._adopted_job_over = True  # e.g. it completed while we looked away
                 continue
-            if thread is None and (not stats.active or self._source_postcopy_failed()):
+            if thread is None and (
+                not stats.active or (not follow_failed and self._source_postcopy_failed())
+            ):
                 self._adopted_job_over = True  # libvirt keeps a broken post-copy's job "active"
                 break
             if stats.active and stats.memory_total_bytes == 0 and stats.disk_total_bytes == 0:
@@ -818,10 +878,15 @@ class Migration:
         """
         req = self.request
         segment = [s for s in self.result.samples[self._segment_start :] if s.postcopy]
-        decision = None if self._pause_sent else postcopy_stall(segment, req.settings)
+        decision = (
+            None if self._pause_sent else postcopy_stall(segment, req.settings, self._resume_defect)
+        )
         if decision is None:
             return
         self._record(decision.action, decision.reason, rule=decision.rule)
+        if decision.action is not Action.PAUSE_POSTCOPY:
+            self._pause_sent = True  # said once per attempt
+            return
         self._pause_sent = self._try(
             lambda: self.driver.abort_job(req.src_uri, req.domain, postcopy=True)
         )

@@ -241,7 +241,9 @@ def outcome_from_hosts(
     )
 
 
-def postcopy_stall(samples: Sequence[Sample], settings: MigrationSettings) -> Decision | None:
+def postcopy_stall(
+    samples: Sequence[Sample], settings: MigrationSettings, cannot_resume: str | None = None
+) -> Decision | None:
     """A post-copy that moved no bytes for ``postcopy_stall_s``: pause it (None: it moves).
 
     ``samples`` are the post-copy samples of the current attempt. Post-copy sends pages all
@@ -249,14 +251,27 @@ def postcopy_stall(samples: Sequence[Sample], settings: MigrationSettings) -> De
     without a byte means the stream is dead; TCP would retry it for minutes, with ever longer
     gaps. Pausing turns the hang into a recoverable ``postcopy-paused`` that the engine
     resumes as soon as both hosts answer. Never an abort.
+
+    ``cannot_resume`` says why the destination could not take a resume: then a paused
+    stream could never go on, and the decision is to leave it to TCP (continue).
     """
     stall = stalled_for_s(samples)
     if stall < settings.postcopy_stall_s:
         return None
+    stalled = (
+        f"post-copy moved no bytes for {stall:.1f} s (post-copy stall timeout "
+        f"{settings.postcopy_stall_s:g} s)"
+    )
+    if cannot_resume is not None:
+        return Decision(
+            Action.CONTINUE,
+            f"{stalled}: not pausing it, a paused post-copy could not be resumed "
+            f"({cannot_resume}); QEMU's stream goes on when TCP gets through again",
+            "postcopy-stalled-unresumable",
+        )
     return Decision(
         Action.PAUSE_POSTCOPY,
-        f"post-copy moved no bytes for {stall:.1f} s (post-copy stall timeout "
-        f"{settings.postcopy_stall_s:g} s): pausing it to resume when the link is back",
+        f"{stalled}: pausing it to resume when the link is back",
         "postcopy-stalled",
     )
 

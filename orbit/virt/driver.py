@@ -152,6 +152,12 @@ class HypervisorDriver(Protocol):
     def abort_job(self, uri: str, name: str, *, postcopy: bool = False) -> None:
         """Abort the running job; ``postcopy`` breaks a post-copy migration (recoverable)."""
 
+    def resume_defect(self, uri: str) -> str | None:
+        """Why the host's daemon cannot take a post-copy resume as the destination (a known
+        defect of its version), or None when it can. Raise HostUnreachable if it does not
+        answer."""
+        ...
+
     def suspend(self, uri: str, name: str) -> None:
         """Pause the domain's vCPUs (to let a pre-copy migration converge)."""
 

@@ -47,6 +47,8 @@ class _Job:
     aborted: bool = False
     #: abort_job(postcopy=True) during post-copy: the stream breaks, both sides stay
     pause_postcopy: bool = False
+    #: break_control(): libvirt's call fails ("post-copy failed") while QEMU streams on
+    control_lost: bool = False
 
 
 @dataclass
@@ -74,6 +76,9 @@ class FakeDriver:
         #: refuse this many resumes of a broken post-copy (as libvirt does while one
         #: daemon still holds the broken job), then accept
         self.resume_refusals = 0
+        #: hosts whose daemon crashes when asked to take a post-copy resume, and why
+        #: (libvirt 11.2 and later); resume_defect() says so
+        self.resume_defects: dict[str, str] = {}
         self.hosts: dict[str, FakeHost] = {}
         self.calls: list[str] = []
         self._lock = threading.Lock()
@@ -104,6 +109,12 @@ class FakeDriver:
             persistent=True,
         )
         host.workloads[name] = wl
+
+    def break_control(self, uri: str, name: str) -> None:
+        """The migration's libvirt connection breaks (a keepalive timeout) in post-copy:
+        the call fails and both sides say "post-copy failed", but the stream goes on and
+        the job completes by itself (libvirt 11 after a link cut or a daemon restart)."""
+        self._job(uri, name).control_lost = True
 
     def _host(self, uri: str) -> FakeHost:
         host = self.hosts.get(uri)
@@ -156,14 +167,63 @@ class FakeDriver:
                 raise MigrationFailed(
                     f"migrating {name}: operation failed: QEMU reports migration is still running"
                 )
+            if params.dst_uri in self.resume_defects:  # the destination's daemon dies
+                dst.up = False
+                raise MigrationFailed(
+                    f"migrating {name}: End of file while reading data: Input/output error"
+                )
             remaining, processed, iteration, requests = left
             job.postcopy = True
         with self._lock:
             src.jobs[name] = job
+        lost = threading.Event()  # the call failed; the stream goes on in the background
+        failure: list[BaseException] = []
+
+        def stream() -> None:
+            try:
+                progress = (remaining, processed, iteration, requests)
+                self._stream(uri, name, params, job, progress, lost)
+            except BaseException as err:
+                failure.append(err)
+            finally:
+                lost.set()
+
+        thread = threading.Thread(target=stream, name=f"fake-stream-{name}", daemon=True)
+        thread.start()
+        lost.wait()
+        if failure:
+            raise failure[0]
+        if job.control_lost:
+            raise MigrationFailed(f"migrating {name}: internal error: client socket is closed")
+
+    def _stream(
+        self,
+        uri: str,
+        name: str,
+        params: MigrationParams,
+        job: _Job,
+        progress: tuple[int, int, int, int],
+        lost: threading.Event,
+    ) -> None:
+        """Run the job's stream to its end (raise if it fails); set ``lost`` when the
+        control connection breaks (the stream goes on)."""
+        src, dst = self._host(uri), self._host(params.dst_uri)
+        dom = self._dom(uri, name)
+        wl = src.workloads[name]
+        remaining, processed, iteration, requests = progress
         dirtied_this_pass, started = 0, time.monotonic()
         try:
             while True:
                 time.sleep(self.tick_s)
+                if job.control_lost and job.postcopy and not lost.is_set():
+                    with self._lock:
+                        src.domains[name] = replace(
+                            dom, state=DomainState.PAUSED, reason="postcopy-failed"
+                        )
+                        dst.domains[name] = replace(
+                            dom, state=DomainState.RUNNING, reason="postcopy-failed"
+                        )
+                    lost.set()
                 if job.aborted:
                     raise MigrationFailed(f"migrating {name}: operation aborted: job cancelled")
                 if job.pause_postcopy:
@@ -291,6 +351,10 @@ class FakeDriver:
         self.calls.append(f"suspend {name}")
         host = self._host(uri)
         host.domains[name] = replace(self._dom(uri, name), state=DomainState.PAUSED, reason="user")
+
+    def resume_defect(self, uri: str) -> str | None:
+        self._host(uri)
+        return self.resume_defects.get(uri)
 
     def resume(self, uri: str, name: str) -> None:
         self.calls.append(f"resume {name}")

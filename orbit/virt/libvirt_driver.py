@@ -56,6 +56,11 @@ log = logging.getLogger(__name__)
 #: SYN (sent again after 1 s; at 1 s sharp a lossy link failed 2 migrations in 5), short
 #: enough that a host whose link returns answers within ~1 s of probing.
 CONNECT_PROBE_TIMEOUT_S = 1.5
+#: libvirt 11.2.0 changed the incoming-migration set-up to take a pointer to the migration
+#: fd, and its post-copy resume on the destination (qemuMigrationDstPrepareResume) passes
+#: none: the daemon dereferences NULL and dies (seen on 11.3.0, Debian 13's version, in
+#: every patch level up to 11.3.0-3+deb13u3). No fixed release is known to us.
+RESUME_CRASH_SINCE = 11_002_000
 LIBVIRT_TCP_PORT = 16509
 #: Keepalive: ping every 5 s, give up after 6 unanswered (30 s).
 KEEPALIVE_INTERVAL_S = 5
@@ -257,6 +262,13 @@ class LibvirtDriver:
         except libvirt.libvirtError as err:
             raise _mapped(err, uri, "ping") from err
 
+    def resume_defect(self, uri: str) -> str | None:
+        try:
+            version = self._conn(uri).getLibVersion()
+        except libvirt.libvirtError as err:
+            raise _mapped(err, uri, "reading the libvirt version") from err
+        return resume_defect_of(version)
+
     def host_info(self, uri: str) -> HostInfo:
         conn = self._conn(uri)
         try:
@@ -315,6 +327,9 @@ class LibvirtDriver:
             flags |= libvirt.VIR_MIGRATE_POSTCOPY
         if params.postcopy_resume:
             flags |= libvirt.VIR_MIGRATE_POSTCOPY_RESUME
+            defect = self.resume_defect(params.dst_uri)  # never crash a host's daemon
+            if defect is not None:
+                raise MigrationFailed(f"not resuming the post-copy of {name}: {defect}")
         if params.block_migration:
             flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
         mparams: dict[str, Any] = {}
@@ -486,6 +501,18 @@ class LibvirtDriver:
                     conn.domainEventDeregisterAny(callback_id)
 
         return unsubscribe
+
+
+def resume_defect_of(version: int) -> str | None:
+    """Why a destination running libvirt ``version`` (major * 1e6 + minor * 1e3 + micro)
+    cannot take a post-copy resume, or None."""
+    if version < RESUME_CRASH_SINCE:
+        return None
+    text = f"{version // 1_000_000}.{version // 1000 % 1000}.{version % 1000}"
+    return (
+        f"libvirt {text} on the destination crashes when asked to resume a post-copy "
+        "(since 11.2.0 its resume passes no migration fd)"
+    )
 
 
 def stats_from_libvirt(raw: dict[str, Any]) -> JobStats:

@@ -353,6 +353,34 @@ def test_a_destination_that_missed_the_break_is_paused_before_the_resume(
     assert m.result.resume_attempts == 1  # the first resume went through
 
 
+def test_a_destination_that_cannot_resume_is_followed_never_paused_or_resumed(
+    fast_backoff: None,
+) -> None:
+    """libvirt 11.2 and later crash on a resume: a stalled post-copy is left to TCP and,
+    once libvirt's call fails, QEMU's stream is followed until it completes by itself."""
+    driver = _driver(SLOW)
+    driver.resume_defects[DST] = "libvirt 11.3.0 on the destination crashes"
+    m = _migration(driver, _postcopy_settings())
+    t = _run_in_thread(m)
+    _wait_phase(m, Phase.RUNNING_POSTCOPY)
+    driver.hosts[DST].up = False  # the link is cut: no bytes move
+    _wait_for(lambda: any(d.rule == "postcopy-stalled-unresumable" for d in m.result.decisions))
+    driver.break_control(SRC, "vm")  # then libvirt's keepalive gives up on its connection
+    _wait_for(lambda: any(d.rule == "follow-stream" for d in m.result.decisions))
+    assert m.phase is Phase.RUNNING_POSTCOPY
+    assert driver.hosts[SRC].domains["vm"].reason == "postcopy-failed"
+    driver.hosts[DST].up = True  # the link is back: the stream goes on
+    t.join(10)
+    assert not t.is_alive()
+    assert m.result.phase is Phase.COMPLETED, m.result.error
+    actions = {d.action for d in m.result.decisions}
+    assert Action.PAUSE_POSTCOPY not in actions and Action.RESUME_POSTCOPY not in actions
+    assert "abort_job vm postcopy=True" not in driver.calls
+    assert m.result.resume_attempts == 0 and driver.hosts[DST].up  # never crashed it
+    assert driver.hosts[DST].domains["vm"].state is DomainState.RUNNING
+    assert "vm" not in driver.hosts[SRC].domains
+
+
 def test_resume_now_is_refused_unless_paused() -> None:
     driver = _driver(QUIET)
     m = _migration(driver, MigrationSettings.resolve())

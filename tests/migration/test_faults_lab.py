@@ -9,17 +9,21 @@ a partition would.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
+from orbit.lab import network
 from orbit.lab.guest import Guests, GuestSpec
 from orbit.lab.lab import Lab
-from orbit.lab.libvirt_util import list_domains
+from orbit.lab.libvirt_util import lib_version, list_domains
 from orbit.lab.network import Shaping, netem_available
+from orbit.lab.system import pid_alive, run
 from orbit.migration.engine import Migration, MigrationRequest
 from orbit.migration.model import Action, MigrationSettings
 from orbit.migration.phase import Phase
@@ -93,6 +97,24 @@ def _actions(m: Migration) -> list[Action]:
     return [d.action for d in m.result.decisions]
 
 
+def test_each_host_has_the_tcp_settings_its_libvirt_needs(lab: Lab, driver: LibvirtDriver) -> None:
+    """Give up on dead connections fast where post-copy can be resumed; keep QEMU's stream
+    alive and retransmitting where it cannot (network.py says why)."""
+    if os.environ.get("ORBIT_LAB_STACK"):  # the daemons run that stack, not the system's
+        assert lib_version(lab.host("h2").uri) >= 11_000_000
+    resumable = driver.resume_defect(lab.host("h2").uri) is None
+    if resumable:
+        wanted = network.TCP_SYSCTLS
+    elif Path("/proc/sys/net/ipv4/tcp_rto_max_ms").exists():
+        wanted = network.TCP_SYSCTLS_UNRESUMABLE
+    else:
+        wanted = {"net.ipv4.tcp_retries2": 15}  # the kernel's default
+    for host in ("h1", "h2"):
+        for key, value in wanted.items():
+            got = run(["ip", "netns", "exec", host, "sysctl", "-n", key]).strip()
+            assert int(got) == value, f"{key} on {host}"
+
+
 def test_short_link_cut_during_postcopy_is_ridden_out(
     lab: Lab, guests: Guests, driver: LibvirtDriver, shaped: None
 ) -> None:
@@ -111,29 +133,39 @@ def test_short_link_cut_during_postcopy_is_ridden_out(
     _assert_ends_on(lab, guests, "h2")
 
 
-def test_long_link_cut_pauses_postcopy_and_resumes_it(
+def test_long_link_cut_in_postcopy_is_recovered(
     lab: Lab, guests: Guests, driver: LibvirtDriver, shaped: None
 ) -> None:
+    """Paused, then resumed as soon as the link returns; where the destination's libvirt
+    cannot take a resume (11.2 and later crash), never paused: QEMU's stream is followed
+    until it completes by itself, and the destination's daemon stays up."""
     guests.start("h1", GUEST)
+    defect = driver.resume_defect(lab.host("h2").uri)
     settings = MigrationSettings.resolve(post_copy=True, post_copy_after_iterations=0)
     m = _engine(lab, driver, settings)
     t = _start(m)
     _until(lambda: _postcopy_underway(m), "post-copy under way")
     lab.cut("h2")
-    _until(lambda: m.phase is Phase.POSTCOPY_PAUSED, "post-copy paused")
-    # the resume attempt waits for the destination, probing, until the link returns
-    _until(
-        lambda: any("skipped" in d.reason for d in m.result.decisions), "a waiting resume attempt"
-    )
+    if defect is None:
+        _until(lambda: m.phase is Phase.POSTCOPY_PAUSED, "post-copy paused")
+        # the resume attempt waits for the destination, probing, until the link returns
+        _until(lambda: any("skipped" in d.reason for d in m.result.decisions), "a waiting attempt")
+    else:  # libvirt's call fails after its keepalive (3 s); the engine then follows
+        _until(lambda: any(d.rule == "follow-stream" for d in m.result.decisions), "following")
     source_paused = list_domains(lab.host("h1").uri).get(GUEST.name) == "paused"
     lab.restore("h2")
     t.join(TIMEOUT_S)
     assert source_paused
     assert m.result.phase is Phase.COMPLETED, m.result.error
     actions = _actions(m)
-    assert Action.PAUSE_POSTCOPY in actions and Action.RESUME_POSTCOPY in actions
-    assert m.result.resume_attempts >= 1
-    assert "postcopy-paused" in m.result.phase_times
+    if defect is None:
+        assert Action.PAUSE_POSTCOPY in actions and Action.RESUME_POSTCOPY in actions
+        assert m.result.resume_attempts >= 1
+        assert "postcopy-paused" in m.result.phase_times
+    else:
+        assert Action.PAUSE_POSTCOPY not in actions and Action.RESUME_POSTCOPY not in actions
+        assert m.result.resume_attempts == 0
+        assert pid_alive(lab.host("h2").libvirtd_pid or 0), "the destination's daemon died"
     _assert_ends_on(lab, guests, "h2")
 
 
