@@ -12,6 +12,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orbit.errors import (
@@ -81,8 +82,16 @@ def error_body(status: int, message: str, *, identity: bool) -> dict[str, object
     return {NOVA_KEYS.get(status, "computeFault"): {"code": status, "message": message}}
 
 
+#: seconds a client should wait before asking again after a 503
+RETRY_AFTER_S = 2
+
+
 def error_response(status: int, message: str, *, identity: bool) -> JSONResponse:
-    headers = {"WWW-Authenticate": 'Keystone uri="/identity"'} if status == 401 else None
+    headers: dict[str, str] | None = None
+    if status == 401:
+        headers = {"WWW-Authenticate": 'Keystone uri="/identity"'}
+    elif status == 503:
+        headers = {"Retry-After": str(RETRY_AFTER_S)}
     return JSONResponse(
         error_body(status, message, identity=identity), status_code=status, headers=headers
     )
@@ -110,6 +119,15 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
         return error_response(err.status_code, str(err.detail), identity=_is_identity(request))
+
+    @app.exception_handler(PoolTimeout)
+    async def pool_exhausted(request: Request, err: PoolTimeout) -> JSONResponse:
+        log.warning("database pool exhausted path=%s", request.url.path)
+        return error_response(
+            503,
+            "the database is busy: all its connections are in use; try again in a moment",
+            identity=_is_identity(request),
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, err: Exception) -> JSONResponse:

@@ -25,7 +25,8 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from orbit.conductor.inventory import ACTIVE_PHASES, sync_inventory
@@ -128,6 +129,11 @@ def previous_pass1(session: Session, server_id: str) -> tuple[float, float] | No
     return float(row[0]), float(row[1])
 
 
+def _rowcount(result: Any) -> int:
+    """Rows an UPDATE matched (CursorResult.rowcount; typed loosely by SQLAlchemy)."""
+    return int(getattr(result, "rowcount", 0))
+
+
 class Conductor:
     """Runs migrations for one orbit-server process. Thread-safe."""
 
@@ -135,10 +141,10 @@ class Conductor:
         self.db = db
         self.driver = driver
         self.config = config
+        #: guards the in-memory maps below only: never held across I/O or a database wait
+        #: (the database itself decides between simultaneous queue changes: a unique index
+        #: for one unfinished migration per server, compare-and-set updates of a status)
         self._lock = threading.Lock()
-        #: held around "check, write, commit" of queue changes (a request, an abort of a
-        #: queued migration, the dispatcher), so two of them never act on the same stale view
-        self.queue_lock = threading.RLock()
         self._engines: dict[int, EngineMigration] = {}
         self._threads: dict[int, threading.Thread] = {}
         self._wake = threading.Event()
@@ -252,7 +258,19 @@ class Conductor:
         record.settings = settings
         session.add(record)
         server.status = ServerStatus.MIGRATING.value
-        session.flush()
+        try:
+            session.flush()
+        except IntegrityError as err:  # another request queued one first
+            session.rollback()
+            if session.scalar(
+                select(Migration.id).where(
+                    Migration.server_id == server.id, Migration.status.in_(ACTIVE_PHASES)
+                )
+            ):
+                raise MigrationInProgress(
+                    f"server {server.name} is already being migrated"
+                ) from err
+            raise
         log.info(
             "migration queued id=%d server=%s source=%s dest=%s policy=%s post_copy=%s",
             record.id,
@@ -299,12 +317,30 @@ class Conductor:
     def abort(self, session: Session, record: Migration) -> None:
         phase = record.phase
         if phase is Phase.QUEUED:
-            record.status = Phase.CANCELLED.value
-            record.error = "aborted by the operator before it started"
-            record.finished_at = utcnow()
-            if record.server.status == ServerStatus.MIGRATING.value:
-                record.server.status = ServerStatus.ACTIVE.value
-            return
+            cancelled = session.execute(
+                update(Migration)
+                .where(Migration.id == record.id, Migration.status == Phase.QUEUED.value)
+                .values(
+                    status=Phase.CANCELLED.value,
+                    error="aborted by the operator before it started",
+                    finished_at=utcnow(),
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if _rowcount(cancelled) == 1:
+                session.execute(
+                    update(Server)
+                    .where(
+                        Server.id == record.server_id,
+                        Server.status == ServerStatus.MIGRATING.value,
+                    )
+                    .values(status=ServerStatus.ACTIVE.value)
+                    .execution_options(synchronize_session=False)
+                )
+                session.refresh(record)
+                return
+            session.refresh(record)  # the dispatcher started it a moment ago
+            phase = record.phase
         if phase.in_postcopy:
             raise MigrationRefused(
                 f"migration {record.id} is in post-copy: the VM's memory is split between "
@@ -313,7 +349,12 @@ class Conductor:
             )
         if phase.is_final:
             raise MigrationRefused(f"migration {record.id} is already {phase.value}")
-        engine = self._engines.get(record.id)
+        with self._lock:
+            engine = self._engines.get(record.id)
+        if engine is None and phase is Phase.PREPARING:
+            raise MigrationRefused(
+                f"migration {record.id} is starting this moment; try the abort again"
+            )
         if engine is None:
             raise MigrationRefused(
                 f"migration {record.id} is followed after a restart of orbit-server; "
@@ -330,12 +371,14 @@ class Conductor:
             if self._stop.is_set():
                 return
             try:
-                self._dispatch()
+                self.dispatch()
             except Exception:
                 log.exception("dispatch crashed")
 
-    def _dispatch(self) -> None:
-        with self.queue_lock, self.db.session() as session:
+    def dispatch(self) -> None:
+        """Start what the per-host limits allow, oldest first. Each start is a
+        compare-and-set (queued -> preparing): an abort that came first wins."""
+        with self.db.session() as session:
             running = list(
                 session.execute(
                     select(Migration.source_host_id, Migration.dest_host_id).where(
@@ -348,23 +391,30 @@ class Conductor:
             for src, dst in running:
                 outgoing[src] = outgoing.get(src, 0) + 1
                 incoming[dst] = incoming.get(dst, 0) + 1
-            queued = session.scalars(
-                select(Migration)
-                .where(Migration.status == Phase.QUEUED.value)
-                .order_by(Migration.id)
+            queued = list(
+                session.execute(
+                    select(Migration.id, Migration.source_host_id, Migration.dest_host_id)
+                    .where(Migration.status == Phase.QUEUED.value)
+                    .order_by(Migration.id)
+                )
             )
             to_start: list[int] = []
-            for record in queued:
-                src, dst = record.source_host_id, record.dest_host_id
+            for mid, src, dst in queued:
                 if outgoing.get(src, 0) >= self.config.max_outgoing_per_host:
                     continue
                 if incoming.get(dst, 0) >= self.config.max_incoming_per_host:
                     continue
+                claimed = session.execute(
+                    update(Migration)
+                    .where(Migration.id == mid, Migration.status == Phase.QUEUED.value)
+                    .values(status=Phase.PREPARING.value, started_at=utcnow())
+                    .execution_options(synchronize_session=False)
+                )
+                if _rowcount(claimed) != 1:
+                    continue  # aborted meanwhile
                 outgoing[src] = outgoing.get(src, 0) + 1
                 incoming[dst] = incoming.get(dst, 0) + 1
-                record.status = Phase.PREPARING.value
-                record.started_at = utcnow()
-                to_start.append(record.id)
+                to_start.append(mid)
         for mid in to_start:
             self._start_thread(mid, self._run)
 

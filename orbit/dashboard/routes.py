@@ -226,19 +226,18 @@ def live_migrate(
     server = queries.server(db, server_id=server_id)
     fields = LiveMigrateForm.from_form(form)
     try:
-        with services.conductor.queue_lock:
-            record = services.conductor.request_migration(
-                db,
-                server=server,
-                dest_host_name=fields.dest_host_name,
-                settings=fields.settings(),
-                block_migration_auto=False,
-                disk_over_commit=fields.disk_over_commit,
-                user_id=viewer.auth.user_id,
-                project_id=viewer.auth.project_id,
-            )
-            migration_id, name = record.id, server.name
-            db.commit()  # before the dispatcher looks and before the browser asks for it
+        record = services.conductor.request_migration(
+            db,
+            server=server,
+            dest_host_name=fields.dest_host_name,
+            settings=fields.settings(),
+            block_migration_auto=False,
+            disk_over_commit=fields.disk_over_commit,
+            user_id=viewer.auth.user_id,
+            project_id=viewer.auth.project_id,
+        )
+        migration_id, name = record.id, server.name
+        db.commit()  # before the dispatcher looks and before the browser asks for it
     except FORM_ERRORS as err:
         db.rollback()
         return _live_migrate_page(
@@ -348,17 +347,15 @@ def abort(
     services: ServicesDep,
 ) -> Response:
     viewer.auth.require_admin("aborting a live migration")
-    with services.conductor.queue_lock:
-        m = queries.migration(db, migration_id=migration_id)
-        db.refresh(m)
-        try:
-            services.conductor.abort(db, m)
-        except MigrationRefused as err:
-            db.rollback()
-            viewer.session.flash(f"Abort refused: {err}", FlashLevel.ERROR)
-        else:
-            db.commit()
-            viewer.session.flash("Abort requested: the VM stays on its source host.")
+    m = queries.migration(db, migration_id=migration_id)
+    try:
+        services.conductor.abort(db, m)
+    except MigrationRefused as err:
+        db.rollback()
+        viewer.session.flash(f"Abort refused: {err}", FlashLevel.ERROR)
+    else:
+        db.commit()
+        viewer.session.flash("Abort requested: the VM stays on its source host.")
     return _redirect(request, "migration", migration_id=migration_id)
 
 

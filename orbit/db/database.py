@@ -46,6 +46,7 @@ from sqlalchemy.exc import (
     OperationalError,
     SQLAlchemyError,
 )
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
@@ -56,6 +57,8 @@ DEFAULT_URL = "sqlite:////var/lib/orbit/orbit.db"
 URL_ENV = "ORBIT_DATABASE_URL"
 #: How long an SQLite writer waits for another writer's lock before "database is locked".
 SQLITE_BUSY_TIMEOUT_S = 30.0
+#: How long a session waits for a pooled connection before the request answers 503.
+POOL_TIMEOUT_S = 10.0
 #: Alembic's scripts: env.py and versions/, next to this file.
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -124,6 +127,14 @@ def _on_sqlite_file_connect(dbapi_connection: Any, record: ConnectionPoolEntry) 
         cursor.close()
 
 
+def busy_message(engine: Engine) -> str:
+    """Why a session could not get a connection: every pooled one is in use."""
+    return (
+        "the database is busy: every pooled connection is in use "
+        f"({engine.pool.status()}); try again in a moment"
+    )
+
+
 class Database:
     """One database: an Engine (a connection pool) and a factory of sessions.
 
@@ -131,7 +142,9 @@ class Database:
     Creating it does not connect; the first session or :meth:`upgrade` does.
     """
 
-    def __init__(self, url: str | URL, *, echo: bool = False) -> None:
+    def __init__(
+        self, url: str | URL, *, echo: bool = False, pool_timeout_s: float = POOL_TIMEOUT_S
+    ) -> None:
         self.url = _parse(url)
         kwargs: dict[str, Any] = {"echo": echo}
         sqlite_file = _sqlite_path(self.url)
@@ -143,8 +156,11 @@ class Database:
             }
             if sqlite_file is None:
                 kwargs["poolclass"] = StaticPool
+            else:
+                kwargs["pool_timeout"] = pool_timeout_s
         else:
             kwargs["pool_pre_ping"] = True  # a restarted server costs one retry, not an error
+            kwargs["pool_timeout"] = pool_timeout_s
         try:
             self.engine: Engine = create_engine(self.url, **kwargs)
         except (ArgumentError, NoSuchModuleError, ImportError) as err:
@@ -178,6 +194,8 @@ class Database:
                 session.commit()
             except (OperationalError, InterfaceError) as err:
                 raise DatabaseError(f"database {self._safe_url} failed: {_reason(err)}") from err
+            except PoolTimeout as err:
+                raise DatabaseError(busy_message(self.engine)) from err
 
     def alembic_config(self) -> Config:
         """An Alembic Config for this database, built in code (there is no alembic.ini).

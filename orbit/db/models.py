@@ -40,10 +40,12 @@ from sqlalchemy import (
     CheckConstraint,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
     Text,
+    text,
 )
 from sqlalchemy.ext.mutable import MutableDict, MutableList
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -115,6 +117,10 @@ def _one_of(column: str, values: Iterable[str | int]) -> str:
     """SQL text for a CHECK that ``column`` holds one of ``values`` (enum members or plain)."""
     literals = (f"'{v}'" if isinstance(v, str) else str(int(v)) for v in values)
     return f"{column} IN ({', '.join(literals)})"
+
+
+#: SQL text: a migration that has not ended (its server is being migrated)
+ACTIVE_MIGRATION = _one_of("status", (p for p in Phase if not p.is_final))
 
 
 class Base(DeclarativeBase):
@@ -244,6 +250,15 @@ class Migration(Base):
     __table_args__ = (
         CheckConstraint(_one_of("status", Phase), name="status"),
         CheckConstraint(_one_of("policy", Policy), name="policy"),
+        # at most one migration per server that has not ended: the database decides
+        # between simultaneous requests, on any number of orbit-server processes
+        Index(
+            "uq_migrations_one_active_per_server",
+            "server_id",
+            unique=True,
+            sqlite_where=text(ACTIVE_MIGRATION),
+            postgresql_where=text(ACTIVE_MIGRATION),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -70,6 +70,9 @@ def add_world(session: Session) -> tuple[Project, User, Host, Host, Server]:
 
 
 def add_migration(session: Session, server: Server, **fields: object) -> Migration:
+    """A migration of ``server``, by default a finished one (a server has at most one that
+    has not ended)."""
+    fields.setdefault("status", Phase.COMPLETED.value)
     migration = Migration(server=server, **fields)
     session.add(migration)
     session.flush()
@@ -127,7 +130,9 @@ def test_records_read_back_with_their_relationships(db: Database) -> None:
 def test_a_new_migration_has_the_documented_defaults(db: Database) -> None:
     with db.session() as s:
         *_, server = add_world(s)
-        m = add_migration(s, server)
+        m = Migration(server=server)  # the model's own defaults, not add_migration's
+        s.add(m)
+        s.flush()
         migration_id = m.id
     with db.session() as s:
         m = s.get_one(Migration, migration_id)
@@ -281,11 +286,47 @@ def test_values_outside_their_set_are_refused(
 def test_every_phase_can_be_stored(db: Database) -> None:
     """Fails when a Phase is added without a schema revision that allows it."""
     with db.session() as s:
-        *_, server = add_world(s)
-        for phase in Phase:
-            add_migration(s, server, status=phase)
+        add_world(s)
+        for i, phase in enumerate(Phase):  # one server per phase: one unfinished each
+            other = Server(id=f"00000000-0000-4000-8000-{i:012d}", name=f"vm-{i}")
+            s.add(other)
+            add_migration(s, other, status=phase)
     with db.session() as s:
         assert {m.phase for m in s.scalars(select(Migration))} == set(Phase)
+
+
+def test_a_server_has_at_most_one_unfinished_migration(db: Database) -> None:
+    """The database refuses a second unfinished migration of a server (two requests at
+    once, or two orbit-server processes); finished ones are history, any number."""
+    with db.session() as s:
+        *_, server = add_world(s)
+        for _ in range(3):
+            add_migration(s, server, status=Phase.COMPLETED.value)
+        add_migration(s, server, status=Phase.RUNNING_POSTCOPY.value)
+    for phase in (p for p in Phase if not p.is_final):
+        with pytest.raises(IntegrityError), db.session() as s:
+            add_migration(s, s.get_one(Server, server.id), status=phase.value)
+    with db.session() as s:
+        add_migration(s, s.get_one(Server, server.id), status=Phase.FAILED.value)
+
+
+def test_upgrade_0004_ends_older_duplicates_of_an_unfinished_migration(db_url: str) -> None:
+    """A race before 0004 could leave two unfinished migrations of one server: the upgrade
+    keeps the newest and ends the others as error, so that its unique index can be built."""
+    database = Database(db_url)
+    try:
+        database.upgrade("0003")
+        with database.session() as s:  # 0004 adds only an index: the models fit 0003
+            *_, server = add_world(s)
+            for status in ("queued", "running-precopy", "completed"):
+                add_migration(s, server, status=status)
+        database.upgrade()
+        with database.session() as s:
+            rows = s.execute(select(Migration.status, Migration.error).order_by(Migration.id))
+            statuses = [(status, bool(error)) for status, error in rows]
+        assert statuses == [("error", True), ("running-precopy", False), ("completed", False)]
+    finally:
+        database.dispose()
 
 
 def test_json_columns_round_trip(db: Database) -> None:

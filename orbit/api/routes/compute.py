@@ -301,18 +301,17 @@ def server_action(
         postcopy_weight=float(weight),
     )
     server = _server(session, server_id)
-    with services.conductor.queue_lock:
-        services.conductor.request_migration(
-            session,
-            server=server,
-            dest_host_name=host,
-            settings=settings,
-            block_migration_auto=auto_block,
-            disk_over_commit=disk_over_commit,
-            user_id=auth.user_id,
-            project_id=auth.project_id,
-        )
-        session.commit()
+    services.conductor.request_migration(
+        session,
+        server=server,
+        dest_host_name=host,
+        settings=settings,
+        block_migration_auto=auto_block,
+        disk_over_commit=disk_over_commit,
+        user_id=auth.user_id,
+        project_id=auth.project_id,
+    )
+    session.commit()
     services.conductor.kick()
     return Response(status_code=202)
 
@@ -395,11 +394,9 @@ def abort_migration(
     """Abort a migration in pre-copy (409 in post-copy: the VM's memory is split)."""
     auth.require_admin("aborting a live migration")
     _server(session, server_id)
-    with services.conductor.queue_lock:
-        m = _migration(session, server_id, migration_id)
-        session.refresh(m)
-        services.conductor.abort(session, m)
-        session.commit()
+    m = _migration(session, server_id, migration_id)
+    services.conductor.abort(session, m)
+    session.commit()
     return Response(status_code=202)
 
 

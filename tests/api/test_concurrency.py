@@ -1,0 +1,159 @@
+"""Simultaneous requests over real HTTP: no deadlock, no 5xx, the database decides races.
+
+Before, a request held a pooled connection while it waited for the conductor's queue lock,
+and the dispatcher held that lock while it waited for a connection: 40 simultaneous
+migration requests froze the server until the pool's timeout and answered 500s.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from orbit.api.app import create_app
+from orbit.api.deps import Services
+from orbit.conductor.conductor import Conductor
+from orbit.config import ServerConfig
+from orbit.db.database import Database
+from orbit.db.models import Migration
+from orbit.identity.service import ensure_admin
+from orbit.virt.fake import MIB, FakeWorkload
+from tests.api.conftest import ADMIN_PASSWORD, H1, Api, LiveServer, make_driver
+
+QUIET = FakeWorkload(memory_bytes=16 * MIB, bandwidth_bytes=8 * MIB, dirty_bytes=0)
+#: more simultaneous requests than the database pool has connections (5 + 10 overflow)
+REQUESTS = 40
+
+
+def _token(http: httpx.Client) -> dict[str, str]:
+    user = {"name": "admin", "password": ADMIN_PASSWORD}
+    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": user}}}}
+    r = http.post("/identity/v3/auth/tokens", json=body)
+    assert r.status_code == 201, r.text
+    return {"X-Auth-Token": r.headers["X-Subject-Token"], "OpenStack-API-Version": "compute 2.25"}
+
+
+def _all_at_once(calls: list[Callable[[], httpx.Response]]) -> list[httpx.Response]:
+    """Run every call in its own thread, released together; their responses in order."""
+    start = threading.Barrier(len(calls))
+    out: list[httpx.Response | BaseException] = [RuntimeError("not run")] * len(calls)
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            out[i] = calls[i]()
+        except BaseException as err:  # reported below, with the others
+            out[i] = err
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    errors = [o for o in out if isinstance(o, BaseException)]
+    assert not errors, errors[:3]
+    return [o for o in out if isinstance(o, httpx.Response)]
+
+
+def _server_ids(http: httpx.Client, headers: dict[str, str]) -> dict[str, str]:
+    servers = http.get("/v2.1/servers", headers=headers).json()["servers"]
+    return {s["name"]: s["id"] for s in servers}
+
+
+def test_many_simultaneous_migration_requests_all_answer_without_5xx(
+    live_server: LiveServer,
+) -> None:
+    for i in range(REQUESTS):
+        live_server.driver.add_domain(H1, f"c{i}", workload=QUIET)
+    live_server.conductor.sync()
+    with httpx.Client(base_url=live_server.url, timeout=60.0, trust_env=False) as http:
+        headers = _token(http)
+        ids = _server_ids(http, headers)
+        targets = [ids[f"c{i}"] for i in range(REQUESTS)]
+
+        def migrate(server_id: str) -> Callable[[], httpx.Response]:
+            body = {"os-migrateLive": {"host": "h2", "block_migration": False}}
+            return lambda: http.post(
+                f"/v2.1/servers/{server_id}/action", json=body, headers=headers
+            )
+
+        responses = _all_at_once([migrate(sid) for sid in targets])
+    assert [r.status_code for r in responses] == [202] * REQUESTS, [
+        (r.status_code, r.text[:120]) for r in responses if r.status_code != 202
+    ]
+    with live_server.db.session() as session:
+        queued = session.scalar(select(func.count()).select_from(Migration))
+    assert queued == REQUESTS  # every 202 has its record
+
+
+def test_simultaneous_requests_for_one_server_queue_exactly_one(live_server: LiveServer) -> None:
+    with httpx.Client(base_url=live_server.url, timeout=60.0, trust_env=False) as http:
+        headers = _token(http)
+        vm1 = _server_ids(http, headers)["vm1"]
+        body = {"os-migrateLive": {"host": "h3", "block_migration": False}}
+
+        def call() -> httpx.Response:
+            return http.post(f"/v2.1/servers/{vm1}/action", json=body, headers=headers)
+
+        responses = _all_at_once([call] * 8)
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [202] + [409] * 7, [(r.status_code, r.text[:120]) for r in responses]
+    refused = [r for r in responses if r.status_code == 409]
+    assert all("already being migrated" in r.text for r in refused)
+    with live_server.db.session() as session:
+        rows = session.scalar(
+            select(func.count()).select_from(Migration).where(Migration.server_id == vm1)
+        )
+    assert rows == 1
+
+
+def test_an_exhausted_database_pool_answers_503_with_retry_after(db_url: str) -> None:
+    db = Database(db_url, pool_timeout_s=0.2)
+    db.upgrade()
+    with db.session() as session:
+        ensure_admin(session, password=ADMIN_PASSWORD)
+    config = ServerConfig(driver="fake")
+    services = Services(config=config, db=db, conductor=Conductor(db, make_driver(), config))
+    held: list[Any] = []
+    try:
+        with TestClient(create_app(services)) as client:
+            headers = _token(client)
+            while True:  # take every connection the pool will give
+                try:
+                    held.append(db.engine.connect())
+                except PoolTimeout:
+                    break
+            r = client.get("/v2.1/servers", headers=headers)
+            assert r.status_code == 503, r.text
+            assert r.headers["Retry-After"] == "2"
+            assert "busy" in r.json()["serviceUnavailable"]["message"]
+            for conn in held:
+                conn.close()
+            held = []
+            assert client.get("/v2.1/servers", headers=headers).status_code == 200
+    finally:
+        for conn in held:
+            conn.close()
+        db.dispose()
+
+
+def test_aborting_a_queued_migration_wins_over_a_later_start(api: Api) -> None:
+    """The dispatcher starts a migration only if it is still queued (compare-and-set)."""
+    api.conductor.stop()  # no dispatcher: the migration stays queued
+    vm1 = api.server_id("vm1")
+    r = api.post(f"/v2.1/servers/{vm1}/action", {"os-migrateLive": {"host": "h2"}})
+    assert r.status_code == 202, r.text
+    mid = api.get(f"/v2.1/servers/{vm1}/migrations").json()["migrations"][0]["id"]
+    r = api.client.delete(f"/v2.1/servers/{vm1}/migrations/{mid}", headers=api.headers())
+    assert r.status_code == 202, r.text
+    api.conductor.dispatch()  # what the loop would do next: nothing to start
+    m = api.migration(vm1, mid)
+    assert m["status"] == "cancelled"
+    assert "vm1" in {d for d in api.driver.hosts[H1].domains}
+    assert not any(c.startswith("migrate vm1") for c in api.driver.calls)
