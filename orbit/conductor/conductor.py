@@ -592,18 +592,32 @@ class _Recorder(MigrationListener):
     def __init__(self, db: Database, migration_id: int) -> None:
         self.db = db
         self.mid = migration_id
+        #: the engine's latest phase: every later write repairs a status that failed to land
+        self._phase: Phase | None = None
 
-    def _update(self, fn: Callable[[Migration], Any]) -> None:
+    def _update(self, fn: Callable[[Session, Migration], Any]) -> None:
         try:
             with self.db.session() as session:
                 record = session.get(Migration, self.mid)
-                if record is not None:
-                    fn(record)
-        except OrbitError as err:  # the migration goes on; the next write may succeed
+                if record is None:
+                    return
+                fn(session, record)
+                phase = self._phase
+                if (
+                    phase is not None
+                    and not phase.is_final  # the outcome writes a final status itself
+                    and not record.phase.is_final
+                    and record.status != phase.value
+                ):
+                    log.info("record repaired id=%d status=%s", self.mid, phase.value)
+                    record.status = phase.value  # an earlier write did not land
+        except Exception as err:  # the migration goes on; the next write catches up
             log.warning("cannot record progress id=%d error=%s", self.mid, err)
 
     def on_phase(self, phase: Phase, at_s: float, reason: str) -> None:
-        def apply(record: Migration) -> None:
+        self._phase = phase
+
+        def apply(session: Session, record: Migration) -> None:
             # A final status is written by the outcome (_write_outcome), in one transaction
             # with the final figures: a reader never sees "completed" with memory remaining.
             if not phase.is_final and (
@@ -617,8 +631,10 @@ class _Recorder(MigrationListener):
         self._update(apply)
 
     def on_sample(self, sample: Sample) -> None:
-        def apply(record: Migration) -> None:
-            record.samples.append(MigrationSample.from_sample(sample))
+        def apply(session: Session, record: Migration) -> None:
+            row = MigrationSample.from_sample(sample)
+            row.migration_id = record.id  # added, not appended: the collection stays unloaded
+            session.add(row)
             record.memory_total_bytes = sample.memory_total_bytes
             record.memory_processed_bytes = sample.memory_processed_bytes
             record.memory_remaining_bytes = sample.memory_remaining_bytes
@@ -633,7 +649,7 @@ class _Recorder(MigrationListener):
     def on_plan(self, plan: Plan) -> None:
         prediction = plan.to_dict()
 
-        def apply(record: Migration) -> None:
+        def apply(session: Session, record: Migration) -> None:
             record.prediction = prediction
 
         self._update(apply)
@@ -647,7 +663,7 @@ class _Recorder(MigrationListener):
             "rule": record_.rule,
         }
 
-        def apply(record: Migration) -> None:
+        def apply(session: Session, record: Migration) -> None:
             record.decisions = [*record.decisions, entry]
             if record_.action.value == "switch-to-postcopy":
                 record.switch_at_s = record_.at_s

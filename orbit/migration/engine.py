@@ -242,7 +242,7 @@ class Migration:
             at,
             reason or "-",
         )
-        self.listener.on_phase(phase, at, reason)
+        self._tell(self.listener.on_phase, phase, at, reason)
 
     def _record(self, action: Action, reason: str, source: str = "policy", rule: str = "") -> None:
         record = DecisionRecord(round(self._elapsed(), 3), action, reason, source, rule)
@@ -254,7 +254,15 @@ class Migration:
             source,
             reason,
         )
-        self.listener.on_decision(record)
+        self._tell(self.listener.on_decision, record)
+
+    def _tell(self, call: Callable[..., None], *args: object) -> None:
+        """Tell the listener (the record keeper); its failure never stops the migration's
+        policy, timeouts and stall handling: it is logged, and the listener catches up."""
+        try:
+            call(*args)
+        except Exception:
+            log.exception("listener failed domain=%s", self.request.domain)
 
     # -- operator controls (any thread) --------------------------------------------------
 
@@ -421,7 +429,7 @@ class Migration:
             previous_pass1=req.previous_pass1,
         )
         self._record(Action.PLAN, plan.reason(), rule="plan")
-        self.listener.on_plan(plan)
+        self._tell(self.listener.on_plan, plan)
         return plan
 
     # -- recovery of a broken post-copy ---------------------------------------------------
@@ -811,7 +819,7 @@ class Migration:
                     )
                 sample = self._sample(stats, now)
                 self.result.samples.append(sample)
-                self.listener.on_sample(sample)
+                self._tell(self.listener.on_sample, sample)
             self._step(now)
 
     def _sample(self, stats: JobStats, now: float) -> Sample:

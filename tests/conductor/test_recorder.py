@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
 from orbit.conductor.conductor import _Recorder
 from orbit.db.database import Database
 from orbit.db.models import Migration
@@ -30,3 +35,33 @@ def test_a_final_phase_waits_for_the_outcome_and_its_figures(db: Database) -> No
     with db.session() as s:
         m = s.get_one(Migration, mid)
         assert m.status == Phase.POSTCOPY_PAUSED.value and m.error == "link gone"
+
+
+def test_a_phase_write_that_failed_is_repaired_by_the_next_write(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record follows the engine even after a lost write (a full pool, a locked
+    database): the next sample brings the status up to date; a final one is never undone."""
+    with db.session() as s:
+        *_, server = add_world(s)
+        mid = add_migration(s, server, status=Phase.RUNNING_PRECOPY.value).id
+    recorder = _Recorder(db, mid)
+    real_session = db.session
+
+    def failing_session() -> Any:
+        raise PoolTimeout("QueuePool limit reached")
+
+    monkeypatch.setattr(db, "session", failing_session)
+    recorder.on_phase(Phase.RUNNING_POSTCOPY, 3.0, "switched")  # lost, and logged
+    monkeypatch.setattr(db, "session", real_session)
+    with db.session() as s:
+        assert s.get_one(Migration, mid).status == Phase.RUNNING_PRECOPY.value
+    recorder.on_sample(Sample(elapsed_s=3.25, memory_total_bytes=64 * MIB, postcopy=True))
+    with db.session() as s:
+        m = s.get_one(Migration, mid)
+        assert m.status == Phase.RUNNING_POSTCOPY.value
+        assert len(m.samples) == 1
+        m.status = Phase.COMPLETED.value  # the outcome's write
+    recorder.on_sample(Sample(elapsed_s=3.5, memory_total_bytes=64 * MIB, postcopy=True))
+    with db.session() as s:
+        assert s.get_one(Migration, mid).status == Phase.COMPLETED.value

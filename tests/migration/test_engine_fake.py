@@ -16,8 +16,8 @@ from orbit.errors import (
     InvalidMigration,
     MigrationRefused,
 )
-from orbit.migration.engine import Migration, MigrationRequest
-from orbit.migration.model import Action, MigrationSettings
+from orbit.migration.engine import DecisionRecord, Migration, MigrationListener, MigrationRequest
+from orbit.migration.model import Action, MigrationSettings, Sample
 from orbit.migration.phase import Phase
 from orbit.migration.predict import Link
 from orbit.virt.driver import DomainState, HypervisorDriver
@@ -379,6 +379,36 @@ def test_a_destination_that_cannot_resume_is_followed_never_paused_or_resumed(
     assert m.result.resume_attempts == 0 and driver.hosts[DST].up  # never crashed it
     assert driver.hosts[DST].domains["vm"].state is DomainState.RUNNING
     assert "vm" not in driver.hosts[SRC].domains
+
+
+class _BrokenRecorder(MigrationListener):
+    """A record keeper whose every write fails (a full database pool, say)."""
+
+    def on_phase(self, phase: Phase, at_s: float, reason: str) -> None:
+        raise RuntimeError("QueuePool limit reached")
+
+    def on_sample(self, sample: Sample) -> None:
+        raise RuntimeError("QueuePool limit reached")
+
+    def on_decision(self, record: DecisionRecord) -> None:
+        raise RuntimeError("QueuePool limit reached")
+
+
+def test_a_failing_record_keeper_never_stops_the_policy() -> None:
+    """The policy, its switch and the completion run on when every write of the record
+    fails (before, the first failed phase write ended run() with the job still going)."""
+    driver = _driver(HOT)
+    settings = MigrationSettings.resolve(post_copy=True, post_copy_after_iterations=1)
+    m = Migration(
+        driver,
+        MigrationRequest("vm", SRC, DST, settings),
+        listener=_BrokenRecorder(),
+        sample_interval_s=TICK_S * 2,
+    )
+    result = m.run()
+    assert result.phase is Phase.COMPLETED, result.error
+    assert result.switched and result.samples
+    assert driver.hosts[DST].domains["vm"].state is DomainState.RUNNING
 
 
 def test_resume_now_is_refused_unless_paused() -> None:
