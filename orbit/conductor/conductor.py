@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -129,9 +129,45 @@ def previous_pass1(session: Session, server_id: str) -> tuple[float, float] | No
     return float(row[0]), float(row[1])
 
 
+def serialize_placement(session: Session) -> None:
+    """Make this transaction the only one placing VMs until it ends (commit or rollback),
+    across every orbit-server process: a PostgreSQL transaction-level advisory lock; on
+    SQLite, the database's write lock (a write that changes nothing takes it)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": PLACEMENT_LOCK_KEY})
+    else:
+        session.execute(
+            update(Host)
+            .where(Host.id.is_(None))
+            .values(name=Host.name)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def reserved_mib(session: Session) -> dict[str, int]:
+    """MiB each host will take for migrations to it: those not ended, and completed ones
+    its last inventory sync has not seen yet (its reported free memory predates them)."""
+    not_synced = and_(
+        Migration.status == Phase.COMPLETED.value,
+        or_(Host.last_seen_at.is_(None), Migration.finished_at > Host.last_seen_at),
+    )
+    rows = session.execute(
+        select(Migration.dest_host_id, func.sum(Server.memory_mib))
+        .join(Server, Migration.server_id == Server.id)
+        .join(Host, Migration.dest_host_id == Host.id)
+        .where(or_(Migration.status.in_(ACTIVE_PHASES), not_synced))
+        .group_by(Migration.dest_host_id)
+    )
+    return {host_id: int(mib or 0) for host_id, mib in rows if host_id is not None}
+
+
 def _rowcount(result: Any) -> int:
     """Rows an UPDATE matched (CursorResult.rowcount; typed loosely by SQLAlchemy)."""
     return int(getattr(result, "rowcount", 0))
+
+
+#: the key of the PostgreSQL advisory lock that serializes placement decisions ("ORBT")
+PLACEMENT_LOCK_KEY = 0x4F524254
 
 
 class Conductor:
@@ -228,12 +264,23 @@ class Conductor:
                 f"cannot live-migrate server {server.name} while it is {server.status}: "
                 "only a running (ACTIVE) server can be live-migrated"
             )
-        hosts = list(session.scalars(select(Host).order_by(Host.name)))
+        serialize_placement(session)  # until commit: one placement at a time, any process
+        hosts = list(
+            session.scalars(
+                select(Host).order_by(Host.name).execution_options(populate_existing=True)
+            )
+        )
+        reserved = reserved_mib(session)
+        views = {
+            h.name: HostView(
+                h.name, h.state == HostState.UP.value, h.memory_free_mib, reserved.get(h.id, 0)
+            )
+            for h in hosts
+        }
         if dest_host_name is None:
-            views = [
-                HostView(h.name, h.state == HostState.UP.value, h.memory_free_mib) for h in hosts
-            ]
-            dest_host_name = pick_host(views, source=source.name, memory_mib=server.memory_mib)
+            dest_host_name = pick_host(
+                list(views.values()), source=source.name, memory_mib=server.memory_mib
+            )
         dest = next((h for h in hosts if h.name == dest_host_name), None)
         if dest is None:
             raise InvalidMigration(f"compute host {dest_host_name!r} could not be found")
@@ -243,6 +290,12 @@ class Conductor:
             )
         if dest.state != HostState.UP.value:
             raise InvalidMigration(f"compute host {dest.name} is {dest.state}: it cannot take VMs")
+        room = views[dest.name]
+        if room.available_mib < server.memory_mib:
+            raise InvalidState(
+                f"compute host {dest.name} cannot take server {server.name} "
+                f"({server.memory_mib} MiB): it has {room.room()}"
+            )
         if block_migration_auto:
             settings = MigrationSettings(**{**asdict(settings), "block_migration": True})
         record = Migration(

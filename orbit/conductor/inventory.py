@@ -68,6 +68,7 @@ def sync_inventory(session: Session, driver: HypervisorDriver) -> SyncReport:
     found: dict[str, tuple[int, Host, DomainInfo]] = {}
     answering: set[str] = set()
     for host in hosts:
+        asked_at = utcnow()  # what it reports is at least this fresh (see reserved_mib)
         try:
             capacity = driver.host_info(host.uri)
             domains = driver.list_domains(host.uri)
@@ -78,7 +79,7 @@ def sync_inventory(session: Session, driver: HypervisorDriver) -> SyncReport:
             continue
         answering.add(host.id)
         host.state = HostState.UP.value
-        host.last_seen_at = utcnow()
+        host.last_seen_at = asked_at
         host.memory_total_mib = capacity.memory_total_mib
         host.memory_free_mib = capacity.memory_free_mib
         host.vcpus = capacity.cpus

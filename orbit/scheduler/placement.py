@@ -2,8 +2,9 @@
 
 Rule: among the hosts that are up, are not the VM's source and have at least the VM's
 memory free, take the one with the most free memory (ties: by name, so the choice is
-stable). No candidate → :class:`~orbit.errors.NoValidHost`, whose message says why each
-host was rejected.
+stable). "Free" is what the host reported less what queued and running migrations to it
+will take (``memory_reserved_mib``). No candidate → :class:`~orbit.errors.NoValidHost`,
+whose message says why each host was rejected.
 """
 
 from __future__ import annotations
@@ -18,7 +19,23 @@ from orbit.errors import NoValidHost
 class HostView:
     name: str
     up: bool
+    #: what the host reported free at its last inventory sync
     memory_free_mib: int
+    #: what migrations to it that are queued, running or not yet synced will take
+    memory_reserved_mib: int = 0
+
+    @property
+    def available_mib(self) -> int:
+        return self.memory_free_mib - self.memory_reserved_mib
+
+    def room(self) -> str:
+        """'N MiB free' (and what is reserved of it), for messages."""
+        if not self.memory_reserved_mib:
+            return f"{self.memory_free_mib} MiB free"
+        return (
+            f"{max(self.available_mib, 0)} MiB free ({self.memory_free_mib} MiB less "
+            f"{self.memory_reserved_mib} MiB reserved for incoming migrations)"
+        )
 
 
 def pick_host(hosts: Sequence[HostView], *, source: str, memory_mib: int) -> str:
@@ -29,12 +46,12 @@ def pick_host(hosts: Sequence[HostView], *, source: str, memory_mib: int) -> str
             continue
         if not h.up:
             rejected.append(f"{h.name} is down")
-        elif h.memory_free_mib < memory_mib:
-            rejected.append(f"{h.name} has {h.memory_free_mib} MiB free")
+        elif h.available_mib < memory_mib:
+            rejected.append(f"{h.name} has {h.room()}")
         else:
             candidates.append(h)
     if not candidates:
         why = "; ".join(rejected) if rejected else "no other host is registered"
         raise NoValidHost(f"no host can take a VM of {memory_mib} MiB: {why}")
-    best = min(candidates, key=lambda h: (-h.memory_free_mib, h.name))
+    best = min(candidates, key=lambda h: (-h.available_mib, h.name))
     return best.name

@@ -157,3 +157,47 @@ def test_aborting_a_queued_migration_wins_over_a_later_start(api: Api) -> None:
     assert m["status"] == "cancelled"
     assert "vm1" in {d for d in api.driver.hosts[H1].domains}
     assert not any(c.startswith("migrate vm1") for c in api.driver.calls)
+
+
+BIG = FakeWorkload(memory_bytes=4096 * MIB, bandwidth_bytes=512 * MIB, dirty_bytes=0)
+
+
+def test_simultaneous_requests_never_place_beyond_a_hosts_free_memory(
+    live_server: LiveServer,
+) -> None:
+    """h2 and h3 have 16 GiB free each: four 4 GiB VMs fit on each, however many requests
+    arrive at once; the ninth finds no host (queued migrations reserve their memory)."""
+    api_driver = live_server.driver
+    api_driver.hosts[H1].memory_total_mib = 64 * 1024
+    for i in range(9):
+        api_driver.add_domain(H1, f"big{i}", workload=BIG)
+    live_server.conductor.stop()  # nothing starts: every request sees the others queued
+    live_server.conductor.sync()
+    with httpx.Client(base_url=live_server.url, timeout=60.0, trust_env=False) as http:
+        headers = _token(http)
+        ids = _server_ids(http, headers)
+
+        def migrate(server_id: str) -> Callable[[], httpx.Response]:
+            body = {"os-migrateLive": {"host": None, "block_migration": False}}
+            return lambda: http.post(
+                f"/v2.1/servers/{server_id}/action", json=body, headers=headers
+            )
+
+        responses = _all_at_once([migrate(ids[f"big{i}"]) for i in range(9)])
+        codes = sorted(r.status_code for r in responses)
+        assert codes == [202] * 8 + [400], [(r.status_code, r.text[:160]) for r in responses]
+        refused = next(r for r in responses if r.status_code == 400)
+        assert "reserved for incoming migrations" in refused.text
+        # a named destination without room is refused, with the numbers
+        r = http.post(
+            f"/v2.1/servers/{ids['vm1']}/action",
+            json={"os-migrateLive": {"host": "h2", "block_migration": False}},
+            headers=headers,
+        )
+    assert r.status_code == 409, r.text
+    assert "0 MiB free (16384 MiB less 16384 MiB reserved for incoming migrations)" in r.text
+    with live_server.db.session() as session:
+        per_host = session.execute(
+            select(Migration.dest_host_id, func.count()).group_by(Migration.dest_host_id)
+        ).all()
+    assert sorted(count for _host, count in per_host) == [4, 4]

@@ -34,3 +34,10 @@ def test_down_and_full_hosts_are_skipped() -> None:
 def test_no_valid_host_says_why(hosts: list[HostView], needle: str) -> None:
     with pytest.raises(NoValidHost, match=needle):
         pick_host(hosts, source="h1", memory_mib=512)
+
+
+def test_memory_reserved_for_incoming_migrations_is_not_free() -> None:
+    hosts = [HostView("h2", True, 9000, memory_reserved_mib=8000), HostView("h3", True, 6000)]
+    assert pick_host(hosts, source="h1", memory_mib=512) == "h3"
+    with pytest.raises(NoValidHost, match=r"h2 has 1000 MiB free \(9000 MiB less 8000 MiB"):
+        pick_host(hosts[:1], source="h1", memory_mib=2048)
