@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from orbit.api.app import create_app
@@ -201,3 +201,37 @@ def test_simultaneous_requests_never_place_beyond_a_hosts_free_memory(
             select(Migration.dest_host_id, func.count()).group_by(Migration.dest_host_id)
         ).all()
     assert sorted(count for _host, count in per_host) == [4, 4]
+
+
+def _statements_for(api: Api, path: str) -> int:
+    """How many SQL statements one GET of ``path`` runs."""
+    seen: list[str] = []
+
+    def count(*args: Any) -> None:
+        seen.append(str(args[2]))
+
+    event.listen(api.db.engine, "before_cursor_execute", count)
+    try:
+        r = api.get(path)
+        assert r.status_code == 200, r.text
+    finally:
+        event.remove(api.db.engine, "before_cursor_execute", count)
+    return len(seen)
+
+
+def test_servers_detail_runs_the_same_queries_for_ten_servers_or_thirty(api: Api) -> None:
+    """No query per server (each one's host and active migration): O(1) per page."""
+    api.conductor.stop()  # no background queries; the migration below stays queued
+    vm1 = api.server_id("vm1")
+    r = api.post(f"/v2.1/servers/{vm1}/action", {"os-migrateLive": {"host": "h3"}})
+    assert r.status_code == 202, r.text  # one server with an active migration in the page
+    for i in range(8):
+        api.driver.add_domain(f"fake://h{2 + i % 2}", f"few{i}", workload=QUIET)
+    api.conductor.sync()
+    few = _statements_for(api, "/v2.1/servers/detail")
+    for i in range(20):
+        api.driver.add_domain(f"fake://h{2 + i % 2}", f"many{i}", workload=QUIET)
+    api.conductor.sync()
+    many = _statements_for(api, "/v2.1/servers/detail")
+    assert many == few, (few, many)
+    assert len(api.get("/v2.1/servers/detail").json()["servers"]) >= 30

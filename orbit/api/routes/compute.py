@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from orbit.api.deps import AuthDep, BodyDep, ServicesDep, SessionDep
 from orbit.api.errors import ApiError
@@ -190,8 +190,22 @@ def _bool(body: dict[str, Any], key: str, default: bool) -> bool:
 # -- servers -------------------------------------------------------------------------------
 
 
+def _active_migrations(session: Session, servers: list[Server]) -> dict[str, Migration]:
+    """Each listed server's unfinished migration (at most one each), in one query."""
+    if not servers:
+        return {}
+    rows = session.scalars(
+        select(Migration).where(
+            Migration.server_id.in_([s.id for s in servers]),
+            Migration.status.in_(ACTIVE_PHASES),
+        )
+    )
+    return {m.server_id: m for m in rows}
+
+
 def _servers(session: Session, request: Request) -> list[Server]:
-    query = select(Server).order_by(Server.name, Server.id)
+    """The servers the query asks for, their hosts loaded with them (one query)."""
+    query = select(Server).options(joinedload(Server.host)).order_by(Server.name, Server.id)
     name = request.query_params.get("name")
     if name:
         query = query.where(Server.name.contains(name))
@@ -219,12 +233,9 @@ def list_servers_detail(
 ) -> dict[str, Any]:
     """List servers with details."""
     base = services.config.base_url
-    return {
-        "servers": [
-            server_detail(s, base, _active_migration(session, s.id))
-            for s in _servers(session, request)
-        ]
-    }
+    servers = _servers(session, request)
+    active = _active_migrations(session, servers)
+    return {"servers": [server_detail(s, base, active.get(s.id)) for s in servers]}
 
 
 @router.get("/servers/{server_id}")
