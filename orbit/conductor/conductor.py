@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import logging
+import queue
 import statistics
 import threading
 from collections.abc import Callable
@@ -70,6 +71,8 @@ DISPATCH_INTERVAL_S = 1.0
 #: Back-off when the final write of a migration's outcome fails (database down or locked).
 FINAL_WRITE_RETRY_FIRST_S = 1.0
 FINAL_WRITE_RETRY_MAX_S = 30.0
+#: How long a finished migration waits for its recorder to write what is pending.
+RECORDER_CLOSE_TIMEOUT_S = 30.0
 #: How long a stopping conductor waits for each migration thread.
 STOP_JOIN_TIMEOUT_S = 5.0
 
@@ -159,6 +162,28 @@ def reserved_mib(session: Session) -> dict[str, int]:
         .group_by(Migration.dest_host_id)
     )
     return {host_id: int(mib or 0) for host_id, mib in rows if host_id is not None}
+
+
+def merged_decisions(
+    stored: list[dict[str, Any]], engine: list[DecisionRecord]
+) -> list[dict[str, Any]]:
+    """The record's decisions plus any of the engine's whose write was lost, in time order."""
+    have = {(d.get("at_s"), d.get("action"), d.get("reason")) for d in stored}
+    missing = [decision_entry(d) for d in engine if (d.at_s, d.action.value, d.reason) not in have]
+    if not missing:
+        return stored
+    return sorted([*stored, *missing], key=lambda d: float(d.get("at_s") or 0.0))
+
+
+def decision_entry(d: DecisionRecord) -> dict[str, Any]:
+    """How a decision is stored in ``migrations.decisions``."""
+    return {
+        "at_s": d.at_s,
+        "action": d.action.value,
+        "reason": d.reason,
+        "source": d.source,
+        "rule": d.rule,
+    }
 
 
 def _rowcount(result: Any) -> int:
@@ -506,7 +531,8 @@ class Conductor:
         except OrbitError as err:
             self._finish_record(mid, Phase.FAILED, str(err), None)
             return
-        engine = EngineMigration(self.driver, request, listener=_Recorder(self.db, mid))
+        recorder = _Recorder(self.db, mid)
+        engine = EngineMigration(self.driver, request, listener=recorder)
         with self._lock:
             self._engines[mid] = engine
         result: MigrationResult | None = None
@@ -524,6 +550,7 @@ class Conductor:
         finally:
             with self._lock:
                 self._engines.pop(mid, None)
+            recorder.close()  # its writes land before the outcome's
         self._finish_record(mid, phase, error, result)
 
     def _finish_record(
@@ -575,6 +602,7 @@ class Conductor:
                 if result.plan is not None:
                     record.prediction = result.plan.to_dict()
                 record.phase_times = {**result.phase_times, **record.phase_times}
+                record.decisions = merged_decisions(record.decisions, result.decisions)
                 if phase is Phase.COMPLETED:
                     record.memory_remaining_bytes = 0
                     record.disk_remaining_bytes = 0
@@ -622,7 +650,8 @@ class Conductor:
             started = record.started_at
             last = record.samples[-1].to_sample() if record.samples else None
         elapsed = (utcnow() - started).total_seconds() if started else 0.0
-        engine = EngineMigration(self.driver, request, listener=_Recorder(self.db, mid))
+        recorder = _Recorder(self.db, mid)
+        engine = EngineMigration(self.driver, request, listener=recorder)
         if last is not None:
             engine.result.samples.append(last)  # the policy sees where it was
         with self._lock:
@@ -636,25 +665,66 @@ class Conductor:
         finally:
             with self._lock:
                 self._engines.pop(mid, None)
+            recorder.close()
         self._finish_record(mid, outcome, error, result)
 
 
 class _Recorder(MigrationListener):
-    """Writes the engine's progress into the migration's record as it happens."""
+    """Writes the engine's progress into the migration's record, off the engine's thread.
+
+    Each event queues a change; a writer thread applies what is waiting in one transaction,
+    in order. A write that fails is logged and dropped: the next one repairs the status
+    (the engine's latest phase), and the outcome write restores the decisions. The engine
+    never waits for the database. :meth:`close` writes what is pending, then stops.
+    """
 
     def __init__(self, db: Database, migration_id: int) -> None:
         self.db = db
         self.mid = migration_id
         #: the engine's latest phase: every later write repairs a status that failed to land
         self._phase: Phase | None = None
+        self._pending: queue.Queue[Callable[[Session, Migration], Any] | None] = queue.Queue()
+        self._writer = threading.Thread(
+            target=self._write_loop, name=f"record-{migration_id}", daemon=True
+        )
+        self._writer.start()
 
     def _update(self, fn: Callable[[Session, Migration], Any]) -> None:
+        self._pending.put(fn)
+
+    def flush(self) -> None:
+        """Return once every change queued so far has been written (or dropped)."""
+        self._pending.join()
+
+    def close(self) -> None:
+        """Write what is pending and stop the writer."""
+        self._pending.put(None)
+        self._writer.join(RECORDER_CLOSE_TIMEOUT_S)
+
+    def _write_loop(self) -> None:
+        while True:
+            batch = [self._pending.get()]
+            while True:  # what else is waiting goes into the same transaction
+                try:
+                    batch.append(self._pending.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._write([fn for fn in batch if fn is not None])
+            finally:
+                for _ in batch:
+                    self._pending.task_done()
+            if None in batch:
+                return
+
+    def _write(self, changes: list[Callable[[Session, Migration], Any]]) -> None:
         try:
             with self.db.session() as session:
                 record = session.get(Migration, self.mid)
                 if record is None:
                     return
-                fn(session, record)
+                for change in changes:
+                    change(session, record)
                 phase = self._phase
                 if (
                     phase is not None
@@ -665,7 +735,9 @@ class _Recorder(MigrationListener):
                     log.info("record repaired id=%d status=%s", self.mid, phase.value)
                     record.status = phase.value  # an earlier write did not land
         except Exception as err:  # the migration goes on; the next write catches up
-            log.warning("cannot record progress id=%d error=%s", self.mid, err)
+            log.warning(
+                "cannot record progress id=%d changes=%d error=%s", self.mid, len(changes), err
+            )
 
     def on_phase(self, phase: Phase, at_s: float, reason: str) -> None:
         self._phase = phase
@@ -708,13 +780,7 @@ class _Recorder(MigrationListener):
         self._update(apply)
 
     def on_decision(self, record_: DecisionRecord) -> None:
-        entry = {
-            "at_s": record_.at_s,
-            "action": record_.action.value,
-            "reason": record_.reason,
-            "source": record_.source,
-            "rule": record_.rule,
-        }
+        entry = decision_entry(record_)
 
         def apply(session: Session, record: Migration) -> None:
             record.decisions = [*record.decisions, entry]

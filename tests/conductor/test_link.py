@@ -56,7 +56,9 @@ def test_the_plan_is_recorded_as_soon_as_it_is_made(db: Database) -> None:
         downtime_limit_ms=300,
     )
     plan = make_plan(facts, link_source="test", dirty_rate_mode="dirty-bitmap", timeout_s=300)
-    _Recorder(db, mid).on_plan(plan)
+    recorder = _Recorder(db, mid)
+    recorder.on_plan(plan)
+    recorder.flush()  # written by the recorder's own thread, at once
     with db.session() as s:
         m = s.get_one(Migration, mid)
         assert m.prediction is not None

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from orbit.conductor.conductor import _Recorder
+from orbit.conductor.conductor import _Recorder, decision_entry, merged_decisions
 from orbit.db.database import Database
 from orbit.db.models import Migration
-from orbit.migration.model import MIB, Sample
+from orbit.migration.engine import DecisionRecord
+from orbit.migration.model import MIB, Action, Sample
 from orbit.migration.phase import Phase
 from tests.db.test_models import add_migration, add_world
 
@@ -26,12 +29,14 @@ def test_a_final_phase_waits_for_the_outcome_and_its_figures(db: Database) -> No
         Sample(elapsed_s=4.0, memory_total_bytes=64 * MIB, memory_remaining_bytes=12 * MIB)
     )
     recorder.on_phase(Phase.COMPLETED, 5.0, "")
+    recorder.flush()
     with db.session() as s:
         m = s.get_one(Migration, mid)
         assert m.status == Phase.RUNNING_POSTCOPY.value
         assert m.phase_times[Phase.COMPLETED.value] == 5.0
         assert m.memory_remaining_bytes == 12 * MIB
     recorder.on_phase(Phase.POSTCOPY_PAUSED, 6.0, "link gone")  # not final: shown at once
+    recorder.flush()
     with db.session() as s:
         m = s.get_one(Migration, mid)
         assert m.status == Phase.POSTCOPY_PAUSED.value and m.error == "link gone"
@@ -53,15 +58,63 @@ def test_a_phase_write_that_failed_is_repaired_by_the_next_write(
 
     monkeypatch.setattr(db, "session", failing_session)
     recorder.on_phase(Phase.RUNNING_POSTCOPY, 3.0, "switched")  # lost, and logged
+    recorder.flush()
     monkeypatch.setattr(db, "session", real_session)
     with db.session() as s:
         assert s.get_one(Migration, mid).status == Phase.RUNNING_PRECOPY.value
     recorder.on_sample(Sample(elapsed_s=3.25, memory_total_bytes=64 * MIB, postcopy=True))
+    recorder.flush()
     with db.session() as s:
         m = s.get_one(Migration, mid)
         assert m.status == Phase.RUNNING_POSTCOPY.value
         assert len(m.samples) == 1
         m.status = Phase.COMPLETED.value  # the outcome's write
     recorder.on_sample(Sample(elapsed_s=3.5, memory_total_bytes=64 * MIB, postcopy=True))
+    recorder.close()
     with db.session() as s:
         assert s.get_one(Migration, mid).status == Phase.COMPLETED.value
+
+
+def test_the_engine_never_waits_for_the_database(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write stuck on a locked database holds up the recorder's writer, not the engine's
+    sampling loop: events return at once and land, in order, in one transaction."""
+    with db.session() as s:
+        *_, server = add_world(s)
+        mid = add_migration(s, server, status=Phase.RUNNING_PRECOPY.value).id
+    recorder = _Recorder(db, mid)
+    gate = threading.Event()
+    real_session = db.session
+
+    def slow_session() -> Any:
+        gate.wait(10)  # the database is locked until the test opens the gate
+        return real_session()
+
+    monkeypatch.setattr(db, "session", slow_session)
+    started = time.monotonic()
+    for i in range(40):
+        recorder.on_sample(Sample(elapsed_s=i * 0.25, memory_total_bytes=64 * MIB))
+    queued_in_s = time.monotonic() - started
+    gate.set()
+    recorder.close()
+    assert queued_in_s < 1.0  # never near the 10 s the database was stuck
+    with db.session() as s:
+        m = s.get_one(Migration, mid)
+        assert [smp.elapsed_s for smp in m.samples] == [i * 0.25 for i in range(40)]
+
+
+def test_the_outcome_restores_decisions_whose_write_was_lost() -> None:
+    engine = [
+        DecisionRecord(1.0, Action.SWITCH_TO_POSTCOPY, "iteration 1 done", "policy", "after-n"),
+        DecisionRecord(4.0, Action.PAUSE_POSTCOPY, "no bytes for 2.0 s", "policy", "stalled"),
+        DecisionRecord(6.0, Action.RESUME_POSTCOPY, "attempt 1", "engine", ""),
+    ]
+    stored = [decision_entry(engine[0]), decision_entry(engine[2])]  # the pause was lost
+    merged = merged_decisions(stored, engine)
+    assert [d["action"] for d in merged] == [
+        "switch-to-postcopy",
+        "pause-postcopy",
+        "resume-postcopy",
+    ]
+    assert merged_decisions(merged, engine) == merged  # nothing twice
