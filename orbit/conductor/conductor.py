@@ -30,7 +30,7 @@ from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from orbit.conductor.inventory import ACTIVE_PHASES, sync_inventory
+from orbit.conductor.inventory import ACTIVE_PHASES, apply_survey, survey_hosts
 from orbit.config import ServerConfig
 from orbit.db.database import Database
 from orbit.db.models import (
@@ -241,7 +241,10 @@ class Conductor:
 
     def sync(self) -> None:
         with self.db.session() as session:
-            report = sync_inventory(session, self.driver)
+            uris = list(session.scalars(select(Host.uri)))
+        surveys = survey_hosts(self.driver, uris)  # no session open while hosts answer
+        with self.db.session() as session:
+            report = apply_survey(session, surveys)
         log.debug(
             "inventory synced hosts_up=%d hosts_down=%d servers=%d",
             report.hosts_up,

@@ -1,7 +1,8 @@
 """Hosts and servers as libvirt sees them, mirrored into the database.
 
-:func:`sync_inventory` asks every registered host for its capacity and domains and updates
-the ``hosts`` and ``servers`` tables. Rules:
+:func:`survey_hosts` asks every registered host for its capacity and domains (in parallel,
+with no database session open) and :func:`apply_survey` updates the ``hosts`` and
+``servers`` tables from the answers. Rules:
 
 - A host that does not answer is marked ``down``; its servers keep their rows and their
   host (they are not lost, only unknown: status ``UNKNOWN``).
@@ -17,7 +18,10 @@ the ``hosts`` and ``servers`` tables. Rules:
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -26,7 +30,7 @@ from orbit.db.models import Host, HostState, Migration, PowerState, Server, Serv
 from orbit.db.types import utcnow
 from orbit.errors import HypervisorError
 from orbit.migration.phase import Phase
-from orbit.virt.driver import DomainInfo, DomainState, HypervisorDriver
+from orbit.virt.driver import DomainInfo, DomainState, HostInfo, HypervisorDriver
 
 log = logging.getLogger(__name__)
 
@@ -62,24 +66,60 @@ class SyncReport:
     servers: int
 
 
+@dataclass(frozen=True)
+class Survey:
+    """What one host said when asked (``error`` set: it did not answer)."""
+
+    asked_at: datetime
+    capacity: HostInfo | None = None
+    domains: tuple[DomainInfo, ...] = ()
+    error: str | None = None
+
+
+#: hosts asked at once: a host that does not answer holds up only its own answer
+SURVEY_THREADS = 8
+
+
+def survey_hosts(driver: HypervisorDriver, uris: Sequence[str]) -> dict[str, Survey]:
+    """Ask every host for its capacity and domains, in parallel; no database involved."""
+
+    def ask(uri: str) -> Survey:
+        asked_at = utcnow()  # what it reports is at least this fresh (see reserved_mib)
+        try:
+            return Survey(asked_at, driver.host_info(uri), tuple(driver.list_domains(uri)))
+        except HypervisorError as err:
+            return Survey(asked_at, error=str(err))
+
+    if not uris:
+        return {}
+    with ThreadPoolExecutor(min(SURVEY_THREADS, len(uris)), "survey") as pool:
+        return dict(zip(uris, pool.map(ask, uris), strict=True))
+
+
 def sync_inventory(session: Session, driver: HypervisorDriver) -> SyncReport:
-    """Re-read every host and its domains; see the module docstring for the rules."""
-    hosts = list(session.scalars(select(Host).order_by(Host.name)))
+    """Survey every host, then record it (tests; the conductor does the two apart so that
+    no database session waits on a host)."""
+    uris = list(session.scalars(select(Host.uri)))
+    return apply_survey(session, survey_hosts(driver, uris))
+
+
+def apply_survey(session: Session, surveys: dict[str, Survey]) -> SyncReport:
+    """Record what the hosts said; see the module docstring for the rules. A host added
+    after the survey is left for the next one."""
+    hosts = [h for h in session.scalars(select(Host).order_by(Host.name)) if h.uri in surveys]
     found: dict[str, tuple[int, Host, DomainInfo]] = {}
     answering: set[str] = set()
     for host in hosts:
-        asked_at = utcnow()  # what it reports is at least this fresh (see reserved_mib)
-        try:
-            capacity = driver.host_info(host.uri)
-            domains = driver.list_domains(host.uri)
-        except HypervisorError as err:
+        said = surveys[host.uri]
+        if said.capacity is None:
             if host.state != HostState.DOWN.value:
-                log.warning("host down host=%s error=%s", host.name, err)
+                log.warning("host down host=%s error=%s", host.name, said.error)
             host.state = HostState.DOWN.value
             continue
+        capacity, domains = said.capacity, said.domains
         answering.add(host.id)
         host.state = HostState.UP.value
-        host.last_seen_at = asked_at
+        host.last_seen_at = said.asked_at
         host.memory_total_mib = capacity.memory_total_mib
         host.memory_free_mib = capacity.memory_free_mib
         host.vcpus = capacity.cpus
