@@ -91,9 +91,6 @@ HOST_POLL_S = 0.5
 #: probes of the destination before a migration starts: one lost SYN on a lossy link (and
 #: its retransmission 1 s later) must not refuse the migration
 PREFLIGHT_PROBES = 3
-#: After the engine paused post-copy, how long libvirt's call may go on before the engine
-#: looks whether the destination missed the break (then its Finish never returns).
-PAUSED_CALL_GRACE_S = 3.0
 #: How long the engine waits for the job-completed event (final statistics) after the end.
 FINAL_STATS_TIMEOUT_S = 2.0
 
@@ -211,8 +208,6 @@ class Migration:
         self._paused_at: float | None = None  # elapsed s when post-copy last paused
         self._segment_start = 0  # index of the first sample of the current job
         self._pause_sent = False
-        self._pause_sent_at: float | None = None  # elapsed s when this attempt was paused
-        self._destination_paused = False  # this attempt's destination end was paused too
         #: why the destination cannot take a post-copy resume (None: it can)
         self._resume_defect: str | None = None
         self.result = MigrationResult(
@@ -512,8 +507,6 @@ class Migration:
             self._final_stats = None
             self._segment_start = len(self.result.samples)
             self._pause_sent = False
-            self._pause_sent_at = None
-            self._destination_paused = False
             outcome: list[BaseException | None] = []
             thread = threading.Thread(
                 target=self._migrate, args=(outcome, True), name=f"resume-{req.domain}",
@@ -561,8 +554,6 @@ class Migration:
         self._set_phase(Phase.RUNNING_POSTCOPY, "following QEMU's stream (no resume possible)")
         self._segment_start = len(self.result.samples)
         self._pause_sent = False
-        self._pause_sent_at = None
-        self._destination_paused = False
         self._adopted_job_over = False
         self._monitor(None, follow_failed=True)
         self._settle_after_job()
@@ -894,42 +885,19 @@ class Migration:
         failed") turns the hang into the recoverable ``postcopy-paused``. Never an abort.
         """
         req = self.request
-        if self._pause_sent:
-            self._check_paused_call()
-            return
         segment = [s for s in self.result.samples[self._segment_start :] if s.postcopy]
-        decision = postcopy_stall(segment, req.settings, self._resume_defect)
+        decision = (
+            None if self._pause_sent else postcopy_stall(segment, req.settings, self._resume_defect)
+        )
         if decision is None:
             return
         self._record(decision.action, decision.reason, rule=decision.rule)
         if decision.action is not Action.PAUSE_POSTCOPY:
             self._pause_sent = True  # said once per attempt
-            self._pause_sent_at = None
             return
         self._pause_sent = self._try(
             lambda: self.driver.abort_job(req.src_uri, req.domain, postcopy=True)
         )
-        self._pause_sent_at = self._elapsed() if self._pause_sent else None
-
-    def _check_paused_call(self) -> None:
-        """The source paused its end but libvirt's call has not returned: the destination
-        may still run post-copy on a stream it did not see break (a pause sent while the
-        link was down), and libvirt's Finish waits for it forever. Pause that end too,
-        once, as soon as the destination answers."""
-        if self._pause_sent_at is None or self._destination_paused:
-            return
-        if self._elapsed() - self._pause_sent_at < PAUSED_CALL_GRACE_S:
-            return
-        req = self.request
-        try:
-            self.driver.ping(req.dst_uri)  # fast when it does not answer: try next tick
-            dst = self.driver.domain_info(req.dst_uri, req.domain)
-        except HypervisorError:
-            return
-        if dst.reason != "postcopy":
-            return
-        self._destination_paused = True
-        self._pause_destination()
 
     def _apply(self, decision: Decision) -> None:
         req = self.request

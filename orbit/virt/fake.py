@@ -73,9 +73,6 @@ class FakeDriver:
         #: destination keeps running "post-copy" (not failed), and refuses a resume until
         #: its end is paused too (abort_job(postcopy=True) on the destination)
         self.destination_misses_breaks = False
-        #: with destination_misses_breaks: libvirt's call does not return after the pause
-        #: until the destination's end is paused too (its Finish waits on the dead stream)
-        self.finish_waits_for_destination = False
         #: refuse this many resumes of a broken post-copy (as libvirt does while one
         #: daemon still holds the broken job), then accept
         self.resume_refusals = 0
@@ -242,10 +239,6 @@ class FakeDriver:
                                 "postcopy" if self.destination_misses_breaks else "postcopy-failed"
                             ),
                         )
-                    while self.finish_waits_for_destination and (
-                        dst.domains[name].reason == "postcopy"
-                    ):
-                        time.sleep(self.tick_s)
                     raise MigrationFailed(f"migrating {name}: job failed in post-copy phase")
                 # a destination that does not answer receives nothing: the job stalls
                 sent = min(wl.bandwidth_bytes, remaining) if dst.up else 0

@@ -212,7 +212,6 @@ def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(engine, "RESUME_BACKOFF_FIRST_S", 0.02)
     monkeypatch.setattr(engine, "RESUME_BACKOFF_MAX_S", 0.1)
     monkeypatch.setattr(engine, "HOST_POLL_S", 0.02)
-    monkeypatch.setattr(engine, "PAUSED_CALL_GRACE_S", 0.1)
 
 
 def _postcopy_settings(**kw: object) -> MigrationSettings:
@@ -410,28 +409,6 @@ def test_a_failing_record_keeper_never_stops_the_policy() -> None:
     assert result.phase is Phase.COMPLETED, result.error
     assert result.switched and result.samples
     assert driver.hosts[DST].domains["vm"].state is DomainState.RUNNING
-
-
-def test_a_paused_call_that_never_returns_gets_the_destination_paused_too(
-    fast_backoff: None,
-) -> None:
-    """A pause sent during a link flap: the destination never saw the stream break, so
-    libvirt's call waits in Finish for ever (seen on libvirt 9.0, guest frozen on h2). The
-    engine pauses the destination's end; the call then returns and the resume completes."""
-    driver = _driver(SLOW)
-    driver.destination_misses_breaks = True
-    driver.finish_waits_for_destination = True
-    m = _migration(driver, _postcopy_settings())
-    t = _run_in_thread(m)
-    _wait_phase(m, Phase.RUNNING_POSTCOPY)
-    driver.hosts[DST].up = False
-    _wait_for(lambda: driver.hosts[SRC].domains["vm"].reason == "postcopy-failed")
-    driver.hosts[DST].up = True  # back before libvirt's call returned
-    t.join(20)
-    assert not t.is_alive(), f"still {m.phase.value}"
-    assert m.result.phase is Phase.COMPLETED, m.result.error
-    rules = [d.rule for d in m.result.decisions if d.action is Action.PAUSE_POSTCOPY]
-    assert rules == ["postcopy-stalled", "pause-destination"]
 
 
 def test_resume_now_is_refused_unless_paused() -> None:
