@@ -308,15 +308,22 @@ def main(argv: list[str] | None = None) -> int:
         lab.shape("h1", Shaping(rate=LINK_RATE))
         guests = Guests(lab)
         driver = LibvirtDriver()
+        stopped: str | None = None  # why the benchmark ended early (the runs so far stay)
         try:
             for n in range(args.runs):
                 for scenario in args.only or SCENARIOS:
-                    run = run_scenario(lab, guests, driver, scenario)
+                    try:
+                        run = run_scenario(lab, guests, driver, scenario)
+                    except Exception as err:  # the lab is in an unknown state: stop here
+                        stopped = f"run {n + 1} {scenario}: {type(err).__name__}: {err}"
+                        break
                     runs.append(run)
                     print(f"  run {n + 1} {scenario}: {run.outcome} on {run.ended_on}, "
                           f"back->flowing {_fmt(run.flowing_after_s)} s, gap-outage "
                           f"{_fmt(run.gap_minus_outage_s)} s, {run.verification_errors} errors",
                           flush=True)  # fmt: skip
+                if stopped:
+                    break
         finally:
             driver.close()
     rows = summarize(runs)
@@ -332,9 +339,12 @@ def main(argv: list[str] | None = None) -> int:
     for r in runs:
         if r.outcome != "completed" and r.scenario != "precopy-link-cut":
             print(f"  {r.scenario}: {r.outcome} on {r.ended_on}: {r.error}")
+    if stopped:
+        print(f"  stopped early: {stopped}")
     if args.json:
         doc = {
             "environment": env,
+            "stopped_early": stopped,
             "runs_per_scenario": args.runs,
             "summary": rows,
             "runs": [asdict(r) | {"accelerator": env["accelerator"]} for r in runs],
@@ -342,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(doc, indent=2) + "\n")
         print(f"\nwrote {len(runs)} runs to {args.json}")
     ok = all(r.verification_errors == 0 and "," not in r.ended_on for r in runs)
-    return 0 if ok else 1
+    return 0 if ok and not stopped else 1
 
 
 if __name__ == "__main__":

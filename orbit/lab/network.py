@@ -63,14 +63,17 @@ def delete_bridge() -> None:
 
 
 #: Each lab host's TCP gives up on a connection whose data stays unacknowledged for
-#: ~12.6 s (RTO 0.2 s doubled: 0.2+0.4+...+6.4 s), not the kernel's ~15 minutes, and on a
-#: connection its program already closed after ~1.4 s, as an operator sets it on a
-#: migration network. After a long link cut, a daemon's dead connection then ends on both
-#: sides before the link returns: no stale call (libvirt's Finish of the broken job, which
-#: held the destination's domain lock for 30 s when TCP delivered it after a 20 s cut)
-#: arrives late, and the destination notices the break. The namespaces' own values: the
-#: machine's are untouched.
-TCP_SYSCTLS = {"net.ipv4.tcp_retries2": 5, "net.ipv4.tcp_orphan_retries": 2}
+#: ~12.6 s (RTO 0.2 s doubled: 0.2+0.4+...+6.4 s), not the kernel's ~15 minutes, as an
+#: operator sets it on a migration network. After a long link cut, a daemon's dead
+#: connection then ends on both sides before the link returns: no stale call (libvirt's
+#: Finish of the broken job, which held the destination's domain lock for 30 s when TCP
+#: delivered it after a 20 s cut) arrives late, and the destination notices the break.
+#: A connection its program closed (an orphan) retries as long: not less, or the FIN of
+#: the source's end of QEMU's stream, closed by a pause while the link was down, is
+#: given up before the link returns and a destination with nothing in flight waits on
+#: that half-open connection for ever (seen with 2: ~1.4 s, on a flapping link). The
+#: namespaces' own values: the machine's are untouched.
+TCP_SYSCTLS = {"net.ipv4.tcp_retries2": 5, "net.ipv4.tcp_orphan_retries": 5}
 
 #: Where libvirt cannot resume a post-copy (11.2 and later), QEMU's own stream has to
 #: outlive the outage and get through soon after it: retransmit at least every 5 s, not
