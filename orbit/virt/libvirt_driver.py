@@ -244,6 +244,13 @@ class LibvirtDriver:
         try:
             return self._conn(uri).lookupByName(name)
         except libvirt.libvirtError as err:
+            if not _connection_broke(err):
+                raise _mapped(err, uri, f"looking up domain {name}") from err
+            # a cached connection that died in an outage: once more on a fresh one
+            self._forget(uri)
+        try:
+            return self._conn(uri).lookupByName(name)
+        except libvirt.libvirtError as err:
             raise _mapped(err, uri, f"looking up domain {name}") from err
 
     def close(self) -> None:
@@ -501,6 +508,12 @@ class LibvirtDriver:
                     conn.domainEventDeregisterAny(callback_id)
 
         return unsubscribe
+
+
+def _connection_broke(err: libvirt.libvirtError) -> bool:
+    """The error says the connection itself is gone (reset, closed, end of file), not
+    that the call failed: a fresh connection may well succeed."""
+    return bool(err.get_error_domain() == libvirt.VIR_FROM_RPC)
 
 
 def resume_defect_of(version: int) -> str | None:
