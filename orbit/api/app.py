@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
 
-from orbit.api import errors
+from orbit.api import errors, microversion
 from orbit.api.deps import Services
 from orbit.api.errors import ApiError, error_response
 from orbit.api.routes import compute, identity
@@ -39,11 +39,12 @@ def create_app(services: Services) -> FastAPI:
         if not request.url.path.startswith("/v2"):
             return await call_next(request)
         try:
-            version = compute.requested_version(request)
+            version = microversion.requested(request)
         except ApiError as err:
             return error_response(err.status, str(err), identity=False)
+        request.state.microversion = version
         response = await call_next(request)
-        compute.microversion_headers(response, version)
+        compute.microversion_headers(response, str(version))
         return response
 
     return app

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from orbit.api import microversion as mv
+from orbit.api.microversion import Version
 from orbit.db.models import Host, HostState, Migration, MigrationSample, Server, ServerStatus
 from orbit.db.types import utcnow
 
@@ -33,9 +35,39 @@ def server_summary(server: Server, base: str) -> dict[str, Any]:
     return {"id": server.id, "name": server.name, "links": server_link(base, server.id)}
 
 
-def server_detail(server: Server, base: str, active: Migration | None) -> dict[str, Any]:
+def _host_status(host: Host | None) -> str:
+    """Nova's ``host_status`` (2.16): UP, DOWN, MAINTENANCE (disabled) or UNKNOWN."""
+    if host is None:
+        return ""
+    if host.state == HostState.UP.value:
+        return "MAINTENANCE" if host.disabled else "UP"
+    return "DOWN" if host.state == HostState.DOWN.value else "UNKNOWN"
+
+
+def _flavor(server: Server, v: Version) -> dict[str, Any]:
+    if v >= mv.EMBEDDED_FLAVOR:
+        return {
+            "original_name": _flavor_name(server),
+            "ram": server.memory_mib,
+            "vcpus": server.vcpus,
+            "disk": 0,
+            "ephemeral": 0,
+            "swap": 0,
+            "extra_specs": {},
+        }
+    return {"id": _flavor_name(server), "links": []}
+
+
+def _flavor_name(server: Server) -> str:
+    return f"orbit-{server.memory_mib}m-{server.vcpus}c"
+
+
+def server_detail(
+    server: Server, base: str, active: Migration | None, v: Version = mv.MIN
+) -> dict[str, Any]:
+    """A server as Nova shows it at microversion ``v``, plus ORBIT's ``orbit:`` fields."""
     host = server.host.name if server.host else None
-    return {
+    view: dict[str, Any] = {
         **server_summary(server, base),
         "status": server.status,
         "tenant_id": server.project_id or "",
@@ -47,14 +79,13 @@ def server_detail(server: Server, base: str, active: Migration | None) -> dict[s
         "accessIPv4": "",
         "accessIPv6": "",
         "image": "",
-        "flavor": {
-            "id": f"orbit-{server.memory_mib}m-{server.vcpus}c",
-            "links": [],
-        },
+        "flavor": _flavor(server, v),
         "metadata": {},
         "key_name": None,
         "config_drive": "",
         "progress": 0,
+        "security_groups": [],
+        "OS-DCF:diskConfig": "MANUAL",
         "OS-EXT-AZ:availability_zone": "nova",
         "OS-EXT-SRV-ATTR:host": host,
         "OS-EXT-SRV-ATTR:hypervisor_hostname": host,
@@ -62,32 +93,104 @@ def server_detail(server: Server, base: str, active: Migration | None) -> dict[s
         "OS-EXT-STS:power_state": server.power_state,
         "OS-EXT-STS:vm_state": NOVA_VM_STATES.get(server.status, "active"),
         "OS-EXT-STS:task_state": "migrating" if active is not None else None,
+        "OS-SRV-USG:launched_at": iso(server.created_at),
+        "OS-SRV-USG:terminated_at": None,
         "os-extended-volumes:volumes_attached": [],
-        # ORBIT extension: what the dashboard and CLI show without a second request
-        "orbit:memory_mib": server.memory_mib,
-        "orbit:vcpus": server.vcpus,
-        "orbit:migration_id": active.id if active is not None else None,
+    }
+    if v >= mv.EXTENDED_SERVER_ATTRS:
+        view.update(
+            {
+                "OS-EXT-SRV-ATTR:hostname": server.name,
+                "OS-EXT-SRV-ATTR:reservation_id": "",
+                "OS-EXT-SRV-ATTR:launch_index": 0,
+                "OS-EXT-SRV-ATTR:kernel_id": "",
+                "OS-EXT-SRV-ATTR:ramdisk_id": "",
+                "OS-EXT-SRV-ATTR:root_device_name": None,
+                "OS-EXT-SRV-ATTR:user_data": None,
+            }
+        )
+    optional: list[tuple[Version, str, Any]] = [
+        (mv.SERVER_LOCKED, "locked", False),
+        (mv.SERVER_HOST_STATUS, "host_status", _host_status(server.host)),
+        (mv.SERVER_DESCRIPTION, "description", None),
+        (mv.SERVER_TAGS, "tags", []),
+        (mv.SERVER_TRUSTED_CERTS, "trusted_image_certificates", None),
+        (mv.SERVER_GROUPS, "server_groups", []),
+        (mv.SERVER_LOCKED_REASON, "locked_reason", None),
+        (mv.SERVER_PINNED_AZ, "pinned_availability_zone", None),
+    ]
+    view.update({key: value for since, key, value in optional if v >= since})
+    # ORBIT extension: what the dashboard and CLI show without a second request
+    view["orbit:memory_mib"] = server.memory_mib
+    view["orbit:vcpus"] = server.vcpus
+    view["orbit:migration_id"] = active.id if active is not None else None
+    return view
+
+
+def _orbit_record(m: Migration) -> dict[str, Any]:
+    """ORBIT's record of a migration: settings, plan, decisions and timings."""
+    return {
+        "server_name": m.server.name,
+        "settings": {
+            "post_copy": m.post_copy,
+            "migration_policy": m.policy,
+            "post_copy_after_iterations": m.post_copy_after_iterations,
+            "block_migration": m.block_migration,
+            "disk_over_commit": m.disk_over_commit,
+            "completion_timeout_s": m.completion_timeout_s,
+            "downtime_limit_ms": m.downtime_limit_ms,
+            "bandwidth_mib_s": m.bandwidth_mib_s,
+            "postcopy_weight": m.postcopy_weight,
+        },
+        "prediction": m.prediction,
+        "transfer_rate_bytes_s": m.transfer_rate_bytes_s,
+        "pass1_dirtied_bytes": m.pass1_dirtied_bytes,
+        "pass1_s": m.pass1_s,
+        "iterations": m.iterations,
+        "postcopy_requests": m.postcopy_requests,
+        "downtime_ms": m.downtime_ms,
+        "switch_at_s": m.switch_at_s,
+        "total_s": m.total_s,
+        "error": m.error,
+        "decisions": list(m.decisions),
+        "resume_attempts": sum(1 for d in m.decisions if d.get("action") == "resume-postcopy"),
+        "paused_for_s": paused_for_s(m),
+        "phase_times": dict(m.phase_times),
+        "started_at": iso(m.started_at),
+        "finished_at": iso(m.finished_at),
     }
 
 
-def migration_view(m: Migration, base: str) -> dict[str, Any]:
-    """Nova's server-migration fields (2.23+), plus ORBIT's record under 'orbit'."""
+def _hosts_of(m: Migration) -> dict[str, Any]:
     src = m.source_host.name if m.source_host else None
     dst = m.dest_host.name if m.dest_host else None
     return {
-        "id": m.id,
-        "uuid": m.uuid,
-        "server_uuid": m.server_id,
-        "instance_uuid": m.server_id,
-        "status": m.status,
-        "migration_type": m.migration_type,
         "source_compute": src,
         "source_node": src,
         "dest_compute": dst,
         "dest_node": dst,
         "dest_host": m.dest_host.migration_address if m.dest_host else None,
-        "old_instance_type_id": None,
-        "new_instance_type_id": None,
+    }
+
+
+def _versioned(m: Migration, v: Version) -> dict[str, Any]:
+    view: dict[str, Any] = {}
+    if v >= mv.MIGRATION_PAGINATION:
+        view["uuid"] = m.uuid
+    if v >= mv.MIGRATION_OWNER:
+        view["user_id"] = m.user_id
+        view["project_id"] = m.project_id
+    return view
+
+
+def server_migration_view(m: Migration, v: Version = mv.MIN) -> dict[str, Any]:
+    """A server's migration as Nova shows it (GET /servers/{id}/migrations, 2.23+), with the
+    memory and disk counters, plus ORBIT's record under ``orbit``."""
+    return {
+        "id": m.id,
+        "server_uuid": m.server_id,
+        "status": m.status,
+        **_hosts_of(m),
         "memory_total_bytes": m.memory_total_bytes,
         "memory_processed_bytes": m.memory_processed_bytes,
         "memory_remaining_bytes": m.memory_remaining_bytes,
@@ -96,38 +199,31 @@ def migration_view(m: Migration, base: str) -> dict[str, Any]:
         "disk_remaining_bytes": m.disk_remaining_bytes,
         "created_at": iso(m.created_at),
         "updated_at": iso(m.updated_at),
-        "links": [{"rel": "self", "href": f"{base}/v2.1/servers/{m.server_id}/migrations/{m.id}"}],
-        "orbit": {
-            "server_name": m.server.name,
-            "settings": {
-                "post_copy": m.post_copy,
-                "migration_policy": m.policy,
-                "post_copy_after_iterations": m.post_copy_after_iterations,
-                "block_migration": m.block_migration,
-                "disk_over_commit": m.disk_over_commit,
-                "completion_timeout_s": m.completion_timeout_s,
-                "downtime_limit_ms": m.downtime_limit_ms,
-                "bandwidth_mib_s": m.bandwidth_mib_s,
-                "postcopy_weight": m.postcopy_weight,
-            },
-            "prediction": m.prediction,
-            "transfer_rate_bytes_s": m.transfer_rate_bytes_s,
-            "pass1_dirtied_bytes": m.pass1_dirtied_bytes,
-            "pass1_s": m.pass1_s,
-            "iterations": m.iterations,
-            "postcopy_requests": m.postcopy_requests,
-            "downtime_ms": m.downtime_ms,
-            "switch_at_s": m.switch_at_s,
-            "total_s": m.total_s,
-            "error": m.error,
-            "decisions": list(m.decisions),
-            "resume_attempts": sum(1 for d in m.decisions if d.get("action") == "resume-postcopy"),
-            "paused_for_s": paused_for_s(m),
-            "phase_times": dict(m.phase_times),
-            "started_at": iso(m.started_at),
-            "finished_at": iso(m.finished_at),
-        },
+        **_versioned(m, v),
+        "orbit": _orbit_record(m),
     }
+
+
+def os_migration_view(m: Migration, base: str, v: Version = mv.MIN) -> dict[str, Any]:
+    """A migration as Nova's GET /os-migrations shows it, plus ORBIT's record."""
+    view: dict[str, Any] = {
+        "id": m.id,
+        "instance_uuid": m.server_id,
+        "status": m.status,
+        **_hosts_of(m),
+        "old_instance_type_id": None,
+        "new_instance_type_id": None,
+        "created_at": iso(m.created_at),
+        "updated_at": iso(m.updated_at),
+    }
+    if v >= mv.MIGRATION_TYPE:
+        view["migration_type"] = m.migration_type
+        if not m.phase.is_final:  # Nova links only in-progress live migrations
+            href = f"{base}/v2.1/servers/{m.server_id}/migrations/{m.id}"
+            view["links"] = [{"rel": "self", "href": href}]
+    view.update(_versioned(m, v))
+    view["orbit"] = _orbit_record(m)
+    return view
 
 
 def sample_view(s: MigrationSample) -> dict[str, Any]:
@@ -145,12 +241,26 @@ def sample_view(s: MigrationSample) -> dict[str, Any]:
     }
 
 
-def hypervisor_view(h: Host, index: int, *, detail: bool, running_vms: int) -> dict[str, Any]:
+def hypervisor_id(h: Host, index: int, v: Version) -> int | str:
+    """A hypervisor's (and its service's) id: a number before 2.53, the host's UUID since."""
+    return h.id if v >= mv.UUID_IDS else index
+
+
+def hypervisor_view(
+    h: Host,
+    index: int,
+    *,
+    detail: bool,
+    running_vms: int,
+    v: Version = mv.MIN,
+    servers: list[Server] | None = None,
+) -> dict[str, Any]:
+    """A hypervisor as Nova shows it at ``v``; ``servers`` when the request asked for them."""
     view: dict[str, Any] = {
-        "id": index,
+        "id": hypervisor_id(h, index, v),
         "hypervisor_hostname": h.name,
         "state": "up" if h.state == HostState.UP.value else "down",
-        "status": "enabled",
+        "status": "disabled" if h.disabled else "enabled",
     }
     if detail:
         view.update(
@@ -158,39 +268,63 @@ def hypervisor_view(h: Host, index: int, *, detail: bool, running_vms: int) -> d
                 "hypervisor_type": "QEMU",
                 "hypervisor_version": 0,
                 "host_ip": _address_of(h),
-                "memory_mb": h.memory_total_mib,
-                "free_ram_mb": h.memory_free_mib,
-                "memory_mb_used": max(0, h.memory_total_mib - h.memory_free_mib),
-                "vcpus": h.vcpus,
-                "vcpus_used": 0,
-                "running_vms": running_vms,
-                "local_gb": 0,
-                "local_gb_used": 0,
-                "free_disk_gb": 0,
-                "disk_available_least": 0,
-                "current_workload": 0,
-                "cpu_info": "{}",
-                "service": {"host": h.name, "id": index, "disabled_reason": None},
+                "service": {
+                    "host": h.name,
+                    "id": hypervisor_id(h, index, v),
+                    "disabled_reason": h.disabled_reason,
+                },
+            }
+        )
+        if v >= mv.HYPERVISOR_SLIM:
+            view["uptime"] = None
+        else:
+            view.update(
+                {
+                    "memory_mb": h.memory_total_mib,
+                    "free_ram_mb": h.memory_free_mib,
+                    "memory_mb_used": max(0, h.memory_total_mib - h.memory_free_mib),
+                    "vcpus": h.vcpus,
+                    "vcpus_used": 0,
+                    "running_vms": running_vms,
+                    "local_gb": 0,
+                    "local_gb_used": 0,
+                    "free_disk_gb": 0,
+                    "disk_available_least": 0,
+                    "current_workload": 0,
+                    "cpu_info": {} if v >= mv.CPU_INFO_OBJECT else "{}",
+                }
+            )
+        # ORBIT extension, at every version (2.88 removed Nova's memory figures)
+        view.update(
+            {
                 "orbit:uri": h.uri,
                 "orbit:migration_address": h.migration_address,
                 "orbit:last_seen_at": iso(h.last_seen_at),
+                "orbit:memory_total_mib": h.memory_total_mib,
+                "orbit:memory_free_mib": h.memory_free_mib,
+                "orbit:running_vms": running_vms,
             }
         )
+    if servers:  # Nova leaves the key out when the hypervisor has none
+        view["servers"] = [{"name": s.name, "uuid": s.id} for s in servers]
     return view
 
 
-def service_view(h: Host, index: int) -> dict[str, Any]:
-    return {
-        "id": index,
+def service_view(h: Host, index: int, v: Version = mv.MIN) -> dict[str, Any]:
+    """A host as Nova's nova-compute service at ``v``."""
+    view: dict[str, Any] = {
+        "id": hypervisor_id(h, index, v),
         "binary": "nova-compute",
         "host": h.name,
         "zone": "nova",
-        "status": "enabled",
+        "status": "disabled" if h.disabled else "enabled",
         "state": "up" if h.state == HostState.UP.value else "down",
         "updated_at": iso(h.last_seen_at),
-        "disabled_reason": None,
-        "forced_down": False,
+        "disabled_reason": h.disabled_reason,
     }
+    if v >= mv.SERVICE_FORCED_DOWN:
+        view["forced_down"] = False
+    return view
 
 
 def host_view(h: Host, servers: int) -> dict[str, Any]:
@@ -200,6 +334,8 @@ def host_view(h: Host, servers: int) -> dict[str, Any]:
         "migration_address": h.migration_address,
         "link_mib_s": h.link_mib_s,
         "state": h.state,
+        "disabled": h.disabled,
+        "disabled_reason": h.disabled_reason,
         "memory_total_mib": h.memory_total_mib,
         "memory_free_mib": h.memory_free_mib,
         "vcpus": h.vcpus,

@@ -24,7 +24,8 @@ import yaml  # type: ignore[import-untyped]
 
 from orbit.errors import ClientError
 
-MICROVERSION = "2.25"
+#: 2.65: a queued migration can be aborted; before 2.88: hypervisors carry memory figures
+MICROVERSION = "2.65"
 TIMEOUT_S = 30.0
 CLOUDS_YAML_DIRS = (Path.cwd(), Path.home() / ".config" / "openstack", Path("/etc/openstack"))
 

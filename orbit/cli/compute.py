@@ -142,7 +142,8 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_hypervisor_list(args: argparse.Namespace) -> int:
     hvs = _client().get("/os-hypervisors/detail")["hypervisors"]
-    cols = ["id", "hypervisor_hostname", "state", "memory_mb", "free_ram_mb", "running_vms"]
+    cols = ["id", "hypervisor_hostname", "state", "status", "memory_mb", "free_ram_mb",
+            "running_vms"]  # fmt: skip
     return _out(args, hvs, hvs, cols)
 
 
@@ -211,7 +212,6 @@ def cmd_live_migration(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {
         "host": args.host,
         "block_migration": args.block_migrate,
-        "disk_over_commit": False,
         "post_copy": args.post_copy,
     }
     if args.post_copy_after is not None:

@@ -278,8 +278,13 @@ class Conductor:
         disk_over_commit: bool,
         user_id: str | None,
         project_id: str | None,
+        force: bool = False,
     ) -> Migration:
-        """Validate and queue a live migration; raises a specific OrbitError, changing nothing."""
+        """Validate and queue a live migration; raises a specific OrbitError, changing nothing.
+
+        ``force`` (Nova's, microversions 2.30-2.67) lets a named destination be a disabled
+        host; it never skips the memory check, which protects the VM.
+        """
         source = server.host
         if server.status == ServerStatus.MIGRATING.value or session.scalar(
             select(Migration.id).where(
@@ -301,7 +306,11 @@ class Conductor:
         reserved = reserved_mib(session)
         views = {
             h.name: HostView(
-                h.name, h.state == HostState.UP.value, h.memory_free_mib, reserved.get(h.id, 0)
+                h.name,
+                h.state == HostState.UP.value,
+                h.memory_free_mib,
+                reserved.get(h.id, 0),
+                disabled=h.disabled,
             )
             for h in hosts
         }
@@ -318,6 +327,12 @@ class Conductor:
             )
         if dest.state != HostState.UP.value:
             raise InvalidMigration(f"compute host {dest.name} is {dest.state}: it cannot take VMs")
+        if dest.disabled and not force:
+            why = f" ({dest.disabled_reason})" if dest.disabled_reason else ""
+            raise InvalidState(
+                f"compute host {dest.name} is disabled{why}: it takes no new VMs; enable it, "
+                "or choose another host"
+            )
         room = views[dest.name]
         if room.available_mib < server.memory_mib:
             raise InvalidState(

@@ -45,6 +45,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    false,
     text,
 )
 from sqlalchemy.ext.mutable import MutableDict, MutableList
@@ -73,6 +74,8 @@ NAMING_CONVENTION = {
 
 NAME_LEN = 255
 URI_LEN = 1024
+#: Nova's limit for a service's disabled_reason
+REASON_LEN = 255
 STATUS_LEN = 32
 SHA256_HEX_LEN = 64
 
@@ -198,6 +201,9 @@ class Host(Base):
     vcpus: Mapped[int] = mapped_column(Integer, default=0)
     #: the rate migrations to this host can expect before any has run (auto's plan)
     link_mib_s: Mapped[int | None] = mapped_column(Integer)
+    #: an operator's switch (Nova's service status): a disabled host takes no new VMs
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    disabled_reason: Mapped[str | None] = mapped_column(String(REASON_LEN))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 

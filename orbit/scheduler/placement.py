@@ -1,6 +1,6 @@
 """Pick a destination host: a pure function over a snapshot of the hosts.
 
-Rule: among the hosts that are up, are not the VM's source and have at least the VM's
+Rule: among the hosts that are up and enabled, are not the VM's source and have at least the VM's
 memory free, take the one with the most free memory (ties: by name, so the choice is
 stable). "Free" is what the host reported less what queued and running migrations to it
 will take (``memory_reserved_mib``). No candidate → :class:`~orbit.errors.NoValidHost`,
@@ -23,6 +23,8 @@ class HostView:
     memory_free_mib: int
     #: what migrations to it that are queued, running or not yet synced will take
     memory_reserved_mib: int = 0
+    #: an operator disabled the host (maintenance): it takes no new VMs
+    disabled: bool = False
 
     @property
     def available_mib(self) -> int:
@@ -46,6 +48,8 @@ def pick_host(hosts: Sequence[HostView], *, source: str, memory_mib: int) -> str
             continue
         if not h.up:
             rejected.append(f"{h.name} is down")
+        elif h.disabled:
+            rejected.append(f"{h.name} is disabled")
         elif h.available_mib < memory_mib:
             rejected.append(f"{h.name} has {h.room()}")
         else:

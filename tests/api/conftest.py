@@ -51,9 +51,11 @@ class Api:
     admin_token: str
     member_token: str
 
-    def headers(self, token: str | None = None, *, member: bool = False) -> dict[str, str]:
+    def headers(
+        self, token: str | None = None, *, member: bool = False, version: str = "2.25"
+    ) -> dict[str, str]:
         t = token if token is not None else (self.member_token if member else self.admin_token)
-        return {"X-Auth-Token": t, "OpenStack-API-Version": "compute 2.25"}
+        return {"X-Auth-Token": t, "OpenStack-API-Version": f"compute {version}"}
 
     def get(self, path: str, **kw: Any) -> Any:
         return self.client.get(path, headers=kw.pop("headers", self.headers()), **kw)

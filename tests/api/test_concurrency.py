@@ -147,10 +147,14 @@ def test_aborting_a_queued_migration_wins_over_a_later_start(api: Api) -> None:
     """The dispatcher starts a migration only if it is still queued (compare-and-set)."""
     api.conductor.stop()  # no dispatcher: the migration stays queued
     vm1 = api.server_id("vm1")
-    r = api.post(f"/v2.1/servers/{vm1}/action", {"os-migrateLive": {"host": "h2"}})
+    r = api.post(
+        f"/v2.1/servers/{vm1}/action", {"os-migrateLive": {"host": "h2", "block_migration": False}}
+    )
     assert r.status_code == 202, r.text
     mid = api.get(f"/v2.1/servers/{vm1}/migrations").json()["migrations"][0]["id"]
-    r = api.client.delete(f"/v2.1/servers/{vm1}/migrations/{mid}", headers=api.headers())
+    r = api.client.delete(
+        f"/v2.1/servers/{vm1}/migrations/{mid}", headers=api.headers(version="2.65")
+    )
     assert r.status_code == 202, r.text
     api.conductor.dispatch()  # what the loop would do next: nothing to start
     m = api.migration(vm1, mid)
@@ -223,7 +227,9 @@ def test_servers_detail_runs_the_same_queries_for_ten_servers_or_thirty(api: Api
     """No query per server (each one's host and active migration): O(1) per page."""
     api.conductor.stop()  # no background queries; the migration below stays queued
     vm1 = api.server_id("vm1")
-    r = api.post(f"/v2.1/servers/{vm1}/action", {"os-migrateLive": {"host": "h3"}})
+    r = api.post(
+        f"/v2.1/servers/{vm1}/action", {"os-migrateLive": {"host": "h3", "block_migration": False}}
+    )
     assert r.status_code == 202, r.text  # one server with an active migration in the page
     for i in range(8):
         api.driver.add_domain(f"fake://h{2 + i % 2}", f"few{i}", workload=QUIET)

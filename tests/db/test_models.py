@@ -10,7 +10,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Column, Integer, MetaData, delete, func, inspect, select
+from sqlalchemy import Column, Integer, MetaData, delete, func, inspect, select, text
 from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.orm import Session
 
@@ -316,10 +316,18 @@ def test_upgrade_0004_ends_older_duplicates_of_an_unfinished_migration(db_url: s
     database = Database(db_url)
     try:
         database.upgrade("0003")
-        with database.session() as s:  # 0004 adds only an index: the models fit 0003
+        # 0004 adds only an index; 0005 adds two host columns, lent here for the models
+        lent = ("disabled", "disabled_reason")
+        with database.session() as s:
+            s.execute(text("ALTER TABLE hosts ADD COLUMN disabled BOOLEAN DEFAULT false"))
+            s.execute(text("ALTER TABLE hosts ADD COLUMN disabled_reason VARCHAR(255)"))
+        with database.session() as s:
             *_, server = add_world(s)
             for status in ("queued", "running-precopy", "completed"):
                 add_migration(s, server, status=status)
+        with database.session() as s:
+            for column in lent:
+                s.execute(text(f"ALTER TABLE hosts DROP COLUMN {column}"))
         database.upgrade()
         with database.session() as s:
             rows = s.execute(select(Migration.status, Migration.error).order_by(Migration.id))

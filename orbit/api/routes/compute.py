@@ -1,42 +1,55 @@
-"""The Nova-compatible compute API (microversions 2.1 to 2.25) and ORBIT's host registry."""
+"""The Nova-compatible compute API (microversions 2.1 to 2.96) and ORBIT's host registry.
+
+What each microversion changes is named in :mod:`orbit.api.microversion`; the routes here
+branch on those names, the views in :mod:`orbit.api.views` shape the bodies.
+"""
 
 from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import func, or_, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
+from orbit.api import microversion as mv
 from orbit.api.deps import AuthDep, BodyDep, ServicesDep, SessionDep
 from orbit.api.errors import ApiError
+from orbit.api.microversion import VersionDep
 from orbit.api.views import (
     host_view,
+    hypervisor_id,
     hypervisor_view,
-    migration_view,
+    os_migration_view,
     sample_view,
     server_detail,
+    server_migration_view,
     server_summary,
     service_view,
 )
 from orbit.conductor.inventory import ACTIVE_PHASES
-from orbit.db.models import Host, Migration, MigrationSample, Server
+from orbit.db.models import REASON_LEN, Host, Migration, MigrationSample, Server
 from orbit.errors import ComputeHostNotFound, ConfigError, MigrationNotFound, ServerNotFound
 from orbit.migration.model import DEFAULT_POSTCOPY_WEIGHT, MigrationSettings
+from orbit.migration.phase import Phase
 
+#: the most rows one page of a paginated list holds
+MAX_PAGE = 1000
 #: migration ids are 64-bit integers; a larger number in a URL is simply not found
 MAX_ID = 2**63
-MIN_VERSION = "2.1"
-MAX_VERSION = "2.25"
+MIN_VERSION = str(mv.MIN)
+MAX_VERSION = str(mv.MAX)
+#: what os-migrateLive takes at every microversion: Nova's two, then ORBIT's extension
 LIVE_MIGRATE_KEYS = {
     "host",
     "block_migration",
-    "disk_over_commit",
     "post_copy",
     "post_copy_after_iterations",
     "migration_policy",
@@ -77,35 +90,6 @@ def migration_uri(address: str) -> str:
 
 versions = APIRouter(tags=["versions"])
 router = APIRouter(tags=["compute"])
-
-
-def _parse_version(text: str) -> tuple[int, int]:
-    major, _, minor = text.partition(".")
-    return int(major), int(minor)
-
-
-def requested_version(request: Request) -> str:
-    """The microversion the client asked for (Nova's headers), validated against our range."""
-    header = request.headers.get("OpenStack-API-Version", "")
-    wanted = None
-    for part in header.split(","):
-        service, _, value = part.strip().partition(" ")
-        if service == "compute":
-            wanted = value.strip()
-    wanted = wanted or request.headers.get("X-OpenStack-Nova-API-Version")
-    if not wanted:
-        return MIN_VERSION
-    if wanted == "latest":
-        return MAX_VERSION
-    try:
-        v = _parse_version(wanted)
-    except ValueError as err:
-        raise ApiError(400, f"invalid microversion {wanted!r}: expected e.g. 2.25") from err
-    if not _parse_version(MIN_VERSION) <= v <= _parse_version(MAX_VERSION):
-        raise ApiError(
-            406, f"version {wanted} is not supported by the API: {MIN_VERSION} to {MAX_VERSION}"
-        )
-    return wanted
 
 
 def _version_doc(base: str, vid: str) -> dict[str, Any]:
@@ -229,39 +213,70 @@ def list_servers(
 
 @router.get("/servers/detail")
 def list_servers_detail(
-    request: Request, auth: AuthDep, session: SessionDep, services: ServicesDep
+    request: Request, v: VersionDep, auth: AuthDep, session: SessionDep, services: ServicesDep
 ) -> dict[str, Any]:
     """List servers with details."""
     base = services.config.base_url
     servers = _servers(session, request)
     active = _active_migrations(session, servers)
-    return {"servers": [server_detail(s, base, active.get(s.id)) for s in servers]}
+    return {"servers": [server_detail(s, base, active.get(s.id), v) for s in servers]}
 
 
 @router.get("/servers/{server_id}")
 def show_server(
-    server_id: str, auth: AuthDep, session: SessionDep, services: ServicesDep
+    server_id: str, v: VersionDep, auth: AuthDep, session: SessionDep, services: ServicesDep
 ) -> dict[str, Any]:
     """Show one server."""
     server = _server(session, server_id)
-    return {
-        "server": server_detail(
-            server, services.config.base_url, _active_migration(session, server.id)
+    active = _active_migration(session, server.id)
+    return {"server": server_detail(server, services.config.base_url, active, v)}
+
+
+def _live_migrate_keys(v: mv.Version) -> set[str]:
+    """The keys os-migrateLive accepts at ``v`` (Nova's schema, plus ORBIT's extension)."""
+    keys = set(LIVE_MIGRATE_KEYS)
+    if v < mv.BLOCK_MIGRATION_AUTO:
+        keys.add("disk_over_commit")
+    if mv.LIVE_MIGRATE_FORCE <= v < mv.LIVE_MIGRATE_NO_FORCE:
+        keys.add("force")
+    return keys
+
+
+#: why a key is refused at this version, for the 400's message
+_KEY_VERSIONS = {
+    "disk_over_commit": f"was removed in microversion {mv.BLOCK_MIGRATION_AUTO}",
+    "force": f"is accepted at microversions {mv.LIVE_MIGRATE_FORCE} to "
+    f"{mv.Version(2, mv.LIVE_MIGRATE_NO_FORCE.minor - 1)}",
+}
+
+
+def _check_live_migrate_keys(args: dict[str, Any], v: mv.Version) -> None:
+    unknown = set(args) - _live_migrate_keys(v)
+    if unknown:
+        why = "".join(f"; {k} {_KEY_VERSIONS[k]}" for k in sorted(unknown) if k in _KEY_VERSIONS)
+        raise ApiError(
+            400,
+            f"additional properties are not allowed ({', '.join(sorted(unknown))} unexpected "
+            f"at microversion {v}){why}",
         )
-    }
+    if v >= mv.BLOCK_MIGRATION_AUTO:
+        for key in ("block_migration", "host"):
+            if key not in args:
+                raise ApiError(
+                    400, f"'{key}' is a required property of os-migrateLive at microversion {v}"
+                )
 
 
 @router.post("/servers/{server_id}/action", status_code=202)
 def server_action(
     server_id: str,
-    request: Request,
+    v: VersionDep,
     body: BodyDep,
     auth: AuthDep,
     session: SessionDep,
     services: ServicesDep,
 ) -> Response:
     """Server actions; ORBIT implements os-migrateLive (with post_copy)."""
-    version = requested_version(request)
     if list(body) != ["os-migrateLive"]:
         raise ApiError(400, f"unsupported server action {', '.join(body) or '(none)'}: "
                        "ORBIT implements os-migrateLive")  # fmt: skip
@@ -269,11 +284,7 @@ def server_action(
     args = body["os-migrateLive"]
     if not isinstance(args, dict):
         raise ApiError(400, "os-migrateLive must be an object")
-    unknown = set(args) - LIVE_MIGRATE_KEYS
-    if unknown:
-        raise ApiError(
-            400, f"additional properties are not allowed ({', '.join(sorted(unknown))} unexpected)"
-        )
+    _check_live_migrate_keys(args, v)
     host = args.get("host")
     if host is not None and (not isinstance(host, str) or not host):
         raise ApiError(400, f"invalid input for field 'host': {host!r} is not a host name")
@@ -281,14 +292,17 @@ def server_action(
     # 'auto': ORBIT's hosts share no storage, so 'auto' means copying the disks
     auto_block = False
     if block == "auto":
-        if _parse_version(version) < (2, 25):
-            raise ApiError(400, "block_migration 'auto' needs microversion 2.25")
+        if v < mv.BLOCK_MIGRATION_AUTO:
+            raise ApiError(
+                400, f"block_migration 'auto' needs microversion {mv.BLOCK_MIGRATION_AUTO}"
+            )
         block, auto_block = False, True
     elif not isinstance(block, bool):
         raise ApiError(
             400, f"invalid input for field 'block_migration': {block!r} is not a boolean or 'auto'"
         )
     disk_over_commit = _bool(args, "disk_over_commit", False)
+    force = _bool(args, "force", False)
     post_copy = _bool(args, "post_copy", False)
     after = args.get("post_copy_after_iterations")
     if after is not None and (isinstance(after, bool) or not isinstance(after, int)):
@@ -321,6 +335,7 @@ def server_action(
         disk_over_commit=disk_over_commit,
         user_id=auth.user_id,
         project_id=auth.project_id,
+        force=force and host is not None,
     )
     session.commit()
     services.conductor.kick()
@@ -332,27 +347,23 @@ def server_action(
 
 @router.get("/servers/{server_id}/migrations")
 def list_server_migrations(
-    server_id: str, auth: AuthDep, session: SessionDep, services: ServicesDep
+    server_id: str, v: VersionDep, auth: AuthDep, session: SessionDep
 ) -> dict[str, Any]:
     """Live migrations of a server, newest first (ORBIT keeps finished ones too)."""
     _server(session, server_id)
     rows = session.scalars(
         select(Migration).where(Migration.server_id == server_id).order_by(Migration.id.desc())
     )
-    return {"migrations": [migration_view(m, services.config.base_url) for m in rows]}
+    return {"migrations": [server_migration_view(m, v) for m in rows]}
 
 
 @router.get("/servers/{server_id}/migrations/{migration_id}")
 def show_server_migration(
-    server_id: str, migration_id: int, auth: AuthDep, session: SessionDep, services: ServicesDep
+    server_id: str, migration_id: int, v: VersionDep, auth: AuthDep, session: SessionDep
 ) -> dict[str, Any]:
     """One migration with memory and disk counters and ORBIT's record."""
     _server(session, server_id)
-    return {
-        "migration": migration_view(
-            _migration(session, server_id, migration_id), services.config.base_url
-        )
-    }
+    return {"migration": server_migration_view(_migration(session, server_id, migration_id), v)}
 
 
 @router.get("/servers/{server_id}/migrations/{migration_id}/samples")
@@ -400,24 +411,67 @@ def migration_action(
 
 @router.delete("/servers/{server_id}/migrations/{migration_id}", status_code=202)
 def abort_migration(
-    server_id: str, migration_id: int, auth: AuthDep, session: SessionDep, services: ServicesDep
+    server_id: str,
+    migration_id: int,
+    v: VersionDep,
+    auth: AuthDep,
+    session: SessionDep,
+    services: ServicesDep,
 ) -> Response:
-    """Abort a migration in pre-copy (409 in post-copy: the VM's memory is split)."""
+    """Abort a migration in pre-copy, or a queued one (2.65+); 409 in post-copy."""
     auth.require_admin("aborting a live migration")
     _server(session, server_id)
     m = _migration(session, server_id, migration_id)
+    if m.phase in (Phase.QUEUED, Phase.PREPARING) and v < mv.ABORT_QUEUED:
+        raise ApiError(
+            400,
+            f"migration {m.id} is {m.status}: aborting a migration that has not started "
+            f"needs microversion {mv.ABORT_QUEUED}",
+        )
     services.conductor.abort(session, m)
     session.commit()
     return Response(status_code=202)
 
 
+# -- all migrations ------------------------------------------------------------------------
+
+
+def _timestamp(q: Mapping[str, str], key: str) -> datetime | None:
+    text = q.get(key)
+    if not text:
+        return None
+    try:
+        ts = datetime.fromisoformat(text.replace(" ", "+"))
+    except ValueError as err:
+        raise ApiError(400, f"invalid input for query parameter {key}: {text[:40]!r} "
+                       "is not an ISO 8601 time, e.g. 2026-11-30T12:00:00Z") from err  # fmt: skip
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def _limit(q: Mapping[str, str]) -> int | None:
+    text = q.get("limit")
+    if text is None:
+        return None
+    if not text.isdigit():
+        raise ApiError(400, f"invalid input for query parameter limit: {text[:40]!r} "
+                       "is not a whole number >= 0")  # fmt: skip
+    return min(int(text), MAX_PAGE)
+
+
+def _next_link(request: Request, base: str, marker: str | int) -> list[dict[str, str]]:
+    query = {**request.query_params, "marker": str(marker)}
+    path = request.url.path
+    return [{"rel": "next", "href": f"{base}{path}?{urlencode(query)}"}]
+
+
 @router.get("/os-migrations")
 def list_migrations(
-    request: Request, auth: AuthDep, session: SessionDep, services: ServicesDep
+    request: Request, v: VersionDep, auth: AuthDep, session: SessionDep, services: ServicesDep
 ) -> dict[str, Any]:
-    """All migrations (filters: host, source_compute, status, instance_uuid, migration_type)."""
+    """All migrations (filters: host, source_compute, status, instance_uuid, migration_type;
+    2.59: limit, marker, changes-since; 2.66: changes-before; 2.80: user_id, project_id)."""
     auth.require_admin("listing all migrations")
-    query = select(Migration).order_by(Migration.id.desc())
+    query = select(Migration).order_by(Migration.created_at.desc(), Migration.id.desc())
     q = request.query_params
     if q.get("status"):
         query = query.where(Migration.status == q["status"])
@@ -435,8 +489,38 @@ def list_migrations(
                 )
             else:
                 query = query.where(Migration.source_host_id == host_id)
+    if v >= mv.MIGRATION_OWNER:
+        for key, column in (("user_id", Migration.user_id), ("project_id", Migration.project_id)):
+            if q.get(key):
+                query = query.where(column == q[key])
+    limit = None
+    if v >= mv.MIGRATION_PAGINATION:
+        since = _timestamp(q, "changes-since")
+        if since is not None:
+            query = query.where(Migration.updated_at >= since)
+        before = _timestamp(q, "changes-before") if v >= mv.MIGRATION_CHANGES_BEFORE else None
+        if before is not None:
+            query = query.where(Migration.updated_at <= before)
+        marker = q.get("marker")
+        if marker:
+            at = session.scalar(select(Migration).where(Migration.uuid == marker))
+            if at is None:
+                raise ApiError(400, f"marker {marker[:40]!r} could not be found")
+            query = query.where(
+                or_(
+                    Migration.created_at < at.created_at,
+                    and_(Migration.created_at == at.created_at, Migration.id < at.id),
+                )
+            )
+        limit = _limit(q)
+        if limit is not None:
+            query = query.limit(limit)
     base = services.config.base_url
-    return {"migrations": [migration_view(m, base) for m in session.scalars(query)]}
+    rows = list(session.scalars(query))
+    body: dict[str, Any] = {"migrations": [os_migration_view(m, base, v) for m in rows]}
+    if limit and len(rows) == limit:
+        body["migrations_links"] = _next_link(request, base, rows[-1].uuid)
+    return body
 
 
 # -- hypervisors and services ----------------------------------------------------------------
@@ -449,33 +533,279 @@ def _hosts(session: Session) -> list[tuple[int, Host, int]]:
     return [(i, h, counts.get(h.id, 0)) for i, h in enumerate(hosts, start=1)]
 
 
+def _query_bool(q: Mapping[str, str], key: str) -> bool:
+    text = q.get(key, "false").strip().lower()
+    if text in ("1", "true", "yes", "on", "y", "t"):
+        return True
+    if text in ("0", "false", "no", "off", "n", "f", ""):
+        return False
+    raise ApiError(400, f"invalid input for query parameter {key}: {text[:20]!r} is not a boolean")
+
+
+def _servers_on(session: Session, hosts: list[Host]) -> dict[str, list[Server]]:
+    rows = session.scalars(
+        select(Server).where(Server.host_id.in_([h.id for h in hosts])).order_by(Server.name)
+    )
+    on: dict[str, list[Server]] = {}
+    for s in rows:
+        on.setdefault(str(s.host_id), []).append(s)
+    return on
+
+
+def _matching(hosts: list[tuple[int, Host, int]], pattern: str) -> list[tuple[int, Host, int]]:
+    """The hosts whose name contains ``pattern`` (Nova's LIKE %pattern%); 404 if none."""
+    found = [(i, h, n) for i, h, n in hosts if pattern in h.name]
+    if not found:
+        raise ComputeHostNotFound(f"no hypervisor matching {pattern[:60]!r} was found")
+    return found
+
+
+def _hypervisors(
+    request: Request, v: mv.Version, session: Session, base: str, *, detail: bool
+) -> dict[str, Any]:
+    q = request.query_params
+    hosts = _hosts(session)
+    with_servers = False
+    if v >= mv.UUID_IDS:
+        with_servers = _query_bool(q, "with_servers")
+        pattern = q.get("hypervisor_hostname_pattern")
+        if pattern is not None:
+            hosts = _matching(hosts, pattern)
+            if "limit" in q or "marker" in q:
+                raise ApiError(400, "paging is not supported with hypervisor_hostname_pattern")
+    limit = None
+    if v >= mv.HYPERVISOR_PAGINATION:
+        marker = q.get("marker")
+        if marker:
+            ids = [str(hypervisor_id(h, i, v)) for i, h, _n in hosts]
+            if marker not in ids:
+                raise ApiError(400, f"marker {marker[:40]!r} could not be found")
+            hosts = hosts[ids.index(marker) + 1 :]
+        limit = _limit(q)
+        if limit is not None:
+            hosts = hosts[:limit]
+    on = _servers_on(session, [h for _i, h, _n in hosts]) if with_servers else {}
+    body: dict[str, Any] = {
+        "hypervisors": [
+            hypervisor_view(h, i, detail=detail, running_vms=n, v=v, servers=on.get(h.id))
+            for i, h, n in hosts
+        ]
+    }
+    if limit and len(hosts) == limit:
+        last_i, last_h, _n = hosts[-1]
+        body["hypervisors_links"] = _next_link(request, base, hypervisor_id(last_h, last_i, v))
+    return body
+
+
 @router.get("/os-hypervisors")
-def list_hypervisors(auth: AuthDep, session: SessionDep) -> dict[str, Any]:
-    """Hypervisors (one per registered host)."""
-    return {"hypervisors": [hypervisor_view(h, i, detail=False, running_vms=n)
-                            for i, h, n in _hosts(session)]}  # fmt: skip
+def list_hypervisors(
+    request: Request, v: VersionDep, auth: AuthDep, session: SessionDep, services: ServicesDep
+) -> dict[str, Any]:
+    """Hypervisors (one per registered host); 2.53: hypervisor_hostname_pattern, with_servers."""
+    return _hypervisors(request, v, session, services.config.base_url, detail=False)
 
 
 @router.get("/os-hypervisors/detail")
-def list_hypervisors_detail(auth: AuthDep, session: SessionDep) -> dict[str, Any]:
-    """Hypervisors with memory and VM counts."""
-    return {"hypervisors": [hypervisor_view(h, i, detail=True, running_vms=n)
-                            for i, h, n in _hosts(session)]}  # fmt: skip
+def list_hypervisors_detail(
+    request: Request, v: VersionDep, auth: AuthDep, session: SessionDep, services: ServicesDep
+) -> dict[str, Any]:
+    """Hypervisors with details (before 2.88: memory and VM counts)."""
+    return _hypervisors(request, v, session, services.config.base_url, detail=True)
 
 
-@router.get("/os-hypervisors/{hypervisor_id}")
-def show_hypervisor(hypervisor_id: str, auth: AuthDep, session: SessionDep) -> dict[str, Any]:
-    """One hypervisor, by id or host name."""
+@router.get("/os-hypervisors/statistics")
+def hypervisor_statistics(v: VersionDep, auth: AuthDep, session: SessionDep) -> dict[str, Any]:
+    """Totals over all hypervisors (removed in 2.88)."""
+    if v >= mv.HYPERVISOR_SLIM:
+        raise ApiError(
+            404, f"hypervisor statistics were removed in microversion {mv.HYPERVISOR_SLIM}"
+        )
+    hosts = [h for _i, h, _n in _hosts(session)]
+    total = sum(h.memory_total_mib for h in hosts)
+    free = sum(h.memory_free_mib for h in hosts)
+    return {
+        "hypervisor_statistics": {
+            "count": len(hosts),
+            "vcpus": sum(h.vcpus for h in hosts),
+            "vcpus_used": 0,
+            "memory_mb": total,
+            "free_ram_mb": free,
+            "memory_mb_used": max(0, total - free),
+            "running_vms": int(session.scalar(select(func.count(Server.id))) or 0),
+            "local_gb": 0,
+            "local_gb_used": 0,
+            "free_disk_gb": 0,
+            "disk_available_least": 0,
+            "current_workload": 0,
+        }
+    }
+
+
+def _old_hypervisor_route(v: mv.Version, what: str) -> None:
+    if v >= mv.UUID_IDS:
+        raise ApiError(
+            404,
+            f"/os-hypervisors/{{pattern}}/{what} was removed in microversion {mv.UUID_IDS}: "
+            f"use /os-hypervisors?hypervisor_hostname_pattern=...",
+        )
+
+
+@router.get("/os-hypervisors/{pattern}/search")
+def search_hypervisors(
+    pattern: str, v: VersionDep, auth: AuthDep, session: SessionDep
+) -> dict[str, Any]:
+    """Hypervisors whose name contains ``pattern`` (before 2.53)."""
+    _old_hypervisor_route(v, "search")
+    found = _matching(_hosts(session), pattern)
+    return {"hypervisors": [hypervisor_view(h, i, detail=False, running_vms=n, v=v)
+                            for i, h, n in found]}  # fmt: skip
+
+
+@router.get("/os-hypervisors/{pattern}/servers")
+def hypervisor_servers(
+    pattern: str, v: VersionDep, auth: AuthDep, session: SessionDep
+) -> dict[str, Any]:
+    """Hypervisors whose name contains ``pattern``, with their servers (before 2.53)."""
+    _old_hypervisor_route(v, "servers")
+    found = _matching(_hosts(session), pattern)
+    on = _servers_on(session, [h for _i, h, _n in found])
+    return {"hypervisors": [hypervisor_view(h, i, detail=False, running_vms=n, v=v,
+                                            servers=on.get(h.id))
+                            for i, h, n in found]}  # fmt: skip
+
+
+def _hypervisor(
+    session: Session, hypervisor_id_or_name: str, v: mv.Version
+) -> tuple[int, Host, int]:
     for i, h, n in _hosts(session):
-        if hypervisor_id in (str(i), h.name):
-            return {"hypervisor": hypervisor_view(h, i, detail=True, running_vms=n)}
-    raise ComputeHostNotFound(f"hypervisor {hypervisor_id} could not be found")
+        if hypervisor_id_or_name in (str(hypervisor_id(h, i, v)), h.name):
+            return i, h, n
+    raise ComputeHostNotFound(f"hypervisor {hypervisor_id_or_name[:60]} could not be found")
+
+
+@router.get("/os-hypervisors/{hypervisor_id_or_name}/uptime")
+def hypervisor_uptime(
+    hypervisor_id_or_name: str, v: VersionDep, auth: AuthDep, session: SessionDep
+) -> dict[str, Any]:
+    """A hypervisor's uptime (before 2.88; ORBIT does not know it: null)."""
+    if v >= mv.HYPERVISOR_SLIM:
+        raise ApiError(
+            404, f"uptime is part of the hypervisor itself since microversion {mv.HYPERVISOR_SLIM}"
+        )
+    i, h, n = _hypervisor(session, hypervisor_id_or_name, v)
+    view = hypervisor_view(h, i, detail=False, running_vms=n, v=v)
+    return {"hypervisor": {**view, "uptime": None}}
+
+
+@router.get("/os-hypervisors/{hypervisor_id_or_name}")
+def show_hypervisor(
+    hypervisor_id_or_name: str,
+    request: Request,
+    v: VersionDep,
+    auth: AuthDep,
+    session: SessionDep,
+) -> dict[str, Any]:
+    """One hypervisor, by id (a UUID since 2.53) or host name; 2.53: with_servers."""
+    i, h, n = _hypervisor(session, hypervisor_id_or_name, v)
+    with_servers = v >= mv.UUID_IDS and _query_bool(request.query_params, "with_servers")
+    servers = _servers_on(session, [h]).get(h.id) if with_servers else None
+    return {"hypervisor": hypervisor_view(h, i, detail=True, running_vms=n, v=v, servers=servers)}
 
 
 @router.get("/os-services")
-def list_services(auth: AuthDep, session: SessionDep) -> dict[str, Any]:
-    """Compute services (one per registered host)."""
-    return {"services": [service_view(h, i) for i, h, _n in _hosts(session)]}
+def list_services(
+    request: Request, v: VersionDep, auth: AuthDep, session: SessionDep
+) -> dict[str, Any]:
+    """Compute services (one per registered host; filters: host, binary)."""
+    q = request.query_params
+    rows = [
+        service_view(h, i, v)
+        for i, h, _n in _hosts(session)
+        if q.get("host") in (None, h.name) and q.get("binary") in (None, "nova-compute")
+    ]
+    return {"services": rows}
+
+
+def _set_enabled(session: Session, host: Host, *, disabled: bool, reason: str | None) -> None:
+    if reason is not None and (not isinstance(reason, str) or len(reason) > REASON_LEN):
+        raise ApiError(400, f"invalid input for field 'disabled_reason': a string of at most "
+                       f"{REASON_LEN} characters")  # fmt: skip
+    host.disabled = disabled
+    host.disabled_reason = reason if disabled else None
+    session.commit()
+
+
+def _forced_down(body: dict[str, Any]) -> None:
+    if body.get("forced_down") not in (None, False):
+        raise ApiError(
+            400,
+            "forced_down is not supported: ORBIT watches its hosts itself (a host that does "
+            "not answer is down)",
+        )
+
+
+def _host_by_name(session: Session, body: dict[str, Any]) -> Host:
+    name, binary = body.get("host"), body.get("binary")
+    if not isinstance(name, str) or not isinstance(binary, str):
+        raise ApiError(400, "'host' and 'binary' are required (strings)")
+    host = session.scalar(select(Host).where(Host.name == name))
+    if host is None or binary != "nova-compute":
+        raise ComputeHostNotFound(f"service {binary} on host {name} could not be found")
+    return host
+
+
+@router.put("/os-services/{action}")
+def update_service(
+    action: str,
+    body: BodyDep,
+    v: VersionDep,
+    auth: AuthDep,
+    session: SessionDep,
+) -> dict[str, Any]:
+    """Enable or disable a host as Nova's compute service: before 2.53 PUT
+    /os-services/{enable,disable,disable-log-reason} by host and binary; since 2.53 PUT
+    /os-services/{service_id} with status and disabled_reason."""
+    auth.require_admin("changing a compute service")
+    if v < mv.UUID_IDS:
+        if action not in ("enable", "disable", "disable-log-reason", "force-down"):
+            raise ApiError(404, f"unknown service action {action[:40]!r}")
+        host = _host_by_name(session, body)
+        if action == "force-down":
+            if v < mv.SERVICE_FORCED_DOWN:
+                raise ApiError(404, f"force-down needs microversion {mv.SERVICE_FORCED_DOWN}")
+            _forced_down(body)
+            return {"service": {"host": host.name, "binary": "nova-compute", "forced_down": False}}
+        reason = body.get("disabled_reason") if action == "disable-log-reason" else None
+        if action == "disable-log-reason" and not reason:
+            raise ApiError(400, "'disabled_reason' is required")
+        _set_enabled(session, host, disabled=action != "enable", reason=reason)
+        view: dict[str, Any] = {"host": host.name, "binary": "nova-compute",
+                                "status": "disabled" if host.disabled else "enabled"}  # fmt: skip
+        if action == "disable-log-reason":
+            view["disabled_reason"] = host.disabled_reason
+        return {"service": view}
+    unknown = set(body) - {"status", "disabled_reason", "forced_down"}
+    if unknown:
+        raise ApiError(
+            400, f"additional properties are not allowed ({', '.join(sorted(unknown))} unexpected)"
+        )
+    found = [(i, h) for i, h, _n in _hosts(session) if h.id == action]
+    if not found:
+        raise ComputeHostNotFound(f"service {action[:60]} could not be found")
+    index, host = found[0]
+    _forced_down(body)
+    status, reason = body.get("status"), body.get("disabled_reason")
+    if status not in (None, "enabled", "disabled"):
+        raise ApiError(
+            400, f"invalid input for field 'status': {status!r} is not one of 'enabled', 'disabled'"
+        )
+    if reason is not None and status != "disabled":
+        raise ApiError(400, "'disabled_reason' is only accepted with status 'disabled'")
+    if status is None and "forced_down" not in body:
+        raise ApiError(400, "give 'status' ('enabled' or 'disabled') and/or 'forced_down'")
+    if status is not None:
+        _set_enabled(session, host, disabled=status == "disabled", reason=reason)
+    return {"service": service_view(host, index, v)}
 
 
 # -- ORBIT's host registry -----------------------------------------------------------------
