@@ -14,6 +14,7 @@ from the service catalog, as OpenStack clients do. Every failure is a
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,11 +89,12 @@ def credentials_from_env(env: dict[str, str] | None = None) -> Credentials:
     )
 
 
-def _message(response: httpx.Response) -> str:
+def error_message(text: str, reason: str) -> str:
+    """The message of an error answer: Nova's or Keystone's body, else its text."""
     try:
-        body = response.json()
+        body = json.loads(text)
     except ValueError:
-        return response.text.strip()[:200] or response.reason_phrase
+        return text.strip()[:200] or reason
     if isinstance(body, dict) and len(body) == 1:
         inner = next(iter(body.values()))
         if isinstance(inner, dict) and "message" in inner:
@@ -100,7 +102,40 @@ def _message(response: httpx.Response) -> str:
     return str(body)[:200]
 
 
-class Client:
+class Compute:
+    """What the commands need of the compute API; a subclass says how a request travels
+    (:class:`Client` with httpx and its own log-in; the ``openstack`` plugin with the
+    keystoneauth session of ``openstack`` itself)."""
+
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        """Send ``method path`` (under the compute root) and return the JSON answer (None
+        when empty); raise ClientError with the server's message for a 4xx or 5xx."""
+        raise NotImplementedError
+
+    def get(self, path: str) -> Any:
+        return self.request("GET", path)
+
+    def post(self, path: str, body: Any) -> Any:
+        return self.request("POST", path, body)
+
+    def delete(self, path: str) -> Any:
+        return self.request("DELETE", path)
+
+    def find_server(self, ref: str) -> dict[str, Any]:
+        """A server by id or by (unique) name."""
+        servers: list[dict[str, Any]] = self.get("/servers/detail")["servers"]
+        for s in servers:
+            if s["id"] == ref:
+                return s
+        named = [s for s in servers if s["name"] == ref]
+        if len(named) == 1:
+            return named[0]
+        if named:
+            raise ClientError(f"{len(named)} servers are named {ref!r}: use the id")
+        raise ClientError(f"no server with id or name {ref!r}")
+
+
+class Client(Compute):
     """A logged-in session against the compute API."""
 
     def __init__(self, creds: Credentials, *, transport: httpx.BaseTransport | None = None):
@@ -156,28 +191,12 @@ class Client:
             raise ClientError(f"cannot reach {url.split('/v2')[0]}: {err}") from err
         if response.status_code >= 400:
             raise ClientError(
-                f"{_message(response)} (HTTP {response.status_code})", response.status_code
+                f"{error_message(response.text, response.reason_phrase)} "
+                f"(HTTP {response.status_code})",
+                response.status_code,
             )
         return response
 
-    def get(self, path: str) -> Any:
-        return self._send("GET", f"{self.compute_url}{path}").json()
-
-    def post(self, path: str, body: Any) -> httpx.Response:
-        return self._send("POST", f"{self.compute_url}{path}", json=body)
-
-    def delete(self, path: str) -> httpx.Response:
-        return self._send("DELETE", f"{self.compute_url}{path}")
-
-    def find_server(self, ref: str) -> dict[str, Any]:
-        """A server by id or by (unique) name."""
-        servers: list[dict[str, Any]] = self.get("/servers/detail")["servers"]
-        for s in servers:
-            if s["id"] == ref:
-                return s
-        named = [s for s in servers if s["name"] == ref]
-        if len(named) == 1:
-            return named[0]
-        if named:
-            raise ClientError(f"{len(named)} servers are named {ref!r}: use the id")
-        raise ClientError(f"no server with id or name {ref!r}")
+    def request(self, method: str, path: str, body: Any = None) -> Any:
+        response = self._send(method, f"{self.compute_url}{path}", json=body)
+        return response.json() if response.content else None

@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from orbit.cli.client import Client, credentials_from_env
+from orbit.cli.client import Client, Compute, credentials_from_env
 from orbit.errors import ClientError
 from orbit.migration.model import MAX_POSTCOPY_WEIGHT
 
@@ -155,7 +155,7 @@ def cmd_host_add(args: argparse.Namespace) -> int:
         body["migration_address"] = args.migration_address
     if args.link_mib_s is not None:
         body["link_mib_s"] = args.link_mib_s
-    host = _client().post("/orbit-hosts", body).json()["host"]
+    host = _client().post("/orbit-hosts", body)["host"]
     return _out(args, host, [host], ["name", "uri", "migration_address", "link_mib_s", "state"])
 
 
@@ -203,12 +203,11 @@ def _check_postcopy_weight(args: argparse.Namespace) -> None:
         raise ClientError(f"--postcopy-weight applies to policy auto, not {policy!r}")
 
 
-def cmd_live_migration(args: argparse.Namespace) -> int:
+def live_migration_body(args: argparse.Namespace) -> dict[str, Any]:
+    """os-migrateLive's body from the flags (raise ClientError for a bad combination)."""
     if args.post_copy_after is not None and args.post_copy_after < 0:
         raise ClientError(f"--post-copy-after must be >= 0, got {args.post_copy_after}")
     _check_postcopy_weight(args)
-    client = _client()
-    server = client.find_server(args.server)
     body: dict[str, Any] = {
         "host": args.host,
         "block_migration": args.block_migrate,
@@ -220,12 +219,24 @@ def cmd_live_migration(args: argparse.Namespace) -> int:
         body["migration_policy"] = args.policy
     if args.postcopy_weight is not None:
         body["postcopy_weight"] = args.postcopy_weight
-    before = {m["id"] for m in client.get(f"/servers/{server['id']}/migrations")["migrations"]}
-    client.post(f"/servers/{server['id']}/action", {"os-migrateLive": body})
-    record = _new_migration(client, server["id"], before)
+    return body
+
+
+def start_live_migration(client: Compute, server_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Ask for the migration and return its new record."""
+    before = {m["id"] for m in client.get(f"/servers/{server_id}/migrations")["migrations"]}
+    client.post(f"/servers/{server_id}/action", {"os-migrateLive": body})
+    return _new_migration(client, server_id, before)
+
+
+def cmd_live_migration(args: argparse.Namespace) -> int:
+    body = live_migration_body(args)
+    client = _client()
+    server = client.find_server(args.server)
+    record = start_live_migration(client, server["id"], body)
     if not args.wait:
         return _out(args, record, [_migration_row(record)], MIGRATION_COLS)
-    final = _follow(client, server["id"], record["id"], json_mode=args.format == "json")
+    final = follow(client, server["id"], record["id"], json_mode=args.format == "json")
     if args.format == "json":
         print(json.dumps(final, indent=2))
     else:
@@ -233,7 +244,7 @@ def cmd_live_migration(args: argparse.Namespace) -> int:
     return 0 if final["status"] == "completed" else 1
 
 
-def _new_migration(client: Client, server_id: str, before: set[int]) -> dict[str, Any]:
+def _new_migration(client: Compute, server_id: str, before: set[int]) -> dict[str, Any]:
     deadline = time.monotonic() + WAIT_FOR_RECORD_S
     while True:
         for m in client.get(f"/servers/{server_id}/migrations")["migrations"]:
@@ -249,7 +260,7 @@ def _bar(done: float) -> str:
     return "[" + "#" * filled + "." * (BAR_WIDTH - filled) + "]"
 
 
-def _follow(client: Client, server_id: str, mid: int, *, json_mode: bool) -> dict[str, Any]:
+def follow(client: Compute, server_id: str, mid: int, *, json_mode: bool) -> dict[str, Any]:
     """Poll the record until it is final, drawing a progress line on stderr, and a line
     for each decision other than 'continue' as it is made (auto's plan, the switch)."""
     last_samples = -1.0
@@ -298,7 +309,7 @@ def _mib_s(bytes_s: float | None) -> str:
     return "-" if bytes_s is None else f"{bytes_s / MIB:.1f} MiB/s"
 
 
-def _prediction_line(m: dict[str, Any]) -> str:
+def prediction_line(m: dict[str, Any]) -> str:
     """``postcopy-after-0, predicted 10.2 s (10.2 s in post-copy), took 9.8 s``."""
     o = m["orbit"]
     plan = o.get("prediction")
@@ -342,7 +353,7 @@ def _print_record(m: dict[str, Any]) -> None:
               else "")  # fmt: skip
     print(f"  policy            : {s['migration_policy']} "
           f"(post_copy={s['post_copy']}{after}{weight})")  # fmt: skip
-    print(f"  prediction        : {_prediction_line(m)}")
+    print(f"  prediction        : {prediction_line(m)}")
     reason = _plan_reason(o)
     if reason is not None:
         print(f"  plan reason       : {reason}")

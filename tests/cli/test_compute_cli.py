@@ -169,19 +169,19 @@ def _record(status: str, total_s: float | None, rate: int | None) -> dict[str, A
 
 
 def test_prediction_and_link_lines_while_running_and_after() -> None:
-    from orbit.cli.compute import _link_line, _prediction_line
+    from orbit.cli.compute import _link_line, prediction_line
 
     running = _record("running-precopy", None, None)
-    assert _prediction_line(running) == (
+    assert prediction_line(running) == (
         "postcopy-after-1, predicted 10.2 s (3.0 s in post-copy), took -"
     )
     assert _link_line(running["orbit"]) == (
         "not measured in pre-copy (planned with 50.0 MiB/s, configured for h2)"
     )
     done = _record("completed", 9.81, 47 * 1024**2 + 512 * 1024)
-    assert _prediction_line(done).endswith("took 9.8 s")
+    assert prediction_line(done).endswith("took 9.8 s")
     assert _link_line(done["orbit"]).startswith("47.5 MiB/s achieved (planned with 50.0 MiB/s")
-    assert _prediction_line(_record("failed", 4.0, None)).endswith("took 4.0 s (failed)")
+    assert prediction_line(_record("failed", 4.0, None)).endswith("took 4.0 s (failed)")
     unmeasured = _record("running-precopy", None, None)
     unmeasured["orbit"]["prediction"] = None
-    assert _prediction_line(unmeasured) == "- (not measured yet)"
+    assert prediction_line(unmeasured) == "- (not measured yet)"

@@ -712,6 +712,13 @@ def show_hypervisor(
     return {"hypervisor": hypervisor_view(h, i, detail=True, running_vms=n, v=v, servers=servers)}
 
 
+@router.get("/os-aggregates")
+def list_aggregates(auth: AuthDep) -> dict[str, Any]:
+    """Host aggregates: ORBIT has none (``openstack hypervisor show`` asks for them)."""
+    auth.require_admin("listing host aggregates")
+    return {"aggregates": []}
+
+
 @router.get("/os-services")
 def list_services(
     request: Request, v: VersionDep, auth: AuthDep, session: SessionDep

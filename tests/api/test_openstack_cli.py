@@ -1,0 +1,150 @@
+"""The stock ``openstack`` CLI (python-openstackclient, a real subprocess, a clouds.yaml) and
+ORBIT's ``openstack orbit`` plugin against orbit-server over HTTP on 127.0.0.1.
+
+The hypervisors are the fake driver's here (fast); tests/service/test_openstack_lab.py runs
+the same verbs on the real lab. SQLite only: every ``openstack`` call costs ~2 s of start-up,
+and the API's behaviour on PostgreSQL is covered by the other API tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orbit.virt.fake import MIB, FakeWorkload
+from tests.api.conftest import H1, LiveServer
+from tests.api.test_stock_clients import _clouds_yaml, _wait
+
+OPENSTACK = str(Path(sys.executable).with_name("openstack"))
+CLI_TIMEOUT_S = 60.0
+#: pre-copy that never converges (it dirties more than it sends) until it is forced
+SLOW = FakeWorkload(memory_bytes=256 * MIB, bandwidth_bytes=1 * MIB, dirty_bytes=2 * MIB)
+
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
+
+class Osc:
+    """``openstack --os-cloud orbit ...`` with a clouds.yaml of its own."""
+
+    def __init__(self, clouds_yaml: Path) -> None:
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("OS_")},
+            "OS_CLIENT_CONFIG_FILE": str(clouds_yaml),
+            "OS_CLOUD": "orbit",
+        }
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [OPENSTACK, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT_S,
+            check=False,
+        )
+
+    def ok(self, *args: str) -> str:
+        r = self.run(*args)
+        assert r.returncode == 0, f"openstack {' '.join(args)}: {r.stderr}"
+        return r.stdout
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self.ok(*args, "-f", "json"))
+
+    def fails(self, *args: str) -> str:
+        """Run a command that must fail: exit code 1 and one readable line, no traceback."""
+        r = self.run(*args)
+        assert r.returncode == 1, r
+        assert "Traceback" not in r.stderr, r.stderr
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1, r.stderr
+        return lines[0]
+
+
+@pytest.fixture
+def osc(live_server: LiveServer, tmp_path: Path) -> Osc:
+    return Osc(_clouds_yaml(tmp_path / "clouds.yaml", live_server))
+
+
+def _host_of(osc: Osc, server: str) -> str:
+    return str(osc.json("server", "show", server)["OS-EXT-SRV-ATTR:host"])
+
+
+def test_stock_openstack_cli_migration_verbs(live_server: LiveServer, osc: Osc) -> None:
+    assert {s["Name"] for s in osc.json("server", "list")} == {"vm1", "hot"}
+    hvs = {h["Hypervisor Hostname"]: h for h in osc.json("hypervisor", "list")}
+    assert set(hvs) == {"h1", "h2", "h3"} and hvs["h1"]["State"] == "up"
+    shown = osc.json("hypervisor", "show", "h1")
+    assert shown["hypervisor_hostname"] == "h1" and shown["status"] == "enabled"
+
+    # the most common operator command: a targeted live migration (needs 2.30)
+    osc.ok("server", "migrate", "--live-migration", "--host", "h2", "--wait", "vm1")
+    assert _host_of(osc, "vm1") == "h2"
+    listed = osc.json("server", "migration", "list", "--server", "vm1")
+    assert [(m["Source Compute"], m["Dest Compute"], m["Status"]) for m in listed] == [
+        ("h1", "h2", "completed")
+    ]
+    # by UUID: python-openstackclient 10.5 swaps server and migration for a numeric ID
+    shown = osc.json("server", "migration", "show", "vm1", listed[0]["UUID"])
+    assert shown["ID"] == listed[0]["Id"] and shown["Status"] == "completed"
+    assert shown["Memory Remaining Bytes"] == 0 and shown["Memory Total Bytes"] > 0
+
+    # a disabled host takes no VMs from the scheduler
+    osc.ok("compute", "service", "set", "--disable", "--disable-reason", "maintenance",
+           "h3", "nova-compute")  # fmt: skip
+    services = {s["Host"]: s for s in osc.json("compute", "service", "list")}
+    assert services["h3"]["Status"] == "disabled"
+    line = osc.fails("server", "migrate", "--live-migration", "--host", "h3", "--wait", "vm1")
+    assert "h3 is disabled (maintenance)" in line, line
+    osc.ok("compute", "service", "set", "--enable", "h3", "nova-compute")
+    services = {s["Host"]: s for s in osc.json("compute", "service", "list")}
+    assert services["h3"]["Status"] == "enabled"
+
+
+def test_abort_a_queued_migration_and_force_complete(live_server: LiveServer, osc: Osc) -> None:
+    live_server.driver.add_domain(H1, "big", workload=SLOW)
+    live_server.conductor.sync()
+    # pre-copy that runs until forced; h1 sends one migration at a time, so vm1's queues
+    big = osc.json("orbit", "live-migrate", "--post-copy", "--post-copy-after", "100",
+                   "big", "h2")  # fmt: skip
+    _wait(lambda: osc.json("orbit", "migration", "show", "big", str(big["id"]))["status"]
+          == "running-precopy", "big in pre-copy")  # fmt: skip
+    queued = osc.json("orbit", "live-migrate", "vm1", "h3")
+    assert queued["status"] == "queued"
+    osc.ok("server", "migration", "abort", "vm1", str(queued["id"]))
+    assert osc.json("orbit", "migration", "show", "vm1", str(queued["id"]))["status"] == (
+        "cancelled"
+    )
+    osc.ok("server", "migration", "force", "complete", "big", str(big["id"]))
+    _wait(lambda: osc.json("orbit", "migration", "show", "big", str(big["id"]))["status"]
+          == "completed", "big completed")  # fmt: skip
+    done = osc.json("orbit", "migration", "show", "big", str(big["id"]))
+    assert done["switch_at_s"] is not None and "operator: switch-to-postcopy" in done["decisions"]
+    assert _host_of(osc, "big") == "h2" and _host_of(osc, "vm1") == "h1"
+
+
+def test_the_orbit_plugin(live_server: LiveServer, osc: Osc) -> None:
+    done = osc.json("orbit", "live-migrate", "--post-copy", "--wait", "hot", "h2")
+    assert done["status"] == "completed" and done["dest"] == "h2"
+    assert done["policy"] == "auto" and done["post_copy"] is True
+    assert done["switch_at_s"] is not None  # the hot guest needed post-copy
+    assert done["memory_sent_mib"] > 0 and "plan" not in done["decisions"].split(":")[0]
+    rows = osc.json("orbit", "migration", "list", "--server", "hot")
+    assert [(r["id"], r["status"]) for r in rows] == [(done["id"], "completed")]
+    assert osc.json("orbit", "migration", "list", "--host", "h3") == []
+    value = osc.ok("orbit", "migration", "show", "hot", str(done["id"]), "-f", "value",
+                   "-c", "status")  # fmt: skip
+    assert value.strip() == "completed"
+    # bad input: one line, exit code 1, nothing started
+    line = osc.fails("orbit", "live-migrate", "--postcopy-weight", "5", "vm1")
+    assert "--postcopy-weight needs --post-copy" in line
+    assert "no server with id or name 'nope'" in osc.fails("orbit", "live-migrate", "nope")
+    line = osc.fails("orbit", "migration", "resume", "hot", str(done["id"]))
+    assert "HTTP 409" in line, line
+    assert osc.json("orbit", "migration", "list", "--server", "vm1") == []
