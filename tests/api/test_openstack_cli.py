@@ -16,9 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
+from orbit.db.models import Migration
 from orbit.virt.fake import MIB, FakeWorkload
-from tests.api.conftest import H1, LiveServer
+from tests.api.conftest import ADMIN_PASSWORD, H1, LiveServer
 from tests.api.test_stock_clients import _clouds_yaml, _wait
 
 OPENSTACK = str(Path(sys.executable).with_name("openstack"))
@@ -148,3 +151,47 @@ def test_the_orbit_plugin(live_server: LiveServer, osc: Osc) -> None:
     line = osc.fails("orbit", "migration", "resume", "hot", str(done["id"]))
     assert "HTTP 409" in line, line
     assert osc.json("orbit", "migration", "list", "--server", "vm1") == []
+
+
+def test_nova_host_evacuate_live_empties_a_host(live_server: LiveServer) -> None:
+    """novaclient's ``host-evacuate-live`` finds the host's servers through
+    os-hypervisors (by name pattern, with servers) and live-migrates each of them."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("OS_")},
+        "OS_AUTH_URL": live_server.auth_url,
+        "OS_USERNAME": "admin",
+        "OS_PASSWORD": ADMIN_PASSWORD,
+        "OS_PROJECT_NAME": "admin",
+        "OS_USER_DOMAIN_NAME": "Default",
+        "OS_PROJECT_DOMAIN_NAME": "Default",
+    }
+    nova = str(Path(sys.executable).with_name("nova"))
+    r = subprocess.run(
+        [nova, "host-evacuate-live", "--strict", "h1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT_S,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    accepted = [line for line in r.stdout.splitlines() if "| True" in line]
+    assert len(accepted) == 2, r.stdout  # vm1 and hot, each "Live Migration Accepted: True"
+
+    # both were asked for; h1 sends one at a time. hot dirties faster than its link sends
+    # and novaclient asks for no post-copy: it stays in pre-copy, migrating, not lost
+    def records() -> dict[str, Migration]:
+        with live_server.db.session() as s:
+            rows = s.scalars(select(Migration).options(joinedload(Migration.server)))
+            return {m.server.name: m for m in rows}
+
+    _wait(lambda: set(records()) == {"hot", "vm1"}, "both migrations recorded")
+    _wait(lambda: records()["hot"].status == "running-precopy" or records()["vm1"].status
+          == "completed", "the first migration under way")  # fmt: skip
+    hot = records()["hot"]
+    if hot.status == "running-precopy":  # the operator gives up on hot: vm1 then goes
+        with live_server.db.session() as s:
+            live_server.conductor.abort(s, s.get_one(Migration, hot.id))
+    _wait(lambda: records()["vm1"].status == "completed", "vm1 moved off h1")
+    _wait(lambda: records()["hot"].phase.is_final, "hot's migration ended")
+    assert sorted(live_server.driver.hosts[H1].domains) == ["hot"]
