@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Page, Response, expect
 from sqlalchemy import func, select
 
-from orbit.db.models import Migration, Server, Token
+from orbit.db.models import Host, Migration, Server, Token
 from orbit.migration.model import Policy
 from tests.dashboard.browser import PHONE, Screenshots
 from tests.dashboard.conftest import (
@@ -191,6 +191,14 @@ def test_live_migrate_with_post_copy_through_the_browser(
     page.get_by_role("link", name="Hypervisors", exact=True).click()
     expect(page.locator("tr[data-host=h2] [data-cell=vms]")).to_have_text("2")
     expect(page.locator("tr[data-host=h1] [data-cell=vms]")).to_have_text("1")
+    with dashboard.db.session() as s:  # what PUT /os-services/{id} does
+        h3 = s.scalars(select(Host).where(Host.name == "h3")).one()
+        h3.disabled, h3.disabled_reason = True, "maintenance"
+    page.reload()
+    expect(page.locator("tr[data-host=h3] [data-cell=disabled]")).to_have_text(
+        "disabled: maintenance"
+    )
+    expect(page.locator("tr[data-host=h2] [data-cell=disabled]")).to_have_count(0)
     shots.take(page, "hypervisors")
 
 
