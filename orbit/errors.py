@@ -26,7 +26,7 @@ the most specific class here with ``raise Mapped(...) from err``, so the root ca
      |    +-- MigrationInProgress  the VM is already migrating                   409
      +-- DatabaseError          the database is unreachable, or its schema could not be set up
      +-- NotFound               an object named in a request does not exist      404
-     |    +-- ServerNotFound, ComputeHostNotFound, MigrationNotFound
+     |    +-- ServerNotFound, ComputeHostNotFound, MigrationNotFound, DrainNotFound
      +-- NoValidHost            the scheduler found no destination               400
      +-- AuthError              no valid credentials or token                    401
      |    +-- Forbidden         authenticated, but the role does not allow it    403
@@ -138,6 +138,10 @@ class ComputeHostNotFound(NotFound):
 
 class MigrationNotFound(NotFound):
     """No migration with that id for that server."""
+
+
+class DrainNotFound(NotFound):
+    """No host drain with that id."""
 
 
 class NoValidHost(OrbitError):

@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request, Response
 from orbit.api import errors, microversion
 from orbit.api.deps import Services
 from orbit.api.errors import ApiError, error_response
-from orbit.api.routes import compute, identity
+from orbit.api.routes import compute, drains, identity
 from orbit.dashboard import routes as dashboard
 
 COMPUTE_PREFIXES = ("/v2.1", "/v2.1/{project_id}", "/v2/{project_id}")
@@ -30,6 +30,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(compute.versions)
     for prefix in COMPUTE_PREFIXES:  # the project-less one first: it wins ambiguous paths
         app.include_router(compute.router, prefix=prefix, include_in_schema=prefix == "/v2.1")
+        app.include_router(drains.router, prefix=prefix, include_in_schema=prefix == "/v2.1")
     dashboard.install(app)  # the web dashboard under /dashboard
 
     @app.middleware("http")

@@ -7,7 +7,15 @@ from typing import Any
 
 from orbit.api import microversion as mv
 from orbit.api.microversion import Version
-from orbit.db.models import Host, HostState, Migration, MigrationSample, Server, ServerStatus
+from orbit.db.models import (
+    Drain,
+    Host,
+    HostState,
+    Migration,
+    MigrationSample,
+    Server,
+    ServerStatus,
+)
 from orbit.db.types import utcnow
 
 NOVA_VM_STATES = {
@@ -359,3 +367,36 @@ def paused_for_s(m: Migration) -> float | None:
     if paused_at is None:
         return None
     return round((utcnow() - m.started_at).total_seconds() - float(paused_at), 1)
+
+
+#: the states of a drain's items, in the order they are counted
+DRAIN_ITEM_STATES = ("pending", "migrating", "moved", "failed", "stuck", "cancelled")
+
+
+def drain_view(d: Drain | None, *, plan: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A drain with its plan and each VM's outcome (``plan``: a plan not started, same shape)."""
+    if d is None:
+        assert plan is not None
+        items = plan["items"]
+        head: dict[str, Any] = {"id": None, "uuid": None, "status": "planned", **plan["head"]}
+    else:
+        items = list(d.items)
+        end = d.finished_at or utcnow()
+        head = {
+            "id": d.id,
+            "uuid": d.uuid,
+            "status": d.status,
+            "host": d.host_name,
+            "post_copy": d.post_copy,
+            "max_parallel": d.max_parallel,
+            "parallel": d.parallel,
+            "deadline_s": d.deadline_s,
+            "targets": d.targets,
+            "predicted_s": d.predicted_s,
+            "notes": list(d.notes),
+            "created_at": iso(d.created_at),
+            "finished_at": iso(d.finished_at),
+            "elapsed_s": round((end - d.created_at).total_seconds(), 1),
+        }
+    counts = {s: sum(1 for i in items if i.get("state") == s) for s in DRAIN_ITEM_STATES}
+    return {**head, "counts": counts, "items": items}

@@ -12,6 +12,8 @@
 - After a restart, records that were running are *adopted*: the conductor follows the job
   that still runs in libvirt and, once it is over, writes what libvirt's truth says (the VM
   is on the destination: completed; on the source: failed; split: postcopy-paused).
+- The same loop steps the host drains (:mod:`orbit.conductor.drains`): it starts each
+  drain's next VMs as its earlier ones end.
 - An inventory thread re-reads hosts and servers every ``sync_interval_s``, and after each
   migration.
 """
@@ -30,6 +32,7 @@ from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from orbit.conductor.drains import Drains
 from orbit.conductor.inventory import ACTIVE_PHASES, apply_survey, survey_hosts
 from orbit.config import ServerConfig
 from orbit.db.database import Database
@@ -212,6 +215,7 @@ class Conductor:
         self._stop = threading.Event()
         self._sync_now = threading.Event()
         self._loops: list[threading.Thread] = []
+        self.drains = Drains(self)
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -466,6 +470,10 @@ class Conductor:
             self._wake.clear()
             if self._stop.is_set():
                 return
+            try:
+                self.drains.step()
+            except Exception:
+                log.exception("drain step crashed")
             try:
                 self.dispatch()
             except Exception:

@@ -8,7 +8,9 @@
        |           ^           ^
        |           |           | source_host_id, dest_host_id (SET NULL)
        +------ migrations -----+
-                   ^
+                   ^           ^
+                   |           +-- drains (host_id SET NULL; items name servers and
+                   |                       migrations by id, in JSON)
                    +-- migration_samples (ON DELETE CASCADE)
 
 Conventions:
@@ -91,6 +93,23 @@ class HostState(StrEnum):
     UNKNOWN = "unknown"
 
 
+class DrainState(StrEnum):
+    """A host drain's state: running until every VM has moved, failed or stayed."""
+
+    RUNNING = "running"
+    #: cancelled; migrations already started run to their end, nothing new starts
+    CANCELLING = "cancelling"
+    #: every VM moved
+    COMPLETED = "completed"
+    #: it ended with VMs still on the host (each item says why)
+    INCOMPLETE = "incomplete"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (DrainState.COMPLETED, DrainState.INCOMPLETE, DrainState.CANCELLED)
+
+
 class ServerStatus(StrEnum):
     """Nova's server statuses, the subset ORBIT reports."""
 
@@ -124,6 +143,8 @@ def _one_of(column: str, values: Iterable[str | int]) -> str:
 
 #: SQL text: a migration that has not ended (its server is being migrated)
 ACTIVE_MIGRATION = _one_of("status", (p for p in Phase if not p.is_final))
+#: SQL text: a drain that has not ended
+ACTIVE_DRAIN = _one_of("status", (d for d in DrainState if not d.is_final))
 
 
 class Base(DeclarativeBase):
@@ -433,3 +454,60 @@ class MigrationSample(Base):
 
     def __repr__(self) -> str:
         return f"MigrationSample(migration_id={self.migration_id!r}, elapsed_s={self.elapsed_s!r})"
+
+
+class Drain(Base):
+    """The drain of a host: its plan, one item per VM, and each VM's outcome.
+
+    ``items`` is a list of dicts, in the order the VMs start: ``server_id``, ``name``,
+    ``memory_mib``, the plan's ``dest``, ``policy``, ``strategy``, ``predicted_s``,
+    ``predicted_postcopy_s``, ``at_risk`` and ``reason``, then what happened: ``state``
+    (pending, migrating, moved, failed, stuck, cancelled), ``migration_id``, ``attempts``
+    and ``outcome`` (one line). Only the conductor's drain step writes them.
+    """
+
+    __tablename__ = "drains"
+    __table_args__ = (
+        CheckConstraint(_one_of("status", DrainState), name="status"),
+        # one unfinished drain per host
+        Index(
+            "uq_drains_one_active_per_host",
+            "host_id",
+            unique=True,
+            sqlite_where=text(ACTIVE_DRAIN),
+            postgresql_where=text(ACTIVE_DRAIN),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    uuid: Mapped[str] = mapped_column(String(UUID_LEN), unique=True, default=new_id)
+    host_id: Mapped[str | None] = mapped_column(ForeignKey("hosts.id", ondelete="SET NULL"))
+    #: kept when the host is unregistered later
+    host_name: Mapped[str] = mapped_column(String(NAME_LEN))
+    status: Mapped[str] = mapped_column(String(STATUS_LEN), default=DrainState.RUNNING.value)
+    post_copy: Mapped[bool] = mapped_column(Boolean, default=False)
+    max_parallel: Mapped[int] = mapped_column(Integer, default=1)
+    #: how many at once the plan chose (max_parallel, capped by the host's limit)
+    parallel: Mapped[int] = mapped_column(Integer, default=1)
+    deadline_s: Mapped[float | None] = mapped_column(Float)
+    #: the hosts the operator allowed; None = any enabled host
+    targets: Mapped[list[str] | None] = mapped_column(JSON())
+    items: Mapped[list[dict[str, Any]]] = mapped_column(
+        MutableList.as_mutable(JSON()), default=list
+    )
+    notes: Mapped[list[str]] = mapped_column(JSON(), default=list)
+    predicted_s: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    project_id: Mapped[str | None] = mapped_column(String(UUID_LEN))
+
+    host: Mapped[Host | None] = relationship()
+
+    @property
+    def state(self) -> DrainState:
+        return DrainState(self.status)
+
+    def __repr__(self) -> str:
+        return f"Drain(id={self.id!r}, host={self.host_name!r}, status={self.status!r})"

@@ -39,6 +39,7 @@ TABLES = {
     "servers",
     "migrations",
     "migration_samples",
+    "drains",
 }
 
 

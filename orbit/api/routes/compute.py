@@ -35,11 +35,21 @@ from orbit.api.views import (
     service_view,
 )
 from orbit.conductor.inventory import ACTIVE_PHASES
-from orbit.db.models import REASON_LEN, Host, Migration, MigrationSample, Server
+from orbit.db.models import (
+    REASON_LEN,
+    Drain,
+    DrainState,
+    Host,
+    Migration,
+    MigrationSample,
+    Server,
+)
 from orbit.errors import ComputeHostNotFound, ConfigError, MigrationNotFound, ServerNotFound
 from orbit.migration.model import DEFAULT_POSTCOPY_WEIGHT, MigrationSettings
 from orbit.migration.phase import Phase
 
+#: a drain that has not ended
+ACTIVE_DRAINS = [s.value for s in DrainState if not s.is_final]
 #: the most rows one page of a paginated list holds
 MAX_PAGE = 1000
 #: migration ids are 64-bit integers; a larger number in a URL is simply not found
@@ -874,6 +884,11 @@ def remove_host(name: str, auth: AuthDep, session: SessionDep) -> Response:
     )
     if busy is not None:
         raise ApiError(409, f"host {name} has migration {busy} in progress")
+    draining = session.scalar(
+        select(Drain.id).where(Drain.host_id == host.id, Drain.status.in_(ACTIVE_DRAINS))
+    )
+    if draining is not None:
+        raise ApiError(409, f"host {name} is being drained (drain {draining}): cancel it first")
     session.delete(host)
     session.commit()
     return Response(status_code=204)
