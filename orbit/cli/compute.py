@@ -91,11 +91,11 @@ def register(sub: Any) -> None:
     p.add_argument("migration", type=int)
 
 
-def _client() -> Client:
+def make_client() -> Client:
     return Client(credentials_from_env())
 
 
-def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
     widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
@@ -104,13 +104,13 @@ def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def _out(
+def output(
     args: argparse.Namespace, data: Any, rows: Sequence[dict[str, Any]], cols: list[str]
 ) -> int:
     if args.format == "json":
         print(json.dumps(data, indent=2))
     else:
-        print(_table(rows, cols))
+        print(table(rows, cols))
     return 0
 
 
@@ -127,24 +127,24 @@ def _server_row(s: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    servers = _client().get("/servers/detail")["servers"]
+    servers = make_client().get("/servers/detail")["servers"]
     rows = [_server_row(s) for s in servers]
-    return _out(args, servers, rows, ["id", "name", "status", "host", "memory_mib", "migration"])
+    return output(args, servers, rows, ["id", "name", "status", "host", "memory_mib", "migration"])
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    server = _client().find_server(args.server)
+    server = make_client().find_server(args.server)
     row = _server_row(server)
-    return _out(
+    return output(
         args, server, [{"field": k, "value": v} for k, v in row.items()], ["field", "value"]
     )
 
 
 def cmd_hypervisor_list(args: argparse.Namespace) -> int:
-    hvs = _client().get("/os-hypervisors/detail")["hypervisors"]
+    hvs = make_client().get("/os-hypervisors/detail")["hypervisors"]
     cols = ["id", "hypervisor_hostname", "state", "status", "memory_mb", "free_ram_mb",
             "running_vms"]  # fmt: skip
-    return _out(args, hvs, hvs, cols)
+    return output(args, hvs, hvs, cols)
 
 
 def cmd_host_add(args: argparse.Namespace) -> int:
@@ -155,18 +155,18 @@ def cmd_host_add(args: argparse.Namespace) -> int:
         body["migration_address"] = args.migration_address
     if args.link_mib_s is not None:
         body["link_mib_s"] = args.link_mib_s
-    host = _client().post("/orbit-hosts", body)["host"]
-    return _out(args, host, [host], ["name", "uri", "migration_address", "link_mib_s", "state"])
+    host = make_client().post("/orbit-hosts", body)["host"]
+    return output(args, host, [host], ["name", "uri", "migration_address", "link_mib_s", "state"])
 
 
 def cmd_host_list(args: argparse.Namespace) -> int:
-    hosts = _client().get("/orbit-hosts")["hosts"]
+    hosts = make_client().get("/orbit-hosts")["hosts"]
     cols = ["name", "uri", "state", "link_mib_s", "memory_free_mib", "servers"]
-    return _out(args, hosts, hosts, cols)
+    return output(args, hosts, hosts, cols)
 
 
 def cmd_host_remove(args: argparse.Namespace) -> int:
-    _client().delete(f"/orbit-hosts/{args.name}")
+    make_client().delete(f"/orbit-hosts/{args.name}")
     return 0
 
 
@@ -231,11 +231,11 @@ def start_live_migration(client: Compute, server_id: str, body: dict[str, Any]) 
 
 def cmd_live_migration(args: argparse.Namespace) -> int:
     body = live_migration_body(args)
-    client = _client()
+    client = make_client()
     server = client.find_server(args.server)
     record = start_live_migration(client, server["id"], body)
     if not args.wait:
-        return _out(args, record, [_migration_row(record)], MIGRATION_COLS)
+        return output(args, record, [_migration_row(record)], MIGRATION_COLS)
     final = follow(client, server["id"], record["id"], json_mode=args.format == "json")
     if args.format == "json":
         print(json.dumps(final, indent=2))
@@ -369,14 +369,14 @@ def _print_record(m: dict[str, Any]) -> None:
 
 
 def cmd_server_migration_list(args: argparse.Namespace) -> int:
-    client = _client()
+    client = make_client()
     server = client.find_server(args.server)
     ms = client.get(f"/servers/{server['id']}/migrations")["migrations"]
-    return _out(args, ms, [_migration_row(m) for m in ms], MIGRATION_COLS)
+    return output(args, ms, [_migration_row(m) for m in ms], MIGRATION_COLS)
 
 
 def cmd_server_migration_show(args: argparse.Namespace) -> int:
-    client = _client()
+    client = make_client()
     server = client.find_server(args.server)
     m = client.get(f"/servers/{server['id']}/migrations/{args.migration}")["migration"]
     if args.format == "json":
@@ -388,12 +388,12 @@ def cmd_server_migration_show(args: argparse.Namespace) -> int:
 
 def cmd_migration_list(args: argparse.Namespace) -> int:
     query = "&".join(f"{k}={v}" for k, v in (("host", args.host), ("status", args.status)) if v)
-    ms = _client().get("/os-migrations" + (f"?{query}" if query else ""))["migrations"]
-    return _out(args, ms, [_migration_row(m) for m in ms], MIGRATION_COLS)
+    ms = make_client().get("/os-migrations" + (f"?{query}" if query else ""))["migrations"]
+    return output(args, ms, [_migration_row(m) for m in ms], MIGRATION_COLS)
 
 
 def cmd_force_complete(args: argparse.Namespace) -> int:
-    client = _client()
+    client = make_client()
     server = client.find_server(args.server)
     client.post(f"/servers/{server['id']}/migrations/{args.migration}/action",
                 {"force_complete": None})  # fmt: skip
@@ -401,14 +401,14 @@ def cmd_force_complete(args: argparse.Namespace) -> int:
 
 
 def cmd_abort(args: argparse.Namespace) -> int:
-    client = _client()
+    client = make_client()
     server = client.find_server(args.server)
     client.delete(f"/servers/{server['id']}/migrations/{args.migration}")
     return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    client = _client()
+    client = make_client()
     server = client.find_server(args.server)
     client.post(f"/servers/{server['id']}/migrations/{args.migration}/action", {"resume": None})
     return 0

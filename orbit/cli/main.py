@@ -28,11 +28,13 @@ class OneLineParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from orbit.cli import compute as compute_cli
     from orbit.cli import lab as lab_cli
+    from orbit.cli import maintenance as maintenance_cli
 
     parser = OneLineParser(prog="orbit", description="ORBIT live-migration control plane")
     parser.add_argument("-v", "--verbose", action="store_true", help="log in detail")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     compute_cli.register(sub)
+    maintenance_cli.register(sub)
     lab_cli.register(sub)
     return parser
 
