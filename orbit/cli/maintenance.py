@@ -89,10 +89,10 @@ def _print_drain(d: dict[str, Any]) -> None:
     )
     for note in d["notes"]:
         print(f"note: {note}")
-    print(table([_item_row(i) for i in d["items"]], ITEM_COLS))
+    print(table([item_row(i) for i in d["items"]], ITEM_COLS))
 
 
-def _item_row(i: dict[str, Any]) -> dict[str, Any]:
+def item_row(i: dict[str, Any]) -> dict[str, Any]:
     return {
         **i,
         "predicted_s": round(float(i.get("predicted_s") or 0.0), 1),
@@ -120,12 +120,12 @@ def cmd_host_drain(args: argparse.Namespace) -> int:
     drain: dict[str, Any] = client.post(f"/orbit-hosts/{args.host}/drain", body)["drain"]
     if args.plan or not args.wait:
         return _show(args, drain)
-    drain = _follow(client, drain, quiet=args.format == "json")
+    drain = follow(client, drain, quiet=args.format == "json")
     _show(args, drain)
     return 0 if drain["status"] == "completed" else 1
 
 
-def _follow(client: Compute, drain: dict[str, Any], *, quiet: bool) -> dict[str, Any]:
+def follow(client: Compute, drain: dict[str, Any], *, quiet: bool) -> dict[str, Any]:
     """Poll until the drain ends; one line on stderr per VM whose state changed."""
     seen: dict[str, str] = {}
     while True:

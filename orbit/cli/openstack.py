@@ -13,6 +13,9 @@ compute endpoint of its service catalog. Output follows every ``openstack`` comm
 - ``openstack orbit migration list [--server SERVER] [--host HOST] [--status STATUS]``
 - ``openstack orbit migration show SERVER MIGRATION``
 - ``openstack orbit migration resume SERVER MIGRATION``
+- ``openstack orbit host drain [--to H2,H3] [--post-copy] [--max-parallel N]
+  [--deadline S] [--plan] [--wait] HOST``: one row per VM (destination, strategy, state,
+  outcome)
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from keystoneauth1 import exceptions as ks_exceptions
 from osc_lib import exceptions as osc_exceptions
 from osc_lib.command import command
 
-from orbit.cli import compute
+from orbit.cli import compute, maintenance
 from orbit.cli.client import MICROVERSION, Compute, error_message
 from orbit.errors import ClientError
 from orbit.migration.model import MAX_POSTCOPY_WEIGHT
@@ -256,5 +259,47 @@ class MigrationList(command.Lister):
                 and parsed_args.status in (None, r["status"])
             ]
             return LIST_COLUMNS, [tuple(r[c] for c in LIST_COLUMNS) for r in rows]
+
+        return _run(act)
+
+
+DRAIN_COLUMNS = ("name", "memory_mib", "dest", "strategy", "predicted_s", "state", "outcome")
+
+
+class HostDrain(command.Lister):
+    """Disable a host and move every VM off it by a plan (ORBIT's drain)."""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = super().get_parser(prog_name)
+        parser.add_argument("host", metavar="<host>", help="the host to empty")
+        parser.add_argument("--to", metavar="<h2,h3>", help="only these destinations")
+        parser.add_argument("--post-copy", action="store_true", help="permit post-copy")
+        parser.add_argument("--max-parallel", type=int, metavar="<n>",
+                            help="migrations at once (default: the host's limit)")  # fmt: skip
+        parser.add_argument("--deadline", type=float, metavar="<s>",
+                            help="start nothing after S seconds")  # fmt: skip
+        parser.add_argument("--plan", action="store_true", help="show the plan; change nothing")
+        parser.add_argument("--wait", action="store_true", help="follow it until it ends")
+        return parser
+
+    def take_action(self, parsed_args: argparse.Namespace) -> Any:
+        def act() -> Any:
+            body: dict[str, Any] = {"post_copy": parsed_args.post_copy,
+                                    "plan_only": parsed_args.plan}  # fmt: skip
+            if parsed_args.to:
+                body["to"] = [t.strip() for t in parsed_args.to.split(",") if t.strip()]
+            if parsed_args.max_parallel is not None:
+                body["max_parallel"] = parsed_args.max_parallel
+            if parsed_args.deadline is not None:
+                body["deadline_s"] = parsed_args.deadline
+            client = _client(self)
+            drain = client.post(f"/orbit-hosts/{parsed_args.host}/drain", body)["drain"]
+            if parsed_args.wait and not parsed_args.plan:
+                drain = maintenance.follow(client, drain, quiet=False)
+            rows = [maintenance.item_row(i) for i in drain["items"]]
+            if parsed_args.wait and drain["status"] != "completed":
+                left = [f"{r['name']}: {r['outcome']}" for r in rows if r["state"] != "moved"]
+                raise ClientError(f"drain {drain['id']} {drain['status']}: " + "; ".join(left))
+            return DRAIN_COLUMNS, [tuple(r.get(c) for c in DRAIN_COLUMNS) for r in rows]
 
         return _run(act)

@@ -148,9 +148,15 @@ def test_the_orbit_plugin(live_server: LiveServer, osc: Osc) -> None:
     line = osc.fails("orbit", "live-migrate", "--postcopy-weight", "5", "vm1")
     assert "--postcopy-weight needs --post-copy" in line
     assert "no server with id or name 'nope'" in osc.fails("orbit", "live-migrate", "nope")
+    # the drain, planned and then run: vm1 is the only VM left on h1
+    plan = osc.json("orbit", "host", "drain", "--plan", "--post-copy", "h1")
+    assert [(r["name"], r["state"]) for r in plan] == [("vm1", "pending")]
+    drained = osc.json("orbit", "host", "drain", "--wait", "--to", "h3", "h1")
+    assert [(r["name"], r["dest"], r["state"]) for r in drained] == [("vm1", "h3", "moved")]
+    assert "host nope is not registered" in osc.fails("orbit", "host", "drain", "nope")
     line = osc.fails("orbit", "migration", "resume", "hot", str(done["id"]))
     assert "HTTP 409" in line, line
-    assert osc.json("orbit", "migration", "list", "--server", "vm1") == []
+    assert [r["dest"] for r in osc.json("orbit", "migration", "list", "--server", "vm1")] == ["h3"]
 
 
 def test_nova_host_evacuate_live_empties_a_host(live_server: LiveServer) -> None:
