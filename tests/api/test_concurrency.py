@@ -21,7 +21,7 @@ from orbit.api.deps import Services
 from orbit.conductor.conductor import Conductor
 from orbit.config import ServerConfig
 from orbit.db.database import Database
-from orbit.db.models import Migration
+from orbit.db.models import Host, Migration
 from orbit.identity.service import ensure_admin
 from orbit.virt.fake import MIB, FakeWorkload
 from tests.api.conftest import ADMIN_PASSWORD, H1, Api, LiveServer, make_driver
@@ -205,6 +205,44 @@ def test_simultaneous_requests_never_place_beyond_a_hosts_free_memory(
             select(Migration.dest_host_id, func.count()).group_by(Migration.dest_host_id)
         ).all()
     assert sorted(count for _host, count in per_host) == [4, 4]
+
+
+SMALL = FakeWorkload(memory_bytes=256 * MIB, bandwidth_bytes=256 * MIB, dirty_bytes=0)
+
+
+def test_a_disabled_host_gets_nothing_however_many_requests_arrive(
+    live_server: LiveServer,
+) -> None:
+    """h2 disabled: 24 simultaneous requests with no host named all go to h3."""
+    for i in range(24):
+        live_server.driver.add_domain(H1, f"small{i}", workload=SMALL)
+    live_server.conductor.stop()  # nothing starts: every request sees the others queued
+    live_server.conductor.sync()
+    with httpx.Client(base_url=live_server.url, timeout=60.0, trust_env=False) as http:
+        headers = _token(http)
+        ids = _server_ids(http, headers)
+        h2 = http.get("/v2.1/os-services?host=h2", headers={**headers, **V253}).json()
+        r = http.put(f"/v2.1/os-services/{h2['services'][0]['id']}",
+                     json={"status": "disabled"}, headers={**headers, **V253})  # fmt: skip
+        assert r.status_code == 200, r.text
+
+        def migrate(server_id: str) -> Callable[[], httpx.Response]:
+            body = {"os-migrateLive": {"host": None, "block_migration": False}}
+            return lambda: http.post(
+                f"/v2.1/servers/{server_id}/action", json=body, headers=headers
+            )
+
+        responses = _all_at_once([migrate(ids[f"small{i}"]) for i in range(24)])
+    assert sorted({r.status_code for r in responses}) == [202], [r.text for r in responses]
+    with live_server.db.session() as session:
+        dests = session.scalars(
+            select(Host.name).join(Migration, Migration.dest_host_id == Host.id)
+        ).all()
+    assert len(dests) == 24 and set(dests) == {"h3"}
+
+
+#: the microversion of PUT /os-services/{id}
+V253 = {"OpenStack-API-Version": "compute 2.53"}
 
 
 def _statements_for(api: Api, path: str) -> int:
