@@ -1,4 +1,4 @@
-"""The Live Migrate form: what the browser sent, as typed, and the settings it asks for.
+"""The Live Migrate and Drain host forms: what the browser sent, as typed, and what it asks.
 
 The form only turns text into values (a checkbox into a bool, "3" into 3). Every rule about
 what may be combined is :meth:`MigrationSettings.resolve`'s and the conductor's, the same
@@ -10,6 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from starlette.datastructures import FormData
+
+from orbit.conductor.drains import DrainRequest
 from orbit.errors import (
     ConfigError,
     InvalidMigration,
@@ -88,3 +91,42 @@ class LiveMigrateForm:
             post_copy_after_iterations=after,
             block_migration=self.block_migration,
         )
+
+
+@dataclass(frozen=True)
+class DrainForm:
+    """The drain form's fields as the browser sent them."""
+
+    #: the checked destinations; none = any enabled host
+    to: tuple[str, ...] = ()
+    post_copy: bool = False
+    max_parallel: str = "1"
+    #: "" = no deadline
+    deadline_s: str = ""
+
+    @classmethod
+    def from_form(cls, data: FormData) -> DrainForm:
+        return cls(
+            to=tuple(v for v in data.getlist("to") if isinstance(v, str) and v),
+            post_copy=_text(data, "post_copy") == CHECKED,
+            max_parallel=_text(data, "max_parallel") or "1",
+            deadline_s=_text(data, "deadline_s"),
+        )
+
+    def request(self, host: str) -> DrainRequest:
+        """The drain request; ConfigError (shown in the form) for a number that is not one."""
+        try:
+            parallel = int(self.max_parallel)
+        except ValueError as err:
+            raise ConfigError(
+                f"migrations at once: {self.max_parallel!r} is not a whole number"
+            ) from err
+        deadline: float | None = None
+        if self.deadline_s:
+            try:
+                deadline = float(self.deadline_s)
+            except ValueError as err:
+                raise ConfigError(
+                    f"deadline: {self.deadline_s!r} is not a number of seconds"
+                ) from err
+        return DrainRequest(host, list(self.to) or None, self.post_copy, parallel, deadline)

@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from orbit.conductor.inventory import ACTIVE_PHASES
-from orbit.db.models import Host, HostState, Migration, MigrationSample, Server
-from orbit.errors import MigrationNotFound, ServerNotFound
+from orbit.db.models import Drain, Host, HostState, Migration, MigrationSample, Server
+from orbit.errors import ComputeHostNotFound, DrainNotFound, MigrationNotFound, ServerNotFound
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,20 @@ def server(session: Session, *, server_id: str) -> Server:
     found = session.get(Server, server_id)
     if found is None:
         raise ServerNotFound(f"server {server_id} could not be found")
+    return found
+
+
+def host(session: Session, *, name: str) -> Host:
+    found = session.scalar(select(Host).where(Host.name == name))
+    if found is None:
+        raise ComputeHostNotFound(f"host {name} is not registered")
+    return found
+
+
+def drain(session: Session, *, drain_id: int) -> Drain:
+    found = session.get(Drain, drain_id) if 0 < drain_id < 2**63 else None
+    if found is None:
+        raise DrainNotFound(f"drain {drain_id} could not be found")
     return found
 
 

@@ -12,7 +12,10 @@ same code as the API: :meth:`MigrationSettings.resolve` and the conductor.
     /dashboard/migrations/{id}            one migration, live; POST .../force-complete,
                                           .../abort, .../resume (a paused post-copy)
     /dashboard/migrations/{id}/progress   its state and new samples as JSON (polled)
-    /dashboard/hypervisors                hosts: state, memory, VM count
+    /dashboard/hypervisors                hosts: state, memory, VM count; Drain host
+    /dashboard/hypervisors/{name}/drain   the drain form (GET); its plan or its start (POST)
+    /dashboard/drains/{id}                a drain: each VM's state, refreshed until it ends;
+                                          POST .../cancel
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from starlette.responses import Response
 
 from orbit.api.deps import Services, ServicesDep, SessionDep
 from orbit.api.errors import status_of
-from orbit.api.views import sample_view
+from orbit.api.routes.drains import plan_view
+from orbit.api.views import drain_view, sample_view
 from orbit.dashboard import errors, queries
 from orbit.dashboard.auth import (
     FormDep,
@@ -41,7 +45,13 @@ from orbit.dashboard.auth import (
     session_store,
     set_session_cookie,
 )
-from orbit.dashboard.forms import FORM_ERRORS, POLICY_CHOICES, POST_COPY_HELP, LiveMigrateForm
+from orbit.dashboard.forms import (
+    FORM_ERRORS,
+    POLICY_CHOICES,
+    POST_COPY_HELP,
+    DrainForm,
+    LiveMigrateForm,
+)
 from orbit.dashboard.present import migration_state
 from orbit.dashboard.render import page, path_for
 from orbit.dashboard.sessions import FlashLevel, SessionStore
@@ -366,6 +376,112 @@ def abort(
 def hypervisors(request: Request, viewer: ViewerDep, db: SessionDep) -> Response:
     rows = queries.hosts(db)
     return page(request, "hypervisors.html", viewer=viewer, title="Hypervisors", rows=rows)
+
+
+# -- draining a host ----------------------------------------------------------------------
+
+#: how often a running drain's page reloads itself
+DRAIN_REFRESH_S = 2
+
+
+def _drain_targets(db: Session, host: Host) -> list[Host]:
+    return [h for h in queries.destinations(db, source_host_id=host.id) if not h.disabled]
+
+
+def _drain_page(
+    request: Request,
+    viewer: Viewer,
+    db: Session,
+    host: Host,
+    form: DrainForm,
+    *,
+    plan: dict[str, Any] | None = None,
+    error: str | None = None,
+    status_code: int = 200,
+) -> Response:
+    return page(
+        request,
+        "drain.html",
+        viewer=viewer,
+        title=f"Drain {host.name}",
+        status_code=status_code,
+        host=host,
+        targets=_drain_targets(db, host),
+        form=form,
+        plan=plan,
+        items=plan["items"] if plan else [],
+        error=error,
+    )
+
+
+@router.get("/hypervisors/{name}/drain", name="drain_form")
+def drain_form(
+    request: Request, name: str, viewer: ViewerDep, db: SessionDep, services: ServicesDep
+) -> Response:
+    viewer.auth.require_admin("draining a host")
+    host = queries.host(db, name=name)
+    form = DrainForm(max_parallel=str(services.config.max_outgoing_per_host))
+    return _drain_page(request, viewer, db, host, form)
+
+
+@router.post("/hypervisors/{name}/drain", name="drain_submit")
+def drain_submit(
+    request: Request,
+    name: str,
+    viewer: ViewerDep,
+    form: FormDep,
+    db: SessionDep,
+    services: ServicesDep,
+) -> Response:
+    viewer.auth.require_admin("draining a host")
+    host = queries.host(db, name=name)
+    fields = DrainForm.from_form(form)
+    drains = services.conductor.drains
+    try:
+        drain_request = fields.request(name)
+        planned = drains.plan(db, drain_request)
+        if _field(form, "action") != "start":
+            return _drain_page(
+                request, viewer, db, host, fields, plan=plan_view(drain_request, planned)
+            )
+        drain = drains.start(db, drain_request, planned, user_id=viewer.auth.user_id,
+                             project_id=viewer.auth.project_id)  # fmt: skip
+    except (*FORM_ERRORS, MigrationRefused) as err:
+        db.rollback()
+        host = queries.host(db, name=name)
+        return _drain_page(request, viewer, db, host, fields, error=str(err),
+                           status_code=status_of(err))  # fmt: skip
+    viewer.session.flash(f"Draining {name}: it is disabled, its VMs are leaving.")
+    return _redirect(request, "drain", drain_id=drain.id)
+
+
+@router.get("/drains/{drain_id}", name="drain")
+def drain_status(request: Request, drain_id: int, viewer: ViewerDep, db: SessionDep) -> Response:
+    viewer.auth.require_admin("showing a drain")
+    d = drain_view(queries.drain(db, drain_id=drain_id))
+    final = d["status"] in ("completed", "incomplete", "cancelled")
+    return page(request, "drain_status.html", viewer=viewer, title=f"Drain {drain_id}", d=d,
+                final=final, refresh_s=DRAIN_REFRESH_S)  # fmt: skip
+
+
+@router.post("/drains/{drain_id}/cancel", name="drain_cancel")
+def drain_cancel(
+    request: Request,
+    drain_id: int,
+    viewer: ViewerDep,
+    form: FormDep,
+    db: SessionDep,
+    services: ServicesDep,
+) -> Response:
+    viewer.auth.require_admin("cancelling a drain")
+    drain = queries.drain(db, drain_id=drain_id)
+    try:
+        services.conductor.drains.cancel(db, drain)
+    except MigrationRefused as err:
+        viewer.session.flash(f"Cancel refused: {err}", FlashLevel.ERROR)
+    else:
+        viewer.session.flash("Drain cancelled: nothing more starts; migrations under way finish.")
+    return _redirect(request, "drain", drain_id=drain_id)
 
 
 # -- the application -----------------------------------------------------------------------

@@ -402,3 +402,35 @@ def _no_page_scroll(page: Page) -> None:
         PHONE["width"],
     )
     assert width <= PHONE["width"], f"page is {width} px wide at {PHONE['width']} px: {wide}"
+
+
+def test_drain_a_host_through_the_browser(
+    dashboard: Dashboard, page: Page, shots: Screenshots
+) -> None:
+    dashboard.login(page)
+    page.get_by_role("link", name="Hypervisors", exact=True).click()
+    page.get_by_role("link", name="Drain host h1").click()
+    expect(page.get_by_role("heading", name="Drain host h1")).to_be_visible()
+    # the destinations offered: up, enabled, not h1
+    boxes = page.locator("#drain-form input[name=to]")
+    assert sorted(boxes.evaluate_all("els => els.map(e => e.value)")) == ["h2", "h3"]
+    page.get_by_label("Post-copy Migration").check()
+    page.get_by_role("button", name="Show plan").click()
+    plan = page.locator("#plan")
+    expect(plan.locator("tr[data-vm]")).to_have_count(2)
+    expect(plan.locator("tr[data-vm=hot] [data-cell=state]")).to_have_text("pending")
+    expect(page.get_by_label("Post-copy Migration")).to_be_checked()  # the form kept its values
+    shots.take(page, "drain-plan", full_page=True)
+    with dashboard.db.session() as s:  # the plan changed nothing
+        assert not s.scalars(select(Host.disabled).where(Host.name == "h1")).one()
+    page.get_by_role("button", name="Drain h1").click()
+    expect(page.locator("[data-field=status]")).to_have_text("completed", timeout=30_000)
+    rows = page.locator("#drain-items tr[data-vm]")
+    expect(rows).to_have_count(2)
+    for vm in ("hot", "vm1"):
+        expect(page.locator(f"tr[data-vm={vm}] [data-cell=state]")).to_have_text("moved")
+    expect(page.locator("[data-cell=summary]")).to_contain_text("2 of 2 moved")
+    shots.take(page, "drain-done", full_page=True)
+    page.get_by_role("navigation", name="Admin").get_by_role("link", name="Hypervisors").click()
+    expect(page.locator("tr[data-host=h1] [data-cell=vms]")).to_have_text("0")
+    expect(page.locator("tr[data-host=h1] [data-cell=disabled]")).to_contain_text("draining")

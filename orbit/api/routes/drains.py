@@ -57,7 +57,7 @@ def _request(host: str, body: dict[str, Any], default_parallel: int) -> tuple[Dr
     return request, flags["plan_only"]
 
 
-def _plan_view(request: DrainRequest, planned: Planned) -> dict[str, Any]:
+def plan_view(request: DrainRequest, planned: Planned) -> dict[str, Any]:
     plan = planned.plan
     items = [item_of_move(m) for m in plan.moves]
     for server, why in planned.unmovable:
@@ -88,7 +88,7 @@ def drain_host(
     drains = services.conductor.drains
     planned = drains.plan(session, request)
     if plan_only:
-        return JSONResponse({"drain": _plan_view(request, planned)})
+        return JSONResponse({"drain": plan_view(request, planned)})
     drain = drains.start(
         session, request, planned, user_id=auth.user_id, project_id=auth.project_id
     )
