@@ -72,8 +72,12 @@ def hosts(session: Session) -> list[HostRow]:
 
 
 def destinations(session: Session, *, source_host_id: str | None) -> list[Host]:
-    """Hosts a server on ``source_host_id`` could move to now: up, and not the source."""
-    query = select(Host).where(Host.state == HostState.UP.value).order_by(Host.name)
+    """Hosts a server on ``source_host_id`` could move to now: up, enabled, not the source."""
+    query = (
+        select(Host)
+        .where(Host.state == HostState.UP.value, Host.disabled.is_(False))
+        .order_by(Host.name)
+    )
     if source_host_id is not None:
         query = query.where(Host.id != source_host_id)
     return list(session.scalars(query))

@@ -385,7 +385,7 @@ DRAIN_REFRESH_S = 2
 
 
 def _drain_targets(db: Session, host: Host) -> list[Host]:
-    return [h for h in queries.destinations(db, source_host_id=host.id) if not h.disabled]
+    return queries.destinations(db, source_host_id=host.id)
 
 
 def _drain_page(
