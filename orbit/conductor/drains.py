@@ -357,7 +357,11 @@ class Drains:
         self, item: dict[str, Any], *, post_copy: bool, targets: list[str] | None
     ) -> None:
         """Ask for the VM's migration: the plan's destination, else another target."""
-        settings = MigrationSettings.resolve(post_copy=post_copy, policy=item["policy"] or None)
+        settings = MigrationSettings.resolve(
+            post_copy=post_copy,
+            policy=item["policy"] or None,
+            post_copy_after_iterations=item.get("post_copy_after"),
+        )
         # the plan's destination, then the other targets (None: the scheduler's choice)
         candidates: list[str | None] = [item["dest"]] if item["dest"] else []
         others: list[str | None] = list(targets) if targets else [None]

@@ -7,9 +7,11 @@ the take-over) but makes a busy guest's pre-copy converge later, or never. The p
 1. **Parallelism** ``P = min(max_parallel, the host's outgoing limit, number of VMs)``.
 2. **Strategy per VM**, predicted with :func:`orbit.migration.predict.predict` at the
    shared rate ``link / P``: with post-copy permitted, the least score of pre-copy and
-   post-copy after 0, 1, 2 passes (the migration itself runs policy ``auto``, which
-   measures again and re-plans); without it, pre-copy, and a VM that would not converge is
-   *at risk*: it will hit the completion timeout and stay on the host.
+   post-copy after 0, 1, 2 passes. A VM planned for post-copy after N passes runs policy
+   ``postcopy`` after N: the drain has measured it already, so its migration does not
+   spend a second measuring again; one planned for pre-copy runs ``auto``, which still
+   switches if the guest turns out busier. Without post-copy: pre-copy, and a VM that
+   would not converge is *at risk*: it will hit the completion timeout and stay on the host.
 3. **Destination**: largest VM first, each to the target with the most memory still
    available after the VMs placed before it (worst fit spreads the load); a VM that fits
    nowhere is reported with the numbers, never dropped.
@@ -62,7 +64,8 @@ class Move:
     memory_mib: int
     #: None: no target has room for it
     dest: str | None
-    #: 'auto' (post-copy permitted) or 'precopy'
+    #: 'postcopy' (planned for post-copy after ``post_copy_after`` passes), 'auto' (post-copy
+    #: permitted, planned for pre-copy) or 'precopy'
     policy: str
     #: the predicted strategy, e.g. 'postcopy-after-1'; '' when it cannot move
     strategy: str
@@ -71,6 +74,7 @@ class Move:
     #: pre-copy only, and it would not converge: it will stay on the host
     at_risk: bool
     reason: str
+    post_copy_after: int | None = None
 
 
 @dataclass(frozen=True)
@@ -187,18 +191,20 @@ def plan_drain(
             f"dirty rate {rate}"
             + ("; pre-copy only: it will not converge and stays on the host" if at_risk else "")
         )
+        after = p.strategy.switch_after if post_copy else None
         moves.append(
             Move(
                 vm.server_id,
                 vm.name,
                 vm.memory_mib,
                 dest,
-                policy,
+                "postcopy" if after is not None else policy,
                 p.strategy.value,
                 timeout_s if at_risk else p.total_s,
                 p.postcopy_s,
                 at_risk,
                 reason,
+                after,
             )
         )
     movable = [m for m in moves if m.dest is not None]

@@ -53,6 +53,8 @@ def test_a_hot_vm_is_planned_with_post_copy_when_permitted() -> None:
     plan = _plan([_vm("hot", 256, 80.0), _vm("quiet", 256, 0.0)])
     hot = next(m for m in plan.moves if m.name == "hot")
     assert hot.strategy.startswith("postcopy-after-") and not hot.at_risk
+    # planned for post-copy after N: its migration runs policy postcopy after N, measured once
+    assert hot.policy == "postcopy" and hot.post_copy_after == int(hot.strategy[-1])
     assert hot.predicted_postcopy_s > 0 and "50.0 MiB/s (1/2 of the link to" in hot.reason
 
 
