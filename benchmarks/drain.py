@@ -10,8 +10,8 @@ through it). h1 runs six guests whose memory is all written (``prefill``, ``cold
 
 Scenarios (each starts from the six guests on h1, h1 disabled so nothing returns to it):
 
-- ``orbit``: ORBIT's drain (:mod:`orbit.conductor.drains`): measured, planned, post-copy
-  permitted, 2 at a time (the hosts' limits are 2 out, 2 in);
+- ``orbit``: ORBIT's drain (:mod:`orbit.conductor.drains`): measured, planned (its
+  parallelism too, up to ``--parallel``, default 3, the hosts' limits), post-copy permitted;
 - ``kubevirt-like``: 2 at a time in name order, pre-copy, switched to post-copy when the
   completion timeout (150 s per GiB, KubeVirt's ``completionTimeoutPerGiB``) passes;
 - ``nova-like``: one at a time (Nova's ``max_concurrent_live_migrations`` 1), pre-copy,
@@ -106,14 +106,18 @@ def _until(cond: Callable[[], bool], what: str, timeout_s: float = SCENARIO_TIME
 
 
 class Bench:
-    def __init__(self, lab: Lab, workdir: Path) -> None:
+    def __init__(self, lab: Lab, workdir: Path, parallel: int) -> None:
+        self.parallel = parallel
         self.lab = lab
         self.guests = Guests(lab)
         self.db = Database(f"sqlite:///{workdir / 'orbit.db'}")
         self.db.upgrade()
         self.driver = LibvirtDriver()
         config = ServerConfig(
-            driver="libvirt", sync_interval_s=1.0, max_outgoing_per_host=2, max_incoming_per_host=2
+            driver="libvirt",
+            sync_interval_s=1.0,
+            max_outgoing_per_host=parallel,
+            max_incoming_per_host=parallel,
         )
         self.conductor = Conductor(self.db, self.driver, config)
         with self.db.session() as s:
@@ -159,7 +163,9 @@ class Bench:
     # -- the scenarios -------------------------------------------------------------------
 
     def orbit(self) -> tuple[float, dict[str, str], float | None]:
-        request = DrainRequest("h1", None, post_copy=True, max_parallel=2, deadline_s=None)
+        request = DrainRequest(
+            "h1", None, post_copy=True, max_parallel=self.parallel, deadline_s=None
+        )
         start = time.monotonic()
         with self.db.session() as s:
             planned = self.conductor.drains.plan(s, request)
@@ -297,6 +303,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path, help="write every run here")
     parser.add_argument("--only", choices=SCENARIOS, action="append", help="run only these")
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=3,
+        help="the most migrations at once ORBIT may plan, and the hosts' limits (default 3)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     lab = Lab.from_env()
@@ -305,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         env = environment.describe(lab, LINK_RATE)
         print(environment.header(env), flush=True)
         lab.shape("h1", Shaping(rate=LINK_RATE))
-        bench = Bench(lab, Path(tmp))
+        bench = Bench(lab, Path(tmp), args.parallel)
         try:
             for scenario in args.only or SCENARIOS:
                 result = run(bench, scenario)
@@ -318,7 +330,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print_table(runs)
     if args.json:
-        doc: dict[str, Any] = {"environment": env, "runs": [asdict(r) for r in runs]}
+        doc: dict[str, Any] = {
+            "environment": env,
+            "parallel": args.parallel,
+            "runs": [asdict(r) for r in runs],
+        }
         args.json.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
         print(f"\nwrote {args.json}")
     return 0 if all(r.verification_errors == 0 for r in runs) else 1

@@ -4,7 +4,9 @@ Every VM on the host leaves over the same uplink, so running ``P`` migrations at
 each about 1/P of it: parallelism overlaps each migration's fixed costs (libvirt's set-up,
 the take-over) but makes a busy guest's pre-copy converge later, or never. The plan:
 
-1. **Parallelism** ``P = min(max_parallel, the host's outgoing limit, number of VMs)``.
+1. **Parallelism**: every ``P`` from 1 to ``min(max_parallel, the host's outgoing limit,
+   number of VMs)`` is planned (steps 2-5) and the soonest predicted drain wins (a tie goes
+   to the smaller ``P``).
 2. **Strategy per VM**, predicted with :func:`orbit.migration.predict.predict` at the
    shared rate ``link / P``: with post-copy permitted, the least score of pre-copy and
    post-copy after 0, 1, 2 passes. A VM planned for post-copy after N passes runs policy
@@ -141,27 +143,18 @@ def _makespan(durations: list[float], lanes: int) -> float:
     return end
 
 
-def plan_drain(
+def _moves(
     vms: list[DrainVM],
     targets: list[Target],
+    placed: dict[str, str | None],
+    parallel: int,
     *,
     post_copy: bool,
-    max_parallel: int,
-    host_limit: int,
     timeout_s: float,
     downtime_limit_ms: int,
-    deadline_s: float | None = None,
-    postcopy_weight: float = DEFAULT_POSTCOPY_WEIGHT,
-) -> DrainPlan:
-    """The plan for moving ``vms`` to ``targets``; see the module docstring."""
-    notes: list[str] = []
-    parallel = max(1, min(max_parallel, host_limit, len(vms) or 1))
-    if max_parallel > host_limit:
-        notes.append(
-            f"{host_limit} at a time: the host's limit of outgoing migrations "
-            f"(max_outgoing_per_host) is below the {max_parallel} asked for"
-        )
-    placed = _place(vms, targets)
+    postcopy_weight: float,
+) -> list[Move]:
+    """Each VM's move with ``parallel`` migrations sharing the uplink, in the start order."""
     links = {t.name: t.link_bytes_s for t in targets}
     room = ", ".join(f"{t.name} {t.available_mib} MiB" for t in targets) or "no target"
     moves: list[Move] = []
@@ -209,8 +202,51 @@ def plan_drain(
         )
     movable = [m for m in moves if m.dest is not None]
     order = sorted(movable, key=lambda m: (m.at_risk, -m.predicted_s, m.name))
-    order += [m for m in moves if m.dest is None]
-    predicted_s = _makespan([m.predicted_s for m in order if m.dest is not None], parallel)
+    return order + [m for m in moves if m.dest is None]
+
+
+def plan_drain(
+    vms: list[DrainVM],
+    targets: list[Target],
+    *,
+    post_copy: bool,
+    max_parallel: int,
+    host_limit: int,
+    timeout_s: float,
+    downtime_limit_ms: int,
+    deadline_s: float | None = None,
+    postcopy_weight: float = DEFAULT_POSTCOPY_WEIGHT,
+) -> DrainPlan:
+    """The plan for moving ``vms`` to ``targets``; see the module docstring."""
+    notes: list[str] = []
+    cap = max(1, min(max_parallel, host_limit, len(vms) or 1))
+    if max_parallel > host_limit:
+        notes.append(
+            f"at most {host_limit} at a time: the host's limit of outgoing migrations "
+            f"(max_outgoing_per_host) is below the {max_parallel} asked for"
+        )
+    placed = _place(vms, targets)
+    options = []
+    for parallel in range(1, cap + 1):
+        moves = _moves(
+            vms,
+            targets,
+            placed,
+            parallel,
+            post_copy=post_copy,
+            timeout_s=timeout_s,
+            downtime_limit_ms=downtime_limit_ms,
+            postcopy_weight=postcopy_weight,
+        )
+        makespan = _makespan([m.predicted_s for m in moves if m.dest is not None], parallel)
+        options.append((makespan, parallel, moves))
+    # the soonest; a tie goes to fewer at once (less load on the hosts for nothing)
+    predicted_s, parallel, order = min(options, key=lambda o: (round(o[0], 1), o[1]))
+    if cap > 1:
+        notes.append(
+            f"{parallel} at a time (of up to {cap}): predicted "
+            + ", ".join(f"{p} at a time {s:.1f} s" for s, p, _m in options)
+        )
     within = None if deadline_s is None else predicted_s <= deadline_s
     if within is False:
         notes.append(f"predicted {predicted_s:.0f} s exceeds the deadline of {deadline_s:.0f} s")
