@@ -14,6 +14,9 @@ from orbit.api import microversion as mv
 from orbit.api.microversion import Version
 from tests.api.conftest import Api
 
+#: microversions change shapes and checks, not queries: one database is enough here
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
 # -- Nova's documented field sets ------------------------------------------------------------
 
 SERVER_2_1 = {
