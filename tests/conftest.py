@@ -11,6 +11,17 @@ from orbit.lab.guest import Guests
 from orbit.lab.lab import Lab
 from tests.dbfixtures import db, db_url, postgres_url  # noqa: F401
 
+#: fixtures that bring up (or tear down) the machine-wide lab
+LAB_FIXTURES = {"lab", "no_lab"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses the lab ``lab``, so that ``-m "not lab"`` runs only tests
+    that leave the lab alone (a benchmark may be using it)."""
+    for item in items:
+        if LAB_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.lab)
+
 
 def require_root() -> None:
     if os.geteuid() != 0:
