@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.api.conftest import ADMIN_PASSWORD, H1, LiveServer
 from tests.helpers import assert_one_line_error, run_orbit
+
+#: the API's drains run on both databases in tests/api/test_drains.py
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
 def _env(server: LiveServer) -> dict[str, str]:

@@ -404,6 +404,7 @@ def _no_page_scroll(page: Page) -> None:
     assert width <= PHONE["width"], f"page is {width} px wide at {PHONE['width']} px: {wide}"
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # drains on both: tests/api
 def test_drain_a_host_through_the_browser(
     dashboard: Dashboard, page: Page, shots: Screenshots
 ) -> None:
