@@ -161,7 +161,7 @@ def _orbit_record(m: Migration) -> dict[str, Any]:
         "total_s": m.total_s,
         "error": m.error,
         "decisions": list(m.decisions),
-        "resume_attempts": sum(1 for d in m.decisions if d.get("action") == "resume-postcopy"),
+        "resume_attempts": resume_attempts(m),
         "paused_for_s": paused_for_s(m),
         "phase_times": dict(m.phase_times),
         "started_at": iso(m.started_at),
@@ -356,6 +356,16 @@ def _address_of(h: Host) -> str:
     from urllib.parse import urlsplit
 
     return urlsplit(h.uri).hostname or ""
+
+
+def resume_attempts(m: Migration) -> int:
+    """Resumes of a paused post-copy that were made (not those skipped while a host did not
+    answer): the engine's count."""
+    return sum(
+        1
+        for d in m.decisions
+        if d.get("action") == "resume-postcopy" and "skipped" not in str(d.get("reason", ""))
+    )
 
 
 def paused_for_s(m: Migration) -> float | None:

@@ -411,4 +411,5 @@ def cmd_resume(args: argparse.Namespace) -> int:
     client = make_client()
     server = client.find_server(args.server)
     client.post(f"/servers/{server['id']}/migrations/{args.migration}/action", {"resume": None})
+    print(f"migration {args.migration} of {server['name']}: resuming post-copy now")
     return 0

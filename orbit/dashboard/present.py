@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from orbit.api.views import paused_for_s
+from orbit.api.views import paused_for_s, resume_attempts
 from orbit.db.models import Migration, MigrationSample
 from orbit.migration.model import Policy
 from orbit.migration.phase import Phase
@@ -96,7 +96,7 @@ def resume_control(m: Migration) -> Control:
     """Resume is offered while post-copy is paused; the reason says why and for how long."""
     if m.phase is not Phase.POSTCOPY_PAUSED:
         return Control(False, "Only a paused post-copy can be resumed.")
-    attempts = sum(1 for d in m.decisions if d.get("action") == "resume-postcopy")
+    attempts = resume_attempts(m)
     cause = m.error or "the migration stream broke"
     paused_s = paused_for_s(m)
     since = f" for {paused_s:.0f} s" if paused_s is not None else ""

@@ -9,12 +9,14 @@ from __future__ import annotations
 import logging
 import re
 
+import httpx
 import pytest
 from playwright.sync_api import Page, Response, expect
 from sqlalchemy import func, select
 
 from orbit.db.models import Host, Migration, Server, Token
 from orbit.migration.model import Policy
+from orbit.virt.fake import MIB, FakeWorkload
 from tests.dashboard.browser import PHONE, Screenshots
 from tests.dashboard.conftest import (
     ADMIN_PASSWORD,
@@ -23,6 +25,7 @@ from tests.dashboard.conftest import (
     UI_TIMEOUT_MS,
     Dashboard,
 )
+from tests.paused import long_backoff, paused_after_a_refused_resume  # noqa: F401
 
 
 def _count(dash: Dashboard, model: type[object]) -> int:
@@ -232,6 +235,40 @@ def test_abort_in_pre_copy_and_force_complete(dashboard: Dashboard, page: Page) 
             "cancelled",
             "completed",
         ]
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the API's path on both
+@pytest.mark.usefixtures("long_backoff")
+def test_resume_now_on_a_paused_post_copy(dashboard: Dashboard, page: Page) -> None:
+    """Post-copy paused, the engine's first resume refused and its next a minute away:
+    Resume now completes it within seconds (tests/paused.py)."""
+    with httpx.Client(base_url=dashboard.url, timeout=10.0, trust_env=False) as http:
+        user = {"name": "admin", "password": ADMIN_PASSWORD}
+        body = {"auth": {"identity": {"methods": ["password"], "password": {"user": user}}}}
+        token = http.post("/identity/v3/auth/tokens", json=body).headers["X-Subject-Token"]
+        headers = {"X-Auth-Token": token, "OpenStack-API-Version": "compute 2.65"}
+        _sid, mid = paused_after_a_refused_resume(
+            http, headers, dashboard.driver, dashboard.conductor,
+            workload=FakeWorkload(memory_bytes=256 * MIB, bandwidth_bytes=4 * MIB,
+                                  dirty_bytes=8 * MIB),
+        )  # fmt: skip
+    dashboard.login(page)
+    page.goto(dashboard.at(f"/migrations/{mid}"))
+    expect(page.locator("#migration [data-field=status]")).to_have_text("postcopy-paused")
+    reason = page.locator("#resume-reason")
+    expect(reason).to_contain_text("Post-copy is paused for")
+    expect(reason).to_contain_text("(1 attempt(s) so far)")
+    page.get_by_role("button", name="Resume now").click()
+    expect(page.get_by_role("status")).to_contain_text("Resume: resuming post-copy now.")
+    # well before the engine's own attempt (LONG_BACKOFF_S)
+    expect(page.locator("#migration [data-field=status]")).to_have_text("completed", timeout=20_000)
+    expect(page.get_by_role("button", name="Resume now")).to_be_disabled()
+    with dashboard.db.session() as s:
+        m = s.get(Migration, mid)
+        assert m is not None
+        made = [d["source"] for d in m.decisions
+                if d["action"] == "resume-postcopy" and "skipped" not in d["reason"]]  # fmt: skip
+        assert made == ["engine", "operator"]
 
 
 # -- roles, CSRF and form errors -----------------------------------------------------------

@@ -332,6 +332,29 @@ def test_operator_resume_now_skips_the_back_off(fast_backoff: None) -> None:
     assert m.result.resume_attempts == 2
 
 
+def test_refused_resumes_back_off_1_s_then_2_s() -> None:
+    """The engine's own back-off, not shortened: after a refused resume it waits 1 s, after
+    a second refusal 2 s (README: "retried after 1, 2, 4 ... 30 s")."""
+    driver = _driver(SLOW)
+    driver.resume_refusals = 2
+    m = _migration(driver, _postcopy_settings())
+    t = _run_in_thread(m)
+    _wait_phase(m, Phase.RUNNING_POSTCOPY)
+    driver.hosts[DST].up = False
+    _wait_phase(m, Phase.POSTCOPY_PAUSED)
+    driver.hosts[DST].up = True
+    t.join(15)
+    assert m.result.phase is Phase.COMPLETED, m.result.error
+    made = [
+        d.at_s
+        for d in m.result.decisions
+        if d.action is Action.RESUME_POSTCOPY and "skipped" not in d.reason
+    ]
+    assert len(made) == 3, m.result.decisions
+    gaps = [later - earlier for earlier, later in itertools.pairwise(made)]
+    assert 1.0 <= gaps[0] < 1.5 and 2.0 <= gaps[1] < 2.5, gaps
+
+
 def test_a_destination_that_missed_the_break_is_paused_before_the_resume(
     fast_backoff: None,
 ) -> None:

@@ -94,10 +94,13 @@ def _wait_sample(m: Migration) -> None:
 
 
 def _assert_moved(lab: Lab, guests: Guests, name: str, result: MigrationResult) -> None:
-    """Completed: running on h2 only, heartbeat continued, every page verified there."""
+    """Completed: running on h2 only and defined there, heartbeat continued, every page
+    verified there."""
     assert result.phase is Phase.COMPLETED, result.error
     assert list_domains(lab.host("h2").uri) == {name: "running"}
-    assert name not in list_domains(lab.host("h1").uri)
+    assert name not in list_domains(lab.host("h1").uri)  # UNDEFINE_SOURCE: not even defined
+    with connection(lab.host("h2").uri) as conn:  # PERSIST_DEST: survives a shutdown there
+        assert conn.lookupByName(name).isPersistent() == 1
     last_on_src = guests.heartbeats("h1", name)[-1]
     first_on_dst = guests.wait_heartbeat("h2", name)
     assert first_on_dst.seq > last_on_src.seq
