@@ -34,6 +34,7 @@ from orbit.db.database import Database
 from orbit.db.models import Host
 from orbit.identity.service import create_user, ensure_admin
 from orbit.virt.fake import MIB, FakeDriver, FakeWorkload
+from tests.api.conftest import api  # noqa: F401  (the in-process API, for test_pages.py)
 from tests.dashboard.browser import DESKTOP, Screenshots, artifacts_dir, launch_chromium
 
 ADMIN_PASSWORD = "admin-secret-1"
