@@ -68,18 +68,30 @@ def print_policies(name: str, rows: list[Row]) -> None:
     print()
 
 
+def _first(run: Row, *keys: str) -> Any:
+    """The first of ``keys`` that the run has (results written by different versions)."""
+    return next((run[k] for k in keys if run.get(k) is not None), None)
+
+
 def _fault_cell(run: Row | None) -> str:
     if run is None:
         return f"{'-':>36}"
-    rec = f"{run['time_to_recover_s']:.2f}" if run["time_to_recover_s"] is not None else "-"
+    rec = _first(run, "flowing_after_s", "time_to_recover_s")
+    stall_ms = _first(run, "guest_stall_ms", "guest_max_gap_ms")
+    if stall_ms is None and run.get("guest_gap_s") is not None:
+        stall_ms = round(run["guest_gap_s"] * 1000)
     return (
-        f"{run['outcome']:>10}{run['ended_on']:>4}{rec:>7}{run['total_s']:>7.2f}"
-        f"{run['guest_max_gap_ms']:>7}{run['verification_errors']:>3}"
+        f"{run['outcome']:>10}{run['ended_on']:>4}{'-' if rec is None else f'{rec:.2f}':>7}"
+        f"{run['total_s']:>7.2f}{'-' if stall_ms is None else f'{stall_ms:.0f}':>7}"
+        f"{run['verification_errors']:>3}"
     )
 
 
 def print_faults(rows: list[Row]) -> None:
-    print("== faults: KVM | TCG  (outcome, on, recover s, total s, guest gap ms, errors)")
+    print(
+        "== faults: KVM | TCG  (outcome, on, back->flowing s, total s, guest's longest stall "
+        "ms, errors; the last run of each scenario)"
+    )
     for row in rows:
         print(f"{row['scenario']:<22}{_fault_cell(row['kvm'])}  |{_fault_cell(row['tcg'])}")
     print()

@@ -9,7 +9,11 @@
   database: a file in ``tmp_path``, or a database with a unique name on the private server,
   dropped after the test.
 - ``db`` (per test): a :class:`~orbit.db.database.Database` on ``db_url``, upgraded to the
-  newest schema revision, disposed after the test.
+  newest schema revision, disposed after the test. On PostgreSQL the database is a copy
+  of a template that was upgraded once per session (``CREATE DATABASE ... TEMPLATE``:
+  tens of milliseconds instead of running every migration again); the upgrade then finds
+  nothing to do, and a template that is not at the newest revision would still be
+  upgraded.
 
 Register them with one line in ``tests/conftest.py``::
 
@@ -188,9 +192,41 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         admin.dispose()
 
 
+#: the session's upgraded PostgreSQL database that each test's database is copied from
+PG_TEMPLATE = "orbit_template"
+_pg_template_ready: set[str] = set()
+
+
+def _from_pg_template(db_url: str) -> None:
+    """Replace the empty database ``db_url`` by a copy of the upgraded template (made on
+    first use: the newest schema revision, no rows)."""
+    url = make_url(db_url)
+    server = url.set(database="postgres")
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        key = server.render_as_string(hide_password=False)
+        if key not in _pg_template_ready:
+            with admin.connect() as conn:
+                conn.execute(text(f"DROP DATABASE IF EXISTS {PG_TEMPLATE} WITH (FORCE)"))
+                conn.execute(text(f"CREATE DATABASE {PG_TEMPLATE}"))
+            template = Database(url.set(database=PG_TEMPLATE).render_as_string(False))
+            try:
+                template.upgrade()
+            finally:
+                template.dispose()
+            _pg_template_ready.add(key)
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE {url.database} WITH (FORCE)"))
+            conn.execute(text(f"CREATE DATABASE {url.database} TEMPLATE {PG_TEMPLATE}"))
+    finally:
+        admin.dispose()
+
+
 @pytest.fixture
 def db(db_url: str) -> Iterator[Database]:
     """A Database on a fresh database of each backend, upgraded to the newest revision."""
+    if db_url.startswith("postgresql"):
+        _from_pg_template(db_url)
     database = Database(db_url)
     try:
         database.upgrade()
