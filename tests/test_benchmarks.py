@@ -1,0 +1,34 @@
+"""The benchmarks' reporting on the committed results (the benchmarks themselves run real
+migrations in the lab: ``python -m benchmarks.policies`` / ``benchmarks.faults``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import compare
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+
+
+def test_compare_reads_every_committed_result(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "compare.json"
+    assert compare.main(["--results", str(RESULTS), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "== policies: KVM | TCG" in printed and "== faults: KVM | TCG" in printed
+    pairs = json.loads(out.read_text())
+    assert pairs["faults"] and all(set(p) >= {"kvm", "tcg"} for p in pairs["faults"])
+
+
+@pytest.mark.parametrize("name", ["policies", "faults", "drain"])
+def test_kvm_results_say_where_they_ran(name: str) -> None:
+    doc = json.loads((RESULTS / "kvm" / f"{name}.json").read_text())
+    env = doc["environment"]
+    for key in ("accelerator", "kernel", "debian", "qemu", "libvirt", "libvirt_python",
+                "link", "commit", "date"):  # fmt: skip
+        assert env.get(key), (name, key)
+    assert env["accelerator"] == "kvm"
