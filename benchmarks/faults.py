@@ -23,9 +23,15 @@ Every figure is on one clock (the benchmark's monotonic clock), per run:
   bytes again: the first of two consecutive samples after the return whose bytes grew
   (at most one sampling interval, 0.25 s, late); for the flapping link, the worst return;
   "-" when the migration ended before two more samples;
-- ``gap_minus_outage_s``: the guest's longest heartbeat gap (the time the guest stood
-  still, measured inside it) minus the outage: what ORBIT and libvirt added;
-- ``total_s``: from the migration's start until it ended; verification errors after it.
+- ``guest_stall_ms``, ``guest_stalled_ms``: the guest's longest stall and its total stalled
+  time from the request until the migration ended, on the same clock: each heartbeat line
+  (one per 100 ms of the guest's own time) is stamped as it arrives in the serial log
+  (orbit/lab/guest_clock.py), so a stall the guest cannot see (a migration carries its
+  clock across the switch-over stopped) is counted; an interval over 150 ms counts as
+  its length minus 100 ms;
+- ``stall_minus_outage_s``: the longest stall minus the outage: what ORBIT and libvirt
+  added to the fault (none for the pre-copy cut: the guest runs on through it);
+- ``total_s``: from the migration's request until it ended; verification errors after it.
 
 Each scenario runs ``--runs`` times (default 5); the table shows the median of each figure
 and the worst error count. Prints the table and writes JSON with every run.
@@ -50,6 +56,7 @@ from pathlib import Path
 from benchmarks import environment
 from orbit.errors import GuestError
 from orbit.lab.guest import Guests, GuestSpec
+from orbit.lab.guest_clock import HeartbeatClock, stalls
 from orbit.lab.lab import Lab
 from orbit.lab.libvirt_util import list_domains
 from orbit.lab.network import Shaping, netem_available
@@ -75,8 +82,9 @@ class FaultRun:
     ended_on: str
     outage_s: float | None
     flowing_after_s: float | None
-    guest_gap_s: float
-    gap_minus_outage_s: float | None
+    guest_stall_ms: float | None
+    guest_stalled_ms: float | None
+    stall_minus_outage_s: float | None
     total_s: float
     verification_errors: int
     pauses: int
@@ -128,16 +136,31 @@ def _cut_for(lab: Lab, host: str, seconds: float) -> tuple[float, float]:
 
 
 def run_scenario(lab: Lab, guests: Guests, driver: LibvirtDriver, scenario: str) -> FaultRun:
-    src, dst = lab.host("h1"), lab.host("h2")
+    """One run of ``scenario``, the guest's heartbeats stamped on the benchmark's clock."""
     guest = BIG_GUEST if scenario == "link-flapping" else GUEST
+    with HeartbeatClock(guests, guest.name) as clock:
+        return _run_scenario(lab, guests, driver, scenario, guest, clock)
+
+
+def _run_scenario(
+    lab: Lab,
+    guests: Guests,
+    driver: LibvirtDriver,
+    scenario: str,
+    guest: GuestSpec,
+    clock: HeartbeatClock,
+) -> FaultRun:
+    src, dst = lab.host("h1"), lab.host("h2")
     note = ""
     if scenario == "loss-10pct":
         delay = "20ms" if netem_available() else None
         note = "" if delay else "no netem in this kernel: loss only, no delay"
         lab.shape("h2", Shaping(loss="10%", delay=delay))
     guests.start(src.name, guest)
-    first = guests.wait_heartbeat(src.name, guest.name)
-    before_gap = guests.wait_heartbeat(src.name, guest.name, after_seq=first.seq + 5).max_gap_ms
+    if not clock.wait_for(lambda a: len(a) >= 6, TIMEOUT_S):
+        raise GuestError(f"guest {guest.name} gave no heartbeats")
+    beats = clock.arrivals()
+    before = stalls([b.at_s for b in beats], beats[0].at_s, beats[-1].at_s)
     if scenario == "precopy-link-cut":
         settings = MigrationSettings.resolve(stall_timeout_s=PRECOPY_STALL_S)
     else:
@@ -182,6 +205,8 @@ def run_scenario(lab: Lab, guests: Guests, driver: LibvirtDriver, scenario: str)
     finally:
         lab.restore(dst.name)
     ended = time.monotonic()
+    clock.wait_for(lambda a: a[-1].at_s > ended, 5.0)  # the first heartbeat after the end
+    stalled = stalls([b.at_s for b in clock.arrivals()], started, ended)
     if thread.is_alive():  # still migrating: say so, never record it as finished
         note = f"did not end within {TIMEOUT_S:.0f} s; {note}".rstrip("; ")
     r = m.result
@@ -193,7 +218,6 @@ def run_scenario(lab: Lab, guests: Guests, driver: LibvirtDriver, scenario: str)
             verified = guests.wait_verified(running[0], guest.name)
         except GuestError as err:  # a guest that stands still: record it, go on
             note = f"{err}; {note}".rstrip("; ")
-    gap_s = (verified.max_gap_ms / 1000) if verified else -1.0
     outage = max((back - down for down, back in outages), default=None)
     flowing: float | None = None
     if outages and scenario != "precopy-link-cut":
@@ -208,18 +232,19 @@ def run_scenario(lab: Lab, guests: Guests, driver: LibvirtDriver, scenario: str)
         ended_on=where,
         outage_s=_round(outage),
         flowing_after_s=_round(flowing),
-        guest_gap_s=round(gap_s, 2),
-        gap_minus_outage_s=(
-            _round(gap_s - outage)
+        guest_stall_ms=stalled.longest_ms if verified else None,
+        guest_stalled_ms=stalled.total_ms if verified else None,
+        stall_minus_outage_s=(
+            _round(stalled.longest_ms / 1000 - outage)
             if outage is not None and verified and scenario != "precopy-link-cut"
-            else None  # a pre-copy's guest runs on through the cut: there is no gap to add
+            else None  # a pre-copy's guest runs on through the cut: there is no stall to add
         ),
         total_s=round(ended - started, 2),
         verification_errors=(verified.errors if verified else -1),
         pauses=sum(d.action is Action.PAUSE_POSTCOPY for d in r.decisions),
         resume_attempts=r.resume_attempts,
         error=r.error,
-        note=note or (f"guest gap before: {before_gap} ms" if before_gap else ""),
+        note=note or (f"guest stalled before: {before.longest_ms:.0f} ms" if before.count else ""),
     )
     guests.destroy(guest.name)
     lab.shape(dst.name, Shaping())
@@ -258,7 +283,8 @@ def summarize(runs: list[FaultRun]) -> list[dict[str, object]]:
             "outcomes": sorted({f"{r.outcome} on {r.ended_on}" for r in mine}),
             "outage_s": _median([r.outage_s for r in mine]),
             "flowing_after_s": _median([r.flowing_after_s for r in mine]),
-            "gap_minus_outage_s": _median([r.gap_minus_outage_s for r in mine]),
+            "stall_minus_outage_s": _median([r.stall_minus_outage_s for r in mine]),
+            "guest_stalled_ms": _median([r.guest_stalled_ms for r in mine]),
             "total_s": _median([r.total_s for r in mine]),
             "verification_errors": max(r.verification_errors for r in mine),
             "resume_attempts": _median([float(r.resume_attempts) for r in mine]),
@@ -275,7 +301,8 @@ def _fmt(value: object) -> str:
 def print_table(rows: list[dict[str, object]]) -> None:
     cols = [
         ("scenario", 22), ("runs", 5), ("outcomes", 26), ("outage_s", 9),
-        ("flowing_after_s", 16), ("gap_minus_outage_s", 19), ("total_s", 9),
+        ("flowing_after_s", 16), ("stall_minus_outage_s", 21), ("guest_stalled_ms", 17),
+        ("total_s", 9),
         ("verification_errors", 8), ("resume_attempts", 8),
     ]  # fmt: skip
     heads = {"verification_errors": "errors", "resume_attempts": "resumes"}
@@ -319,8 +346,8 @@ def main(argv: list[str] | None = None) -> int:
                         break
                     runs.append(run)
                     print(f"  run {n + 1} {scenario}: {run.outcome} on {run.ended_on}, "
-                          f"back->flowing {_fmt(run.flowing_after_s)} s, gap-outage "
-                          f"{_fmt(run.gap_minus_outage_s)} s, {run.verification_errors} errors",
+                          f"back->flowing {_fmt(run.flowing_after_s)} s, stall-outage "
+                          f"{_fmt(run.stall_minus_outage_s)} s, {run.verification_errors} errors",
                           flush=True)  # fmt: skip
                 if stopped:
                     break
@@ -332,7 +359,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"median of {args.runs} run(s) per scenario; seconds on one monotonic clock")
     print_table(rows)
     notes = {  # what a row cannot show: a fault not injected as asked, a run cut short
-        (r.scenario, r.note) for r in runs if r.note and not r.note.startswith("guest gap")
+        (r.scenario, r.note)
+        for r in runs
+        if r.note and not r.note.startswith("guest stalled before")
     }
     for scenario, note in sorted(notes):
         print(f"  note {scenario}: {note}")

@@ -11,23 +11,38 @@ workload, and writes JSON ({"environment", "runs", "verdicts"}).
 
     sudo .venv/bin/python -m benchmarks.policies [--quick] --json results.json
 
+One clock for every time: the benchmark's monotonic clock on the host. A migration's total
+runs from its request (``Migration.run()`` for ORBIT; the ``virsh migrate`` process's start
+for the reference, whose start-up therefore counts, as it does for whoever runs it) until
+the request returns: the job finished, the VM running on the destination (or left on the
+source). The guest's figures are on the same clock: each heartbeat line (one per 100 ms of
+the guest's own time) is stamped as it arrives in the serial log
+(orbit/lab/guest_clock.py), so a stall the guest cannot see (a migration carries its
+clock across the switch-over stopped) is counted.
+
 Per run:
 - ``converged``: the migration completed (pre-copy may give up at its completion timeout);
-- ``total_s`` and ``limit_ratio``: the engine's monotonic time from the start (auto's
-  measurement included) to the end (wall time around ``virsh`` for the reference), and
-  its ratio to the physical limit (RAM / link rate);
-- ``postcopy_s``: seconds in post-copy (the VM depends on both hosts); ``score`` =
-  ``total_s + postcopy_s`` (auto's default objective, post-copy weight 1);
+- ``total_s`` and ``limit_ratio``: the total (above; auto's measurement included) and its
+  ratio to the physical limit (RAM / link rate);
+- ``postcopy_s``: seconds in post-copy (the VM depends on both hosts), from the switch (the
+  source's post-copy phase entered) to the end; ``score`` = ``total_s + postcopy_s``
+  (auto's default objective, post-copy weight 1);
 - ``predicted_total_s``: the model's total (orbit/migration/predict.py) for this policy,
   from a dirty-rate measurement taken just before the run (auto: its own plan; no
   prediction when auto made no plan; none also when the model says it never finishes);
   ``prediction_ok``: within +-25 %, or, for a run that did not finish, the model said it
   would not finish within the completion timeout;
-- ``downtime_ms``: QEMU's measure of the pause at the switch-over;
+- ``downtime_ms``: QEMU's measure of the pause at the switch-over (for post-copy the
+  switch alone, not the page faults after it);
+- ``stall_max_ms``, ``stalled_ms``: the guest's longest stall and its total stalled time
+  during the migration, on the host's clock: an interval between two heartbeats longer
+  than 150 ms counts as a stall of its length minus 100 ms (what the switch-over and the
+  page faults cost the guest, next to QEMU's downtime);
 - ``bytes_over_ram``: memory sent / RAM;
 - ``iterations``, ``postcopy_requests``: QEMU's counters;
-- ``guest_slowdown``: 1 - (pages the guest wrote per second of its own time during the
-  migration) / (the same before it): what the migration cost the workload (0 = nothing);
+- ``guest_slowdown``: 1 - (pages the guest wrote per second of host time during the
+  migration) / (the same before it): what the migration cost the workload (0 = nothing;
+  a paced workload catches up after short stalls, so its stalls show in ``stalled_ms``);
 - ``verification_errors``: pages the guest found wrong after the migration (must be 0);
 - auto only: ``strategy`` (its plan), ``plan_reason``, ``switch_reason``.
 """
@@ -47,10 +62,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from benchmarks import environment
-from orbit.lab.guest import Guests, GuestSpec, Heartbeat
+from orbit.lab.guest import Guests, GuestSpec
+from orbit.lab.guest_clock import Arrival, HeartbeatClock, stalls, write_rate
 from orbit.lab.lab import Lab, LabHost
 from orbit.lab.network import Shaping, rate_bits_s
-from orbit.migration.engine import Migration, MigrationRequest
+from orbit.migration.engine import Migration, MigrationListener, MigrationRequest
 from orbit.migration.model import DEFAULT_DOWNTIME_LIMIT_MS, MIB, Action, MigrationSettings
 from orbit.migration.phase import Phase
 from orbit.migration.predict import (
@@ -69,6 +85,7 @@ from orbit.virt.libvirt_driver import LibvirtDriver
 
 WARM_UP_BEATS = 10  # heartbeats before the migration starts (1 s)
 BASELINE_BEATS = 5  # heartbeats over which the undisturbed write rate is measured
+HEARTBEAT_TIMEOUT_S = 30.0
 #: auto first: its measurement gives the facts from which every policy's time is predicted
 POLICIES = ("auto", "precopy", "postcopy-after-0", "postcopy-after-1", "virsh-postcopy")
 FIXED = tuple(p for p in POLICIES if p != "auto")
@@ -127,7 +144,8 @@ WORKLOADS = (
 
 @dataclass
 class Outcome:
-    """What one migration did, from ORBIT's engine or from virsh."""
+    """What one migration did, from ORBIT's engine or from virsh; times on the benchmark's
+    clock, from the request."""
 
     converged: bool
     total_s: float
@@ -157,6 +175,9 @@ class Run:
     guest_slowdown: float
     verification_errors: int
     ended_on: str
+    #: the guest's longest stall and total stalled time during the migration (host clock)
+    stall_max_ms: float = 0.0
+    stalled_ms: float = 0.0
     guest_write_mib_s: float = 0.0  # the guest's undisturbed write rate before migrating
     note: str = ""
     #: seconds in post-copy (the VM depends on both hosts), and the objective
@@ -228,27 +249,24 @@ def warm_up(lab: Lab, guests: Guests, driver: LibvirtDriver) -> None:
         guests.destroy(spec.name)
 
 
-def write_rate(a: Heartbeat, b: Heartbeat) -> float:
-    """Pages per second of guest time between two heartbeats."""
-    return (b.pages - a.pages) / max(b.ms - a.ms, 1) * 1000
-
-
-def run_virsh(src: LabHost, dst: LabHost, name: str, driver: LibvirtDriver) -> Outcome:
-    """libvirt's reference: virsh's own post-copy switch after the first pass."""
+def run_virsh(
+    src: LabHost, dst: LabHost, name: str, driver: LibvirtDriver, started: float
+) -> Outcome:
+    """libvirt's reference: virsh's own post-copy switch after the first pass. ``started``:
+    the request's time on the benchmark's clock (the watch is set up before it)."""
     final: list[JobStats] = []
     switched: list[float] = []
     done = threading.Event()
-    started = time.monotonic()
 
     def on_event(event: str, stats: JobStats | None) -> None:
         if event == EVENT_JOB_COMPLETED and stats is not None:
             final.append(stats)
             done.set()
         if event == EVENT_SUSPENDED_POSTCOPY and not switched:
-            switched.append(time.monotonic() - started)
+            switched.append(time.monotonic())
 
     unwatch = driver.watch(src.uri, name, on_event)
-    started = time.monotonic()
+    started = max(started, time.monotonic())  # the clock starts with the request
     try:
         proc = subprocess.run(
             [
@@ -266,7 +284,7 @@ def run_virsh(src: LabHost, dst: LabHost, name: str, driver: LibvirtDriver) -> O
         converged=proc.returncode == 0,
         total_s=total,
         note=proc.stderr.strip(),
-        switch_at_s=round(switched[0], 3) if switched else None,
+        switch_at_s=round(switched[0] - started, 3) if switched else None,
     )
     if final:
         out.downtime_ms = final[0].downtime_ms
@@ -274,6 +292,25 @@ def run_virsh(src: LabHost, dst: LabHost, name: str, driver: LibvirtDriver) -> O
         out.iterations = final[0].iteration
         out.postcopy_requests = final[0].postcopy_requests
     return out
+
+
+class _SwitchClock(MigrationListener):
+    """When (benchmark clock) the engine entered post-copy."""
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+
+    def on_phase(self, phase: Phase, at_s: float, reason: str) -> None:
+        if phase is Phase.RUNNING_POSTCOPY and self.at is None:
+            self.at = time.monotonic()
+
+
+def _beats(clock: HeartbeatClock, n: int) -> list[Arrival]:
+    """Wait for ``n`` more heartbeats; all stamped so far."""
+    have = len(clock.arrivals())
+    if not clock.wait_for(lambda a: len(a) >= have + n, HEARTBEAT_TIMEOUT_S):
+        raise RuntimeError(f"guest {clock.name}: no {n} heartbeats in {HEARTBEAT_TIMEOUT_S} s")
+    return clock.arrivals()
 
 
 def run_engine(
@@ -285,16 +322,19 @@ def run_engine(
     link: Link,
 ) -> Outcome:
     request = MigrationRequest(name, src.uri, dst.uri, settings, dst.migration_uri, link)
-    result = Migration(driver, request).run()
+    switched = _SwitchClock()
+    started = time.monotonic()
+    result = Migration(driver, request, listener=switched).run()
+    total = time.monotonic() - started
     converged = result.phase is Phase.COMPLETED
     return Outcome(
         converged=converged,
-        total_s=result.total_s,
+        total_s=total,
         downtime_ms=result.downtime_ms,
         memory_bytes=result.memory_bytes,
         iterations=result.iterations,
         postcopy_requests=result.postcopy_requests,
-        switch_at_s=result.switch_at_s,
+        switch_at_s=None if switched.at is None else round(switched.at - started, 3),
         note="" if converged else f"{result.phase.value}: {result.error}",
         plan=result.plan,
         switch_reason=next(
@@ -321,25 +361,33 @@ def one_run(
     src, dst = lab.host("h1"), lab.host("h2")
     name = re.sub(r"[^A-Za-z0-9.-]", "-", f"{workload.name}-{policy}")
     spec = workload.spec(name, memory_mib, link_bits_s)
-    first = guests.start(src.name, spec)
-    assert first is not None
-    base_a = guests.wait_heartbeat(src.name, name, after_seq=first.seq + WARM_UP_BEATS)
-    base_b = guests.wait_heartbeat(src.name, name, after_seq=base_a.seq + BASELINE_BEATS - 1)
-    baseline = write_rate(base_a, base_b)
     limit_s = memory_mib * MIB * 8 / link_bits_s
     link = Link(link_bits_s / 8, f"configured: {link_name}")
+    with HeartbeatClock(guests, name) as clock:
+        first = guests.start(src.name, spec)
+        assert first is not None
+        try:
+            beats = _beats(clock, WARM_UP_BEATS + BASELINE_BEATS)
+            base_a, base_b = beats[-BASELINE_BEATS], beats[-1]
+            baseline = write_rate(beats, base_a.at_s, base_b.at_s) or 0.0
+            facts = measure_facts(driver, src.uri, name, link)  # before the clock starts
+            if policy == "virsh-postcopy":
+                out = run_virsh(src, dst, name, driver, time.monotonic())
+            else:
+                out = run_engine(src, dst, name, driver, settings_for(policy, timeout_s), link)
+            ended = time.monotonic()
+            started = ended - out.total_s
+            beats = _beats(clock, 2)  # the first heartbeats after the migration
+        except BaseException:
+            guests.destroy(name)
+            raise
     try:
-        facts = measure_facts(driver, src.uri, name, link)  # before the clock starts
-        if policy == "virsh-postcopy":
-            out = run_virsh(src, dst, name, driver)
-        else:
-            out = run_engine(src, dst, name, driver, settings_for(policy, timeout_s), link)
         where = guests.locate(name)
         assert where is not None
-        # the first heartbeat on the final host after the migration, then a verified pass
-        after = guests.wait_heartbeat(where.name, name, after_seq=base_b.seq + 1)
         verified = guests.wait_verified(where.name, name)
-        slowdown = max(0.0, 1 - write_rate(base_b, after) / baseline) if baseline else 0.0
+        during = write_rate(beats, started, ended)
+        slowdown = max(0.0, 1 - during / baseline) if baseline and during is not None else 0.0
+        stalled = stalls([b.at_s for b in beats], started, ended)
         postcopy_s = None
         if out.converged:
             postcopy_s = 0.0 if out.switch_at_s is None else out.total_s - out.switch_at_s
@@ -362,6 +410,8 @@ def one_run(
             guest_slowdown=round(slowdown, 3),
             verification_errors=verified.errors,
             ended_on=where.name,
+            stall_max_ms=stalled.longest_ms,
+            stalled_ms=stalled.total_ms,
             guest_write_mib_s=round(baseline * 4 / 1024, 1),
             note=out.note,
             postcopy_s=None if postcopy_s is None else round(postcopy_s, 2),
@@ -388,7 +438,7 @@ def print_table(runs: list[Run]) -> None:
     head = (
         f"{'workload':<17}{'policy':<18}{'conv':<5}{'total s':>8}{'pred s':>8}{'pc s':>7}"
         f"{'score':>8}{'xlimit':>7}{'down ms':>8}{'bytes/RAM':>10}{'iter':>5}{'pc req':>8}"
-        f"{'slowdown':>9}{'errors':>7}  on"
+        f"{'stall ms':>9}{'stalled':>8}{'slowdown':>9}{'errors':>7}  on"
     )
     print(head)
     print("-" * len(head))
@@ -399,6 +449,7 @@ def print_table(runs: list[Run]) -> None:
             f"{_num(r.score, 8)}{r.limit_ratio:>7.2f}"
             f"{r.downtime_ms if r.downtime_ms is not None else '-':>8}"
             f"{r.bytes_over_ram:>10.2f}{r.iterations:>5}{r.postcopy_requests:>8}"
+            f"{r.stall_max_ms:>9.0f}{r.stalled_ms:>8.0f}"
             f"{r.guest_slowdown:>9.1%}{r.verification_errors:>7}  {r.ended_on}"
         )
 

@@ -7,7 +7,9 @@ several times faster than the link sends.
 
 from __future__ import annotations
 
+import itertools
 import os
+import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -166,6 +168,10 @@ def test_hot_guest_postcopy_after_n_iterations(
     # the switch came after N completed passes: the sample before it shows them
     before = [s for s in result.samples if s.elapsed_s <= switch.at_s and not s.postcopy]
     assert before and before[-1].completed_iterations >= after
+    if after == 3:  # the longest of the three: sampled every 250 ms (README) throughout
+        gaps = [b.elapsed_s - a.elapsed_s for a, b in itertools.pairwise(result.samples)]
+        assert 0.2 <= statistics.median(gaps) <= 0.3, gaps
+        assert len(result.samples) >= 0.7 * result.total_s / 0.25, (len(gaps), result.total_s)
 
 
 def test_hot_guest_auto_switches_and_says_why(
