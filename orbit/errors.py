@@ -39,6 +39,8 @@ HostUnreachable 400 (for a destination), other errors 500.
 
 from __future__ import annotations
 
+import math
+
 
 class OrbitError(Exception):
     """Root of every error ORBIT raises on purpose; ``str()`` is one readable line."""
@@ -154,6 +156,14 @@ class AuthError(OrbitError):
 
 class Forbidden(AuthError):
     """Authenticated, but the user's role does not allow the action."""
+
+
+class TooManyAttempts(OrbitError):
+    """Log-in refused without a password check: too many failures; retry after ``wait_s``."""
+
+    def __init__(self, wait_s: float) -> None:
+        self.wait_s = wait_s
+        super().__init__(f"too many failed log-ins: try again in {math.ceil(wait_s)} s")
 
 
 class ClientError(OrbitError):

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
 
-from orbit.api import errors, microversion
+from orbit.api import errors, limits, microversion
 from orbit.api.deps import Services
 from orbit.api.errors import ApiError, error_response
 from orbit.api.routes import compute, drains, identity
@@ -21,7 +21,7 @@ def create_app(services: Services) -> FastAPI:
         summary="Live-migration control plane: Nova-compatible compute API with post-copy",
         version=compute.MAX_VERSION,
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # Swagger UI would load its scripts from a CDN: nothing from elsewhere
         redoc_url=None,
     )
     app.state.services = services
@@ -48,4 +48,5 @@ def create_app(services: Services) -> FastAPI:
         compute.microversion_headers(response, str(version))
         return response
 
+    app.add_middleware(limits.BodyLimit)  # added last: the outermost, before any parsing
     return app

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
@@ -15,6 +15,7 @@ from orbit.conductor.conductor import Conductor
 from orbit.config import ServerConfig
 from orbit.db.database import Database
 from orbit.identity.service import AuthContext, validate_token
+from orbit.identity.throttle import LoginThrottle
 
 
 @dataclass
@@ -24,6 +25,8 @@ class Services:
     config: ServerConfig
     db: Database
     conductor: Conductor
+    #: failed log-ins (the API's and the dashboard's), for throttling
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
 
 def get_services(request: Request) -> Services:

@@ -8,10 +8,12 @@ identity errors use Keystone's, ``{"error": {"code": 401, "title": "Unauthorized
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -28,6 +30,7 @@ from orbit.errors import (
     NotFound,
     NoValidHost,
     OrbitError,
+    TooManyAttempts,
 )
 
 log = logging.getLogger(__name__)
@@ -42,12 +45,15 @@ NOVA_KEYS = {
     406: "notAcceptable",
     409: "conflictingRequest",
     413: "overLimit",
+    429: "overLimit",
     415: "badMediaType",
     500: "computeFault",
     503: "serviceUnavailable",
 }
 TITLES = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-          405: "Method Not Allowed", 409: "Conflict", 500: "Internal Server Error"}  # fmt: skip
+          405: "Method Not Allowed", 409: "Conflict", 413: "Payload Too Large",
+          429: "Too Many Requests",
+          500: "Internal Server Error"}  # fmt: skip
 
 
 class ApiError(OrbitError):
@@ -59,6 +65,8 @@ class ApiError(OrbitError):
 
 
 def status_of(err: OrbitError) -> int:
+    if isinstance(err, TooManyAttempts):
+        return 429
     if isinstance(err, ApiError):
         return err.status
     if isinstance(err, Forbidden):
@@ -86,12 +94,14 @@ def error_body(status: int, message: str, *, identity: bool) -> dict[str, object
 RETRY_AFTER_S = 2
 
 
-def error_response(status: int, message: str, *, identity: bool) -> JSONResponse:
-    headers: dict[str, str] | None = None
+def error_response(
+    status: int, message: str, *, identity: bool, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    headers = dict(headers or {})
     if status == 401:
-        headers = {"WWW-Authenticate": 'Keystone uri="/identity"'}
+        headers["WWW-Authenticate"] = 'Keystone uri="/identity"'
     elif status == 503:
-        headers = {"Retry-After": str(RETRY_AFTER_S)}
+        headers["Retry-After"] = str(RETRY_AFTER_S)
     return JSONResponse(
         error_body(status, message, identity=identity), status_code=status, headers=headers
     )
@@ -107,7 +117,10 @@ def install(app: FastAPI) -> None:
         status = status_of(err)
         if status >= 500:
             log.error("request failed path=%s error=%s", request.url.path, err)
-        return error_response(status, str(err), identity=_is_identity(request))
+        headers = None
+        if isinstance(err, TooManyAttempts):
+            headers = {"Retry-After": str(math.ceil(err.wait_s))}
+        return error_response(status, str(err), identity=_is_identity(request), headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
@@ -118,7 +131,24 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
-        return error_response(err.status_code, str(err.detail), identity=_is_identity(request))
+        # the router's own headers stay (405: Allow)
+        return error_response(
+            err.status_code,
+            str(err.detail),
+            identity=_is_identity(request),
+            headers=dict(err.headers or {}),
+        )
+
+    @app.exception_handler(DataError)
+    async def unstorable(request: Request, err: DataError) -> JSONResponse:
+        # PostgreSQL refuses NUL characters and strings longer than their column
+        log.info("input refused by the database path=%s error=%s", request.url.path, err.orig)
+        return error_response(
+            400,
+            "invalid input: a value is too long or contains a character that cannot be "
+            "stored (NUL)",
+            identity=_is_identity(request),
+        )
 
     @app.exception_handler(PoolTimeout)
     async def pool_exhausted(request: Request, err: PoolTimeout) -> JSONResponse:

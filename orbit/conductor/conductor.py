@@ -54,6 +54,7 @@ from orbit.errors import (
     MigrationRefused,
     OrbitError,
 )
+from orbit.identity.service import purge_expired
 from orbit.migration.engine import (
     DecisionRecord,
     MigrationListener,
@@ -249,6 +250,10 @@ class Conductor:
         surveys = survey_hosts(self.driver, uris)  # no session open while hosts answer
         with self.db.session() as session:
             report = apply_survey(session, surveys)
+        with self.db.session() as session:  # housekeeping: expired tokens are of no use
+            purged = purge_expired(session)
+        if purged:
+            log.info("expired tokens deleted count=%d", purged)
         log.debug(
             "inventory synced hosts_up=%d hosts_down=%d servers=%d",
             report.hosts_up,

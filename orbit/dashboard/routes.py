@@ -21,6 +21,7 @@ same code as the API: :meth:`MigrationSettings.resolve` and the conductor.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ from orbit.dashboard.present import migration_state
 from orbit.dashboard.render import page, path_for
 from orbit.dashboard.sessions import FlashLevel, SessionStore
 from orbit.db.models import Host, Server
-from orbit.errors import AuthError, MigrationRefused
+from orbit.errors import AuthError, MigrationRefused, TooManyAttempts
 from orbit.identity.service import issue_token, revoke_token
 from orbit.migration.model import MAX_POST_COPY_AFTER_ITERATIONS
 
@@ -126,26 +127,39 @@ def login_page(request: Request) -> Response:
 @router.post("/login", name="login_submit")
 def login(request: Request, form: FormDep, services: ServicesDep, db: SessionDep) -> Response:
     username = _field(form, "username").strip()
-    try:
-        token, ctx = issue_token(
-            db,
-            user_name=username,
-            password=_field(form, "password"),
-            project_name=None,
-            ttl_s=services.config.token_ttl_s,
-        )
-    except AuthError:  # the same message for an unknown user and a wrong password
-        log.info("dashboard log-in refused user=%r", username)
-        return page(
+    source = request.client.host if request.client else "-"
+    wait_s = services.throttle.retry_after_s(username, source)
+    error, status = "", 200
+    if wait_s > 0:  # refused without a password check (orbit/identity/throttle.py)
+        error, status = str(TooManyAttempts(wait_s)).capitalize() + ".", 429
+    else:
+        try:
+            token, ctx = issue_token(
+                db,
+                user_name=username,
+                password=_field(form, "password"),
+                project_name=None,
+                ttl_s=services.config.token_ttl_s,
+            )
+        except AuthError:  # the same message for an unknown user and a wrong password
+            services.throttle.failed(username, source)
+            error, status = LOGIN_FAILED, 401
+    if error:
+        log.info("dashboard log-in refused user=%r status=%d", username, status)
+        refused = page(
             request,
             "login.html",
             viewer=None,
             session=browser_session(request),
             title="Log in",
-            status_code=401,
+            status_code=status,
             username=username,
-            error=LOGIN_FAILED,
+            error=error,
         )
+        if status == 429:
+            refused.headers["Retry-After"] = str(math.ceil(wait_s))
+        return refused
+    services.throttle.succeeded(username)
     db.commit()  # before the browser can use the session
     store = session_store(request)
     old = browser_session(request)

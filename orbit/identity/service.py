@@ -7,6 +7,7 @@ message that never contains a password or a token.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -101,6 +102,13 @@ def create_user(
     return user
 
 
+@functools.cache
+def _unknown_user_hash() -> str:
+    """Checked when the user does not exist, so that the answer takes as long as for a
+    wrong password (the hash of a random password: nothing matches it)."""
+    return hash_password(new_token())
+
+
 def issue_token(
     session: Session,
     *,
@@ -111,8 +119,11 @@ def issue_token(
 ) -> tuple[str, AuthContext]:
     """Check the password and issue a token scoped to the user's project."""
     user = session.scalar(select(User).where(User.name == user_name))
-    # the same message for an unknown user and a wrong password: no user enumeration
-    if user is None or not user.enabled or not verify_password(password, user.password_hash):
+    # the same message and the same work for an unknown user and a wrong password (a
+    # hash is checked either way): no user enumeration by the answer or its timing
+    stored = user.password_hash if user is not None else _unknown_user_hash()
+    matches = verify_password(password, stored)
+    if user is None or not user.enabled or not matches:
         raise AuthError("the user name or password is incorrect")
     if project_name is not None and project_name != user.project.name:
         raise AuthError(f"user {user_name} has no role on project {project_name!r}")

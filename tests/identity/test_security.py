@@ -1,7 +1,12 @@
-"""Passwords and tokens are stored only as hashes."""
+"""Passwords and tokens are stored only as hashes; log-in does not tell which users exist."""
 
 from __future__ import annotations
 
+import pytest
+
+from orbit.db.database import Database
+from orbit.errors import AuthError
+from orbit.identity import service
 from orbit.identity.security import hash_password, new_token, token_hash, verify_password
 
 
@@ -22,3 +27,27 @@ def test_tokens_are_random_and_hashed() -> None:
     a, b = new_token(), new_token()
     assert a != b and len(a) >= 40
     assert token_hash(a) != a and len(token_hash(a)) == 64
+
+
+def test_an_unknown_user_costs_a_password_check_too(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same work, not only the same message, for an unknown user and a wrong password:
+    the answer's timing does not tell which names exist."""
+    checked: list[str] = []
+    real = verify_password
+
+    def counting(password: str, stored: str) -> bool:
+        checked.append(stored)
+        return real(password, stored)
+
+    monkeypatch.setattr(service, "verify_password", counting)
+    with db.session() as session:
+        service.ensure_admin(session, password="admin-secret-1")
+        for name in ("admin", "nobody"):
+            with pytest.raises(AuthError, match="user name or password is incorrect"):
+                service.issue_token(
+                    session, user_name=name, password="wrong", project_name=None, ttl_s=60
+                )
+    assert len(checked) == 2 and all(h.startswith("scrypt$") for h in checked)
+    assert checked[0] != checked[1]  # the admin's hash, then the stand-in

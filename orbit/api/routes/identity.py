@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy.orm import Session
 
 from orbit.api.deps import BodyDep, ServicesDep, SessionDep
 from orbit.api.errors import ApiError
+from orbit.errors import AuthError, TooManyAttempts
 from orbit.identity.service import AuthContext, issue_token, revoke_token, validate_token
 
 router = APIRouter(prefix="/identity", tags=["identity"])
@@ -113,16 +115,28 @@ def _password_credentials(body: dict[str, Any]) -> tuple[str, str, str | None]:
 
 
 @router.post("/v3/auth/tokens", status_code=201)
-def create_token(body: BodyDep, services: ServicesDep, session: SessionDep) -> JSONResponse:
-    """Log in with a password; the token is in the X-Subject-Token header."""
+def create_token(
+    request: Request, body: BodyDep, services: ServicesDep, session: SessionDep
+) -> JSONResponse:
+    """Log in with a password; the token is in the X-Subject-Token header. Repeated
+    failures are throttled (429 with Retry-After; orbit/identity/throttle.py)."""
     name, password, project = _password_credentials(body)
-    token, ctx = issue_token(
-        session,
-        user_name=name,
-        password=password,
-        project_name=project,
-        ttl_s=services.config.token_ttl_s,
-    )
+    source = request.client.host if request.client else "-"
+    wait_s = services.throttle.retry_after_s(name, source)
+    if wait_s > 0:
+        raise TooManyAttempts(wait_s)
+    try:
+        token, ctx = issue_token(
+            session,
+            user_name=name,
+            password=password,
+            project_name=project,
+            ttl_s=services.config.token_ttl_s,
+        )
+    except AuthError:
+        services.throttle.failed(name, source)
+        raise
+    services.throttle.succeeded(name)
     session.commit()  # before the client can use the token
     return JSONResponse(
         token_body(ctx, services.config.base_url),
@@ -138,9 +152,11 @@ def check_token(
     x_auth_token: Annotated[str | None, Header()] = None,
     x_subject_token: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
-    """Validate X-Subject-Token (the caller authenticates with X-Auth-Token)."""
-    validate_token(session, token=x_auth_token)
-    ctx = validate_token(session, token=x_subject_token)
+    """Validate X-Subject-Token (the caller authenticates with X-Auth-Token): one's own
+    token, or any as admin (Keystone's ``admin_or_token_subject``)."""
+    caller = validate_token(session, token=x_auth_token)
+    ctx = _subject(session, x_subject_token)
+    _own_or_admin(caller, ctx, "validating another user's token")
     return JSONResponse(
         token_body(ctx, services.config.base_url),
         headers={"X-Subject-Token": x_subject_token or ""},
@@ -153,9 +169,26 @@ def delete_token(
     x_auth_token: Annotated[str | None, Header()] = None,
     x_subject_token: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """Revoke X-Subject-Token."""
-    validate_token(session, token=x_auth_token)
-    if x_subject_token:
-        revoke_token(session, token=x_subject_token)
-        session.commit()
+    """Revoke X-Subject-Token: one's own, or any as admin."""
+    caller = validate_token(session, token=x_auth_token)
+    subject = _subject(session, x_subject_token)
+    _own_or_admin(caller, subject, "revoking another user's token")
+    revoke_token(session, token=str(x_subject_token))
+    session.commit()
     return Response(status_code=204)
+
+
+def _subject(session: Session, token: str | None) -> AuthContext:
+    """What X-Subject-Token stands for: 400 without one, 404 if it is not valid (as
+    Keystone)."""
+    if not token:
+        raise ApiError(400, "send the token to check or revoke in X-Subject-Token")
+    try:
+        return validate_token(session, token=token)
+    except AuthError as err:
+        raise ApiError(404, f"the subject token is not valid: {err}") from err
+
+
+def _own_or_admin(caller: AuthContext, subject: AuthContext, action: str) -> None:
+    if caller.user_id != subject.user_id:
+        caller.require_admin(action)
