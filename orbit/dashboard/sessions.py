@@ -9,7 +9,8 @@
 - Log-in replaces the anonymous session with a new one (a new id: no session fixation);
   log-out forgets the session (and the route revokes its token).
 - A session unused for :data:`IDLE_TIMEOUT_S` is forgotten; at most :data:`MAX_SESSIONS`
-  are kept (the least recently used go first). The token's own expiry still applies: the
+  are kept (the least recently used anonymous ones go first, so that requests for the
+  log-in page cannot push out a logged-in browser). The token's own expiry still applies: the
   routes validate it against the database on every request.
 - Sessions live in one process: restarting orbit-server logs every browser out.
 """
@@ -99,7 +100,7 @@ class SessionStore:
         with self._lock:
             self._expire(now)
             while len(self._sessions) >= self.max_sessions:
-                self._sessions.popitem(last=False)
+                self._evict_one()
             self._sessions[session.id] = session
         return session
 
@@ -126,6 +127,16 @@ class SessionStore:
     def __len__(self) -> int:
         with self._lock:
             return len(self._sessions)
+
+    def _evict_one(self) -> None:
+        """Forget the least recently used anonymous session (a log-in page's), or, when
+        every session is logged in, the least recently used: cookie-less requests for the
+        log-in page can never push out a logged-in browser."""
+        victim = next((sid for sid, s in self._sessions.items() if s.token is None), None)
+        if victim is None:
+            self._sessions.popitem(last=False)
+        else:
+            del self._sessions[victim]
 
     def _expire(self, now: float) -> None:
         """Forget idle sessions (oldest first; the dict is in order of last use)."""

@@ -62,3 +62,19 @@ def test_flashes_are_shown_once() -> None:
         (FlashLevel.ERROR, "refused"),
     ]
     assert session.pop_flashes() == []
+
+
+def test_anonymous_sessions_never_push_out_a_logged_in_one() -> None:
+    """~10,000 cookie-less requests for the log-in page each make an anonymous session:
+    they evict each other, never the browser that logged in."""
+    store = SessionStore(max_sessions=100)
+    logged_in = store.new(token="t")
+    for _ in range(1000):
+        store.new()
+    assert store.get(logged_in.id) is logged_in
+    assert len(store) == 100
+    # only logged-in sessions left: the least recently used of them goes
+    full = SessionStore(max_sessions=2)
+    a, b = full.new(token="a"), full.new(token="b")
+    c = full.new(token="c")
+    assert full.get(a.id) is None and full.get(b.id) is b and full.get(c.id) is c
