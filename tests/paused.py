@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import pytest
@@ -73,6 +74,15 @@ def _refused_then_paused(m: dict[str, Any]) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class Paused:
+    """The paused migration: server and migration ids, when (monotonic s) the link was cut."""
+
+    sid: str
+    mid: int
+    cut_at: float
+
+
 def paused_after_a_refused_resume(
     http: Http,
     headers: dict[str, str],
@@ -83,11 +93,10 @@ def paused_after_a_refused_resume(
     dst: str = "fake://h2",
     dst_name: str = "h2",
     workload: FakeWorkload = SLOW,
-) -> tuple[str, int]:
+) -> Paused:
     """VM ``slow`` in post-copy from ``src`` to ``dst``; the link cut (paused after the
     post-copy stall timeout), back, and the engine's first resume refused: the migration is
-    postcopy-paused with its next automatic attempt a minute away. (server id, migration id)
-    """
+    postcopy-paused with its next automatic attempt a minute away."""
     driver.add_domain(src, "slow", workload=workload)
     conductor.sync()
     servers = http.get("/v2.1/servers", headers=headers).json()["servers"]
@@ -102,12 +111,13 @@ def paused_after_a_refused_resume(
              "running-postcopy")  # fmt: skip
     driver.resume_refusals = 1
     driver.hosts[dst].up = False  # no bytes move: paused after the post-copy stall timeout
+    cut_at = time.monotonic()
     wait_for(lambda: migration(http, headers, sid, mid)["status"] == "postcopy-paused",
              "postcopy-paused")  # fmt: skip
     driver.hosts[dst].up = True
     wait_for(lambda: _refused_then_paused(migration(http, headers, sid, mid)),
              "the engine's resume refused and paused again")  # fmt: skip
-    return sid, mid
+    return Paused(sid, mid, cut_at)
 
 
 def resumed_by_the_operator(m: dict[str, Any]) -> bool:

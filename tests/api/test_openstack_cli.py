@@ -1,21 +1,21 @@
-"""The stock ``openstack`` CLI (python-openstackclient, a real subprocess, a clouds.yaml) and
+"""The stock ``openstack`` CLI (python-openstackclient, a process per command: tests/osc.py;
+a clouds.yaml) and
 ORBIT's ``openstack orbit`` plugin against orbit-server over HTTP on 127.0.0.1.
 
 The hypervisors are the fake driver's here: the plugin's commands and errors, and novaclient's
 ``host-evacuate-live``. The stock verbs (targeted migration, migration list/show/abort/force
 complete, service disable/enable, hypervisors) run on the real lab in
-tests/service/test_openstack_lab.py. SQLite only: every ``openstack`` call costs ~2 s of
-start-up, and the API's behaviour on PostgreSQL is covered by the other API tests.
+tests/service/test_openstack_lab.py. SQLite only: the API's behaviour on PostgreSQL is
+covered by the other API tests.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -24,54 +24,17 @@ from sqlalchemy.orm import joinedload
 from orbit.db.models import Migration
 from tests.api.conftest import ADMIN_PASSWORD, H1, LiveServer
 from tests.api.test_stock_clients import _clouds_yaml, _wait
+from tests.osc import Osc
 
-OPENSTACK = str(Path(sys.executable).with_name("openstack"))
 CLI_TIMEOUT_S = 60.0
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
-class Osc:
-    """``openstack --os-cloud orbit ...`` with a clouds.yaml of its own."""
-
-    def __init__(self, clouds_yaml: Path) -> None:
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("OS_")},
-            "OS_CLIENT_CONFIG_FILE": str(clouds_yaml),
-            "OS_CLOUD": "orbit",
-        }
-
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [OPENSTACK, *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=CLI_TIMEOUT_S,
-            check=False,
-        )
-
-    def ok(self, *args: str) -> str:
-        r = self.run(*args)
-        assert r.returncode == 0, f"openstack {' '.join(args)}: {r.stderr}"
-        return r.stdout
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.ok(*args, "-f", "json"))
-
-    def fails(self, *args: str) -> str:
-        """Run a command that must fail: exit code 1 and one readable line, no traceback."""
-        r = self.run(*args)
-        assert r.returncode == 1, r
-        assert "Traceback" not in r.stderr, r.stderr
-        lines = [line for line in r.stderr.splitlines() if line.strip()]
-        assert len(lines) == 1, r.stderr
-        return lines[0]
-
-
 @pytest.fixture
-def osc(live_server: LiveServer, tmp_path: Path) -> Osc:
-    return Osc(_clouds_yaml(tmp_path / "clouds.yaml", live_server))
+def osc(live_server: LiveServer, tmp_path: Path) -> Iterator[Osc]:
+    with Osc(_clouds_yaml(tmp_path / "clouds.yaml", live_server)) as cli:
+        yield cli
 
 
 def test_the_orbit_plugin(live_server: LiveServer, osc: Osc) -> None:

@@ -247,11 +247,11 @@ def test_resume_now_on_a_paused_post_copy(dashboard: Dashboard, page: Page) -> N
         body = {"auth": {"identity": {"methods": ["password"], "password": {"user": user}}}}
         token = http.post("/identity/v3/auth/tokens", json=body).headers["X-Subject-Token"]
         headers = {"X-Auth-Token": token, "OpenStack-API-Version": "compute 2.65"}
-        _sid, mid = paused_after_a_refused_resume(
+        mid = paused_after_a_refused_resume(
             http, headers, dashboard.driver, dashboard.conductor,
             workload=FakeWorkload(memory_bytes=256 * MIB, bandwidth_bytes=4 * MIB,
                                   dirty_bytes=8 * MIB),
-        )  # fmt: skip
+        ).mid  # fmt: skip
     dashboard.login(page)
     page.goto(dashboard.at(f"/migrations/{mid}"))
     expect(page.locator("#migration [data-field=status]")).to_have_text("postcopy-paused")

@@ -10,9 +10,10 @@ from orbit.identity import service
 from orbit.identity.security import hash_password, new_token, token_hash, verify_password
 
 
+@pytest.mark.production_hashing
 def test_password_hash_verifies_and_rejects() -> None:
     stored = hash_password("correct horse")
-    assert "correct horse" not in stored and stored.startswith("scrypt$")
+    assert "correct horse" not in stored and stored.startswith("scrypt$16384$8$1$")
     assert verify_password("correct horse", stored)
     assert not verify_password("wrong horse", stored)
     assert hash_password("correct horse") != stored  # salted

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import libvirt
 import pytest
 
 from orbit.lab import network
@@ -79,6 +80,18 @@ def _postcopy_underway(m: Migration) -> bool:
     """In post-copy, with some pages moved already (so a cut hits a live stream)."""
     samples = [s for s in m.result.samples if s.postcopy]
     return m.phase is Phase.RUNNING_POSTCOPY and len(samples) >= 4
+
+
+def _state_over_the_socket(lab: Lab, host: str, name: str) -> tuple[int, int]:
+    """The domain's (state, reason) from the host's daemon over its unix socket, which
+    answers while the host's link is cut."""
+    sock = lab.host_dir(host) / "run" / "libvirt" / "libvirt-sock"
+    conn = libvirt.open(f"qemu+unix:///system?socket={sock}")
+    try:
+        state, reason = conn.lookupByName(name).state()
+        return int(state), int(reason)
+    finally:
+        conn.close()
 
 
 def _running_on(lab: Lab) -> list[str]:
@@ -153,7 +166,17 @@ def test_long_link_cut_in_postcopy_is_recovered(
     else:  # libvirt's call fails after its keepalive (3 s); the engine then follows
         _until(lambda: any(d.rule == "follow-stream" for d in m.result.decisions), "following")
     source_paused = list_domains(lab.host("h1").uri).get(GUEST.name) == "paused"
+    # both ends during the cut: the source paused with its post-copy broken, the VM still
+    # running on the destination (waiting for pages), nothing lost on either side
+    src_state = _state_over_the_socket(lab, "h1", GUEST.name)
+    dst_state = _state_over_the_socket(lab, "h2", GUEST.name)
     lab.restore("h2")
+    assert src_state == (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED)
+    assert dst_state[0] == libvirt.VIR_DOMAIN_RUNNING, dst_state
+    assert dst_state[1] in (
+        libvirt.VIR_DOMAIN_RUNNING_POSTCOPY,
+        libvirt.VIR_DOMAIN_RUNNING_POSTCOPY_FAILED,
+    ), dst_state
     t.join(TIMEOUT_S)
     assert source_paused
     assert m.result.phase is Phase.COMPLETED, m.result.error

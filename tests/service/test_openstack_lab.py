@@ -1,8 +1,9 @@
 """The stock ``openstack`` CLI and ORBIT's ``openstack orbit`` plugin on the real lab.
 
 orbit-server runs as a separate process (SQLite, libvirt driver) with the lab's two hosts
-registered (tests/service/test_server_lab.py's ``server`` fixture); ``openstack`` runs as a
-subprocess with a clouds.yaml, as an operator would run it. Real VMs running the test guest
+registered (tests/service/test_server_lab.py's ``server`` fixture); each ``openstack``
+command runs in a process of its own with a clouds.yaml, as an operator would run it
+(tests/osc.py). Real VMs running the test guest
 move between real libvirtd instances, and the guest checks its memory afterwards.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 from orbit.lab.guest import Guests, GuestSpec
 from orbit.lab.lab import Lab
 from orbit.lab.libvirt_util import list_domains
-from tests.api.test_openstack_cli import Osc
+from tests.osc import Osc
 from tests.service.test_server_lab import (  # noqa: F401 - fixtures used by name
     ADMIN_PASSWORD,
     FINAL,
@@ -78,7 +79,11 @@ def test_openstack_cli_and_plugin_move_real_vms(
     shaped: None,  # noqa: F811 - the imported fixture
     tmp_path: Path,
 ) -> None:
-    osc = Osc(_clouds_yaml(tmp_path / "clouds.yaml", server))
+    with Osc(_clouds_yaml(tmp_path / "clouds.yaml", server)) as osc:
+        _move_real_vms(lab, guests, server, osc)
+
+
+def _move_real_vms(lab: Lab, guests: Guests, server: OrbitServer, osc: Osc) -> None:  # noqa: F811
     guests.start("h1", HOT)
     guests.start("h1", QUIET)
     _until("both guests listed ACTIVE", lambda: {

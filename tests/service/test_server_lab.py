@@ -178,16 +178,12 @@ def test_sigkill_during_a_migration_loses_nothing(
                                                                  "cancelled", "error"):  # fmt: skip
         assert time.monotonic() < deadline, record
         time.sleep(0.5)
-    where = guests.locate("hot")
-    assert where is not None
-    expected = "h2" if record["status"] == "completed" else "h1"
-    assert record["status"] in ("completed", "failed"), record["orbit"]["error"]
-    assert where.name == expected, (record["status"], where.name)
-    other = "h1" if expected == "h2" else "h2"
-    assert "hot" not in list_domains(lab.host(other).uri) or list_domains(lab.host(other).uri)[
-        "hot"
-    ] not in ("running", "paused")
-    assert guests.wait_verified(expected, "hot").errors == 0
+    # libvirt's peer-to-peer job outlives the process that asked for it; the restarted
+    # server adopts it, applies the policy (post-copy after 2 passes) and completes it
+    assert record["status"] == "completed", record["orbit"]["error"]
+    switch = [d for d in record["orbit"]["decisions"] if d["action"] == "switch-to-postcopy"]
+    assert switch and "post_copy_after_iterations=2" in switch[0]["reason"], switch
+    _assert_only_on(lab, guests, "h2", "hot")
     log = server.log.read_text()
     assert "adopting migration" in log
 
