@@ -26,9 +26,8 @@ Every figure is on one clock (the benchmark's monotonic clock), per run:
 - ``guest_stall_ms``, ``guest_stalled_ms``: the guest's longest stall and its total stalled
   time from the request until the migration ended, on the same clock: each heartbeat line
   (one per 100 ms of the guest's own time) is stamped as it arrives in the serial log
-  (orbit/lab/guest_clock.py), so a stall the guest cannot see (a migration carries its
-  clock across the switch-over stopped) is counted; an interval over 150 ms counts as
-  its length minus 100 ms;
+  (orbit/lab/guest_clock.py), whatever the guest's own clock does while QEMU stops it; an
+  interval over 150 ms counts as its length minus 100 ms;
 - ``stall_minus_outage_s``: the longest stall minus the outage: what ORBIT and libvirt
   added to the fault (none for the pre-copy cut: the guest runs on through it);
 - ``total_s``: from the migration's request until it ended; verification errors after it.

@@ -17,8 +17,7 @@ for the reference, whose start-up therefore counts, as it does for whoever runs 
 the request returns: the job finished, the VM running on the destination (or left on the
 source). The guest's figures are on the same clock: each heartbeat line (one per 100 ms of
 the guest's own time) is stamped as it arrives in the serial log
-(orbit/lab/guest_clock.py), so a stall the guest cannot see (a migration carries its
-clock across the switch-over stopped) is counted.
+(orbit/lab/guest_clock.py), whatever the guest's own clock does while QEMU stops it.
 
 Per run:
 - ``converged``: the migration completed (pre-copy may give up at its completion timeout);
