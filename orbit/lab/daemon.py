@@ -19,6 +19,7 @@ import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -140,27 +141,55 @@ def start_libvirtd(netns: str, host_dir: Path) -> int:
     for sub, target in PER_HOST_DIRS.items():
         mounts.append(f"mount --bind {shlex.quote(str(host_dir / sub))} {target}")
     script = " && ".join(mounts) + f" && exec {shlex.quote(libvirtd_binary())} --listen"
+    daemon_cmd = ["ip", "netns", "exec", netns, "unshare", "-m", "--propagation", "private",
+                  "sh", "-c", script]  # fmt: skip
+    pid_file = host_dir / "libvirtd.pid-reaper"
+    pid_file.unlink(missing_ok=True)
     with open(host_dir / "libvirtd.stdout", "ab") as out:
-        proc = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                netns,
-                "unshare",
-                "-m",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                script,
-            ],
+        subprocess.Popen(
+            [sys.executable, "-c", REAPER, str(pid_file), *daemon_cmd],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    return proc.pid
+    deadline = time.monotonic() + LIBVIRTD_START_TIMEOUT_S
+    while not pid_file.exists() or not pid_file.read_text().strip():
+        if time.monotonic() > deadline:
+            raise LabError(
+                f"libvirtd for {netns} did not start: {_tail(host_dir / 'libvirtd.stdout')}"
+            )
+        time.sleep(0.01)
+    return int(pid_file.read_text())
+
+
+#: The parent of each lab libvirtd: a child subreaper that reaps every process orphaned
+#: below it at once. libvirt daemonizes each QEMU (it is orphaned at start) and, when it
+#: stops one (destroy, the source after a migration), waits until the PID is gone: with
+#: the orphan left to this machine's PID 1, which reaps late, that wait was 1-2 s per QEMU
+#: (a systemd host reaps at once). Writes libvirtd's PID (``ip netns exec``, ``unshare``
+#: and ``sh -c 'exec ...'`` exec in place) to argv[1], runs argv[2:], exits with it.
+REAPER = """
+import ctypes, os, sys
+PR_SET_CHILD_SUBREAPER = 36
+ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+tmp = sys.argv[1] + ".tmp"
+with open(tmp, "w") as f:
+    f.write(str(pid))
+os.replace(tmp, sys.argv[1])
+while True:
+    try:
+        child, status = os.wait()
+    except ChildProcessError:
+        sys.exit(0)
+    except InterruptedError:
+        continue
+    if child == pid:
+        sys.exit(os.waitstatus_to_exitcode(status) & 0xFF)
+"""
 
 
 def wait_until_listening(pid: int, address: str, host_dir: Path) -> None:
