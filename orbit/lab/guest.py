@@ -247,6 +247,12 @@ def parse_heartbeat(line: str) -> Heartbeat | None:
         return None  # a line cut short, e.g. by the switch-over of a migration
 
 
+def complete_lines(text: str) -> list[str]:
+    """The lines of a log that is still being written, without the last one unless it has
+    ended: a heartbeat caught half-written could parse with its optional fields missing."""
+    return text.split("\n")[:-1]
+
+
 class Guests:
     """Test guests on the lab's hosts."""
 
@@ -377,7 +383,7 @@ class Guests:
             if "ORBIT-GUEST error" in text:
                 line = text[text.index("ORBIT-GUEST error") :].splitlines()[0]
                 raise GuestError(f"guest {name} on {host} failed: {line}")
-            beats = [hb for hb in map(parse_heartbeat, text.splitlines()) if hb]
+            beats = [hb for hb in map(parse_heartbeat, complete_lines(text)) if hb]
             if beats and beats[-1].seq > after_seq:
                 return beats[-1]
             if time.monotonic() > deadline:
@@ -411,7 +417,7 @@ class Guests:
         log_file = self.serial_log(host, name)
         if not log_file.exists():
             return []
-        lines = log_file.read_text(errors="replace").splitlines()
+        lines = complete_lines(log_file.read_text(errors="replace"))
         return [hb for hb in map(parse_heartbeat, lines) if hb]
 
     def locate(self, name: str, *, missing_ok: bool = False) -> LabHost | None:

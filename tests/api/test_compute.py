@@ -351,10 +351,12 @@ def test_abort_of_a_queued_migration_cancels_it(api: Api) -> None:
     second = _only_migration(api, vm1)
     url = f"/v2.1/servers/{vm1}/migrations/{second['id']}"
     # Nova: a migration that has not started can be aborted from microversion 2.65 on
-    before = api.snapshot()
+    # hot's running migration keeps adding samples: compare everything else
+    before = api.snapshot() | {"MigrationSample": 0}
     _error(api.client.delete(url, headers=api.headers(version="2.64")), 400, "badRequest",
            "queued", "2.65")  # fmt: skip
-    assert api.snapshot() == before and api.migration(vm1, second["id"])["status"] == "queued"
+    assert api.snapshot() | {"MigrationSample": 0} == before
+    assert api.migration(vm1, second["id"])["status"] == "queued"
     r = api.client.delete(url, headers=api.headers(version="2.65"))
     assert r.status_code == 202, r.text
     assert api.migration(vm1, second["id"])["status"] == "cancelled"

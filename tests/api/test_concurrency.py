@@ -113,6 +113,12 @@ def test_simultaneous_requests_for_one_server_queue_exactly_one(live_server: Liv
             select(func.count()).select_from(Migration).where(Migration.server_id == hot)
         )
     assert rows == 1
+    # end hot's pre-copy (it would run on until the server stops)
+    with httpx.Client(base_url=live_server.url, timeout=10.0, trust_env=False) as http:
+        headers = _token(http)
+        ms = http.get(f"/v2.1/servers/{hot}/migrations", headers=headers).json()["migrations"]
+        r = http.delete(f"/v2.1/servers/{hot}/migrations/{ms[0]['id']}", headers=headers)
+        assert r.status_code == 202, r.text
 
 
 def test_an_exhausted_database_pool_answers_503_with_retry_after(db_url: str) -> None:

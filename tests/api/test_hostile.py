@@ -17,40 +17,39 @@ def _message(r: httpx.Response) -> str:
     return str(body["message"])
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        "/v2.1/servers/%00",
-        "/v2.1/servers?name=%00",
-        "/v2.1/os-migrations?host=a%00b",
-        "/v2.1/os-hypervisors/%00",
-        "/identity/v3/users/%00",
-    ],
-)
-def test_a_nul_character_in_the_url_is_400(api: Api, path: str) -> None:
+NUL_PATHS = [
+    "/v2.1/servers/%00",
+    "/v2.1/servers?name=%00",
+    "/v2.1/os-migrations?host=a%00b",
+    "/v2.1/os-hypervisors/%00",
+    "/identity/v3/users/%00",
+]
+LONG = "x" * 2000
+LONG_PATHS = [
+    f"/v2.1/servers/{LONG}",
+    f"/v2.1/servers/{LONG}/migrations",
+    f"/v2.1/os-hypervisors/{LONG}",
+    f"/v2.1/os-hypervisors/detail?hypervisor_hostname_pattern={LONG}",
+    f"/v2.1/os-migrations?host={LONG}",
+    f"/v2.1/orbit-drains?host={LONG}",
+    f"/v2.1/servers?name={LONG}",
+]
+
+
+def test_a_nul_character_in_the_url_is_400(api: Api) -> None:
     before = api.snapshot()
-    r = api.get(path)
-    assert r.status_code == 400, (path, r.status_code, r.text[:200])
-    assert "NUL" in _message(r)
+    for path in NUL_PATHS:
+        r = api.get(path)
+        assert r.status_code == 400, (path, r.status_code, r.text[:200])
+        assert "NUL" in _message(r)
     assert api.snapshot() == before
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        "/v2.1/servers/" + "x" * 2000,
-        "/v2.1/servers/" + "x" * 2000 + "/migrations",
-        "/v2.1/os-hypervisors/" + "h" * 2000,
-        "/v2.1/os-hypervisors/detail?hypervisor_hostname_pattern=" + "h" * 2000,
-        "/v2.1/os-migrations?host=" + "h" * 2000,
-        "/v2.1/orbit-drains?host=" + "h" * 2000,
-        "/v2.1/servers?name=" + "n" * 2000,
-    ],
-)
-def test_long_strings_are_answered_not_500(api: Api, path: str) -> None:
+def test_long_strings_are_answered_not_500(api: Api) -> None:
     """Longer than any column: not found, or nothing matches."""
-    r = api.get(path)
-    assert r.status_code in (200, 400, 404), (path, r.status_code, r.text[:200])
+    for path in LONG_PATHS:
+        r = api.get(path)
+        assert r.status_code in (200, 400, 404), (path[:80], r.status_code, r.text[:200])
 
 
 def test_a_nul_in_a_body_or_a_user_name_is_4xx(api: Api) -> None:

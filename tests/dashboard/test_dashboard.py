@@ -27,6 +27,10 @@ from tests.dashboard.conftest import (
 )
 from tests.paused import long_backoff, paused_after_a_refused_resume  # noqa: F401
 
+#: the browser's paths that read and write as the API's do: on SQLite only (the live
+#: migration with its progress runs on both databases; tests/api covers both throughout)
+SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
 
 def _count(dash: Dashboard, model: type[object]) -> int:
     with dash.db.session() as s:
@@ -52,6 +56,7 @@ def _form_controls_have_labels(page: Page) -> None:
 # -- logging in and out --------------------------------------------------------------------
 
 
+@SQLITE_ONLY
 def test_log_in_and_out(
     dashboard: Dashboard, page: Page, shots: Screenshots, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -205,6 +210,7 @@ def test_live_migrate_with_post_copy_through_the_browser(
     shots.take(page, "hypervisors")
 
 
+@SQLITE_ONLY
 def test_abort_in_pre_copy_and_force_complete(dashboard: Dashboard, page: Page) -> None:
     dashboard.login(page)
     status = page.locator("#migration [data-field=status]")
@@ -274,6 +280,7 @@ def test_resume_now_on_a_paused_post_copy(dashboard: Dashboard, page: Page) -> N
 # -- roles, CSRF and form errors -----------------------------------------------------------
 
 
+@SQLITE_ONLY
 def test_a_member_sees_no_migrate_action(dashboard: Dashboard, page: Page) -> None:
     dashboard.login(page, "alice", MEMBER_PASSWORD)
     expect(page.locator("#instances tbody tr")).to_have_count(3)
@@ -287,6 +294,7 @@ def test_a_member_sees_no_migrate_action(dashboard: Dashboard, page: Page) -> No
         expect(page.get_by_role("alert")).to_contain_text("needs the admin role")
 
 
+@SQLITE_ONLY
 def test_a_tampered_csrf_token_is_rejected(dashboard: Dashboard, page: Page) -> None:
     dashboard.login(page)
     _open_live_migrate(dashboard, page, "vm1")
@@ -310,6 +318,7 @@ def test_a_tampered_csrf_token_is_rejected(dashboard: Dashboard, page: Page) -> 
     expect(page.get_by_role("heading", name="Instances")).to_be_visible()
 
 
+@SQLITE_ONLY
 def test_a_bad_form_shows_the_error_in_the_form(dashboard: Dashboard, page: Page) -> None:
     dashboard.login(page)
     _open_live_migrate(dashboard, page, "vm1")
@@ -356,6 +365,7 @@ def test_a_bad_form_shows_the_error_in_the_form(dashboard: Dashboard, page: Page
 # -- small screens -------------------------------------------------------------------------
 
 
+@SQLITE_ONLY
 def test_pages_fit_a_phone(dashboard: Dashboard, page: Page, shots: Screenshots) -> None:
     page.set_viewport_size(PHONE)
     page.goto(dashboard.at("/login"))

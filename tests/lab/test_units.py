@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from orbit.errors import ConfigError
-from orbit.lab.guest import GuestSpec, Heartbeat, domain_xml, parse_heartbeat
+from orbit.lab.guest import GuestSpec, Heartbeat, complete_lines, domain_xml, parse_heartbeat
 from orbit.lab.network import Shaping, rate_bits_s, tbf_args
 
 
@@ -88,3 +88,11 @@ def test_rate_parsing_and_token_bucket() -> None:
     assert tbf_args("400mbit") == ["tbf", "rate", "400mbit", "burst", "500000", "latency", "100ms"]
     assert tbf_args("10mbit")[4] == str(64 * 1024)
     assert Shaping().is_empty()
+
+
+def test_a_half_written_last_line_is_not_read() -> None:
+    """A heartbeat caught while the guest writes it would parse without its optional
+    fields (cold_checked=0): only ended lines count."""
+    assert complete_lines("HB seq=1\nHB seq=2 ms=200 max_gap_ms=100") == ["HB seq=1"]
+    assert complete_lines("HB seq=1\n") == ["HB seq=1"]
+    assert complete_lines("") == []
