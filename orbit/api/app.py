@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 
 from orbit.api import errors, limits, microversion
-from orbit.api.deps import Services
+from orbit.api.deps import Services, url_project
 from orbit.api.errors import ApiError, error_response
 from orbit.api.routes import compute, drains, identity
 from orbit.dashboard import routes as dashboard
@@ -29,8 +29,11 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(identity.router)
     app.include_router(compute.versions)
     for prefix in COMPUTE_PREFIXES:  # the project-less one first: it wins ambiguous paths
-        app.include_router(compute.router, prefix=prefix, include_in_schema=prefix == "/v2.1")
-        app.include_router(drains.router, prefix=prefix, include_in_schema=prefix == "/v2.1")
+        checks = [Depends(url_project)] if "{project_id}" in prefix else []
+        for router in (compute.router, drains.router):
+            app.include_router(
+                router, prefix=prefix, include_in_schema=prefix == "/v2.1", dependencies=checks
+            )
     dashboard.install(app)  # the web dashboard under /dashboard
 
     @app.middleware("http")

@@ -54,6 +54,17 @@ def get_auth(
 AuthDep = Annotated[AuthContext, Depends(get_auth)]
 
 
+def url_project(request: Request, auth: AuthDep) -> None:
+    """The project in a /v2.1/{project_id}/... URL must be the token's (400, as Nova)."""
+    project = request.path_params.get("project_id")
+    if project is not None and project != auth.project_id:
+        raise ApiError(
+            400,
+            f"malformed request URL: the URL's project_id {project[:60]!r} does not match "
+            f"the token's project {auth.project_id}",
+        )
+
+
 async def json_body(request: Request) -> dict[str, Any]:
     """The request body as a JSON object; 400 with a clear message otherwise."""
     raw = await request.body()

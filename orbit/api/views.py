@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any
 
@@ -70,10 +71,23 @@ def _flavor_name(server: Server) -> str:
     return f"orbit-{server.memory_mib}m-{server.vcpus}c"
 
 
+def host_id(project_id: str | None, host: str | None) -> str:
+    """Nova's ``hostId``: a hash of the project and the host, which tells a member whether
+    two of its servers share a host without naming the host."""
+    if not host:
+        return ""
+    return hashlib.sha224(f"{project_id or ''}{host}".encode()).hexdigest()
+
+
+#: the server fields only an admin sees (Nova's extended server attributes and host status)
+ADMIN_SERVER_FIELDS = ("OS-EXT-SRV-ATTR:", "host_status")
+
+
 def server_detail(
-    server: Server, base: str, active: Migration | None, v: Version = mv.MIN
+    server: Server, base: str, active: Migration | None, v: Version = mv.MIN, *, admin: bool = True
 ) -> dict[str, Any]:
-    """A server as Nova shows it at microversion ``v``, plus ORBIT's ``orbit:`` fields."""
+    """A server as Nova shows it at microversion ``v``, plus ORBIT's ``orbit:`` fields; the
+    host it runs on only to an admin."""
     host = server.host.name if server.host else None
     view: dict[str, Any] = {
         **server_summary(server, base),
@@ -82,7 +96,7 @@ def server_detail(
         "user_id": "",
         "created": iso(server.created_at),
         "updated": iso(server.updated_at),
-        "hostId": host or "",
+        "hostId": host_id(server.project_id, host),
         "addresses": {},
         "accessIPv4": "",
         "accessIPv6": "",
@@ -132,6 +146,8 @@ def server_detail(
     view["orbit:memory_mib"] = server.memory_mib
     view["orbit:vcpus"] = server.vcpus
     view["orbit:migration_id"] = active.id if active is not None else None
+    if not admin:
+        view = {k: val for k, val in view.items() if not k.startswith(ADMIN_SERVER_FIELDS)}
     return view
 
 
@@ -191,14 +207,18 @@ def _versioned(m: Migration, v: Version) -> dict[str, Any]:
     return view
 
 
-def server_migration_view(m: Migration, v: Version = mv.MIN) -> dict[str, Any]:
+def server_migration_view(
+    m: Migration, v: Version = mv.MIN, *, admin: bool = True
+) -> dict[str, Any]:
     """A server's migration as Nova shows it (GET /servers/{id}/migrations, 2.23+), with the
-    memory and disk counters, plus ORBIT's record under ``orbit``."""
+    memory and disk counters, plus ORBIT's record under ``orbit``. A member (who may read
+    its own servers' migrations) is not told the hosts."""
+    hosts = _hosts_of(m) if admin else dict.fromkeys(_hosts_of(m))
     return {
         "id": m.id,
         "server_uuid": m.server_id,
         "status": m.status,
-        **_hosts_of(m),
+        **hosts,
         "memory_total_bytes": m.memory_total_bytes,
         "memory_processed_bytes": m.memory_processed_bytes,
         "memory_remaining_bytes": m.memory_remaining_bytes,

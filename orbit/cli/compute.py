@@ -34,6 +34,14 @@ def register(sub: Any) -> None:
     cmd("list", "list servers", cmd_list)
     p = cmd("show", "show a server", cmd_show)
     p.add_argument("server", help="server id or name")
+    p = cmd(
+        "server-assign-project",
+        "give a server to a project (written in its domain's metadata; admin)",
+        cmd_assign_project,
+    )
+    p.add_argument("server", help="server id or name")
+    p.add_argument("project", nargs="?", help="project id or name")
+    p.add_argument("--none", action="store_true", help="to no project (only admins see it)")
     cmd("hypervisor-list", "list hypervisors", cmd_hypervisor_list)
     p = cmd("host-add", "register a libvirt host", cmd_host_add)
     p.add_argument("name")
@@ -119,6 +127,7 @@ def _server_row(s: dict[str, Any]) -> dict[str, Any]:
         "id": s["id"],
         "name": s["name"],
         "status": s["status"],
+        "project": s.get("tenant_id") or None,
         "host": s.get("OS-EXT-SRV-ATTR:host"),
         "memory_mib": s.get("orbit:memory_mib"),
         "vcpus": s.get("orbit:vcpus"),
@@ -138,6 +147,18 @@ def cmd_show(args: argparse.Namespace) -> int:
     return output(
         args, server, [{"field": k, "value": v} for k, v in row.items()], ["field", "value"]
     )
+
+
+def cmd_assign_project(args: argparse.Namespace) -> int:
+    if (args.project is None) == (not args.none):
+        raise ClientError("give a PROJECT, or --none to take the server out of every project")
+    client = make_client()
+    server = client.find_server(args.server)
+    body = {"orbit-assignProject": {"project": None if args.none else args.project}}
+    client.post(f"/servers/{server['id']}/action", body)
+    shown = client.find_server(server["id"])
+    row = _server_row(shown)
+    return output(args, shown, [row], ["id", "name", "project"])
 
 
 def cmd_hypervisor_list(args: argparse.Namespace) -> int:

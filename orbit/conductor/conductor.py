@@ -41,11 +41,13 @@ from orbit.db.models import (
     HostState,
     Migration,
     MigrationSample,
+    Project,
     Server,
     ServerStatus,
 )
 from orbit.db.types import utcnow
 from orbit.errors import (
+    HypervisorError,
     InvalidMigration,
     InvalidState,
     InvalidTransition,
@@ -66,7 +68,7 @@ from orbit.migration.model import MIB, MigrationSettings, Sample
 from orbit.migration.phase import Phase
 from orbit.migration.predict import Link, Plan
 from orbit.scheduler.placement import HostView, pick_host
-from orbit.virt.driver import HypervisorDriver
+from orbit.virt.driver import HypervisorDriver, Owner
 
 log = logging.getLogger(__name__)
 
@@ -390,6 +392,33 @@ class Conductor:
     def kick(self) -> None:
         """Look at the queue now (after a new request was committed)."""
         self._wake.set()
+
+    def assign_project(self, session: Session, server: Server, project: Project | None) -> None:
+        """Give ``server`` to ``project`` (None: to none): written in the domain's metadata,
+        so that it travels with the VM, then in the database. Refused while the server
+        migrates (libvirt would make the change wait for the migration) or has no host.
+        Commits ``session`` before the libvirt call: no connection is held across it."""
+        if server.status == ServerStatus.MIGRATING.value or session.scalar(
+            select(Migration.id).where(
+                Migration.server_id == server.id, Migration.status.in_(ACTIVE_PHASES)
+            )
+        ):
+            raise MigrationInProgress(
+                f"server {server.name} is migrating: assign its project when it has moved"
+            )
+        if server.host is None:
+            raise InvalidState(f"server {server.name} is on no known host")
+        uri, name, server_id = server.host.uri, server.name, server.id
+        owner = Owner(project.id, project.name) if project is not None else None
+        project_id = project.id if project is not None else None
+        session.commit()
+        try:
+            self.driver.set_owner(uri, name, owner)
+        except HypervisorError as err:
+            raise InvalidState(f"the project of server {name} could not be written: {err}") from err
+        session.execute(update(Server).where(Server.id == server_id).values(project_id=project_id))
+        session.commit()
+        log.info("server project set name=%s project=%s", name, owner and owner.project_name)
 
     def force_complete(self, session: Session, record: Migration) -> str:
         phase = record.phase

@@ -11,6 +11,9 @@ with no database session open) and :func:`apply_survey` updates the ``hosts`` an
   running, then paused for another reason, then paused for the migration, then shut off.
 - Servers with a migration in progress belong to the conductor: sync leaves their status
   (``MIGRATING``) and host alone.
+- A server belongs to the project its domain's metadata names (by id, else by name;
+  :class:`~orbit.virt.driver.Owner`), to none when it names none or one ORBIT does not
+  know: only admins see a server without a project.
 - A server no longer found on any answering host, whose host answers, has gone: its row is
   deleted if it has no migration history, else kept with status ``SHUTOFF`` and no host.
 """
@@ -26,11 +29,19 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from orbit.db.models import Host, HostState, Migration, PowerState, Server, ServerStatus
+from orbit.db.models import (
+    Host,
+    HostState,
+    Migration,
+    PowerState,
+    Project,
+    Server,
+    ServerStatus,
+)
 from orbit.db.types import utcnow
 from orbit.errors import HypervisorError
 from orbit.migration.phase import Phase
-from orbit.virt.driver import DomainInfo, DomainState, HostInfo, HypervisorDriver
+from orbit.virt.driver import DomainInfo, DomainState, HostInfo, HypervisorDriver, Owner
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +107,23 @@ def survey_hosts(driver: HypervisorDriver, uris: Sequence[str]) -> dict[str, Sur
         return dict(zip(uris, pool.map(ask, uris), strict=True))
 
 
+class ProjectIndex:
+    """Project ids by id and by name, read once per sync."""
+
+    def __init__(self, session: Session) -> None:
+        rows = session.execute(select(Project.id, Project.name)).all()
+        self.ids = {pid for pid, _name in rows}
+        self.by_name = {name: pid for pid, name in rows}
+
+    def resolve(self, owner: Owner | None) -> str | None:
+        """The id of the project ``owner`` names: by id first, then by name."""
+        if owner is None:
+            return None
+        if owner.project_id in self.ids:
+            return owner.project_id
+        return self.by_name.get(owner.project_name or "")
+
+
 def sync_inventory(session: Session, driver: HypervisorDriver) -> SyncReport:
     """Survey every host, then record it (tests; the conductor does the two apart so that
     no database session waits on a host)."""
@@ -134,6 +162,7 @@ def apply_survey(session: Session, surveys: dict[str, Survey]) -> SyncReport:
     migrating = set(
         session.scalars(select(Migration.server_id).where(Migration.status.in_(ACTIVE_PHASES)))
     )
+    projects = ProjectIndex(session) if found else None
     for uuid, (_rank_value, host, info) in found.items():
         server = session.get(Server, uuid)
         if server is None:
@@ -143,6 +172,8 @@ def apply_survey(session: Session, surveys: dict[str, Survey]) -> SyncReport:
         server.name = info.name
         server.memory_mib = info.memory_mib
         server.vcpus = info.vcpus
+        if projects is not None:
+            server.project_id = projects.resolve(info.owner)
         if uuid in migrating:
             continue
         status, power = status_of(info)

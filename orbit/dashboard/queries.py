@@ -14,6 +14,8 @@ from sqlalchemy.orm import Session
 from orbit.conductor.inventory import ACTIVE_PHASES
 from orbit.db.models import Drain, Host, HostState, Migration, MigrationSample, Server
 from orbit.errors import ComputeHostNotFound, DrainNotFound, MigrationNotFound, ServerNotFound
+from orbit.identity.policy import sees_server, visible_migrations, visible_servers
+from orbit.identity.service import AuthContext
 
 
 @dataclass(frozen=True)
@@ -29,21 +31,25 @@ class HostRow:
     servers: int
 
 
-def servers(session: Session) -> list[ServerRow]:
-    """Every server, by name, with its migration in progress (one query for those)."""
+def servers(session: Session, *, auth: AuthContext) -> list[ServerRow]:
+    """Every server the caller may see, by name, with its migration in progress (one query
+    for those)."""
     active: dict[str, Migration] = {}
     for m in session.scalars(
-        select(Migration).where(Migration.status.in_(ACTIVE_PHASES)).order_by(Migration.id)
+        visible_migrations(
+            select(Migration).where(Migration.status.in_(ACTIVE_PHASES)).order_by(Migration.id),
+            auth,
+        )
     ):
         active[m.server_id] = m  # the newest wins
-    rows = session.scalars(select(Server).order_by(Server.name, Server.id))
+    rows = session.scalars(visible_servers(select(Server).order_by(Server.name, Server.id), auth))
     return [ServerRow(s, active.get(s.id)) for s in rows]
 
 
-def server(session: Session, *, server_id: str) -> Server:
+def server(session: Session, *, server_id: str, auth: AuthContext) -> Server:
     found = session.get(Server, server_id)
-    if found is None:
-        raise ServerNotFound(f"server {server_id} could not be found")
+    if found is None or not sees_server(auth, found):
+        raise ServerNotFound(f"server {server_id[:60]} could not be found")
     return found
 
 
@@ -88,10 +94,11 @@ def migrations(session: Session) -> list[Migration]:
     return list(session.scalars(select(Migration).order_by(Migration.id.desc())))
 
 
-def migration(session: Session, *, migration_id: int) -> Migration:
+def migration(session: Session, *, migration_id: int, auth: AuthContext) -> Migration:
+    """One migration, if the caller may see its server."""
     # ids are 64-bit: a larger number in a URL is simply not found (not an overflow error)
     found = session.get(Migration, migration_id) if 0 < migration_id < 2**63 else None
-    if found is None:
+    if found is None or not sees_server(auth, found.server):
         raise MigrationNotFound(f"migration {migration_id} could not be found")
     return found
 

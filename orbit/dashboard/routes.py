@@ -194,7 +194,7 @@ def logout(request: Request, viewer: ViewerDep, form: FormDep, db: SessionDep) -
 def instances(request: Request, viewer: ViewerDep, db: SessionDep, q: str = "") -> Response:
     rows = [
         r
-        for r in queries.servers(db)
+        for r in queries.servers(db, auth=viewer.auth)
         if _matches(q, r.server.name, r.server.status, _name(r.server.host))
     ]
     return page(request, "instances.html", viewer=viewer, title="Instances", rows=rows, q=q)
@@ -233,7 +233,7 @@ def live_migrate_form(
     request: Request, server_id: str, viewer: ViewerDep, db: SessionDep
 ) -> Response:
     viewer.auth.require_admin("live-migrating a server")
-    server = queries.server(db, server_id=server_id)
+    server = queries.server(db, server_id=server_id, auth=viewer.auth)
     return _live_migrate_page(request, viewer, db, server, LiveMigrateForm())
 
 
@@ -247,7 +247,7 @@ def live_migrate(
     services: ServicesDep,
 ) -> Response:
     viewer.auth.require_admin("live-migrating a server")
-    server = queries.server(db, server_id=server_id)
+    server = queries.server(db, server_id=server_id, auth=viewer.auth)
     fields = LiveMigrateForm.from_form(form)
     try:
         record = services.conductor.request_migration(
@@ -294,7 +294,7 @@ def migrations(request: Request, viewer: ViewerDep, db: SessionDep, q: str = "")
 
 @router.get("/migrations/{migration_id}", name="migration")
 def migration(request: Request, migration_id: int, viewer: ViewerDep, db: SessionDep) -> Response:
-    m = queries.migration(db, migration_id=migration_id)
+    m = queries.migration(db, migration_id=migration_id, auth=viewer.auth)
     state = migration_state(m, queries.latest_sample(db, migration_id=m.id))
     return page(
         request,
@@ -312,7 +312,7 @@ def migration_progress(
     migration_id: int, viewer: ViewerDep, db: SessionDep, after_s: float = -1.0
 ) -> JSONResponse:
     """The migration's state and its samples taken after ``after_s`` (for the live page)."""
-    m = queries.migration(db, migration_id=migration_id)
+    m = queries.migration(db, migration_id=migration_id, auth=viewer.auth)
     new = queries.samples(db, migration_id=m.id, after_s=after_s)
     latest = new[-1] if new else queries.latest_sample(db, migration_id=m.id)
     return JSONResponse(
@@ -331,7 +331,7 @@ def force_complete(
     services: ServicesDep,
 ) -> Response:
     viewer.auth.require_admin("force_complete")
-    m = queries.migration(db, migration_id=migration_id)
+    m = queries.migration(db, migration_id=migration_id, auth=viewer.auth)
     try:
         what = services.conductor.force_complete(db, m)
     except MigrationRefused as err:
@@ -351,7 +351,7 @@ def resume(
     services: ServicesDep,
 ) -> Response:
     viewer.auth.require_admin("resuming a paused post-copy")
-    m = queries.migration(db, migration_id=migration_id)
+    m = queries.migration(db, migration_id=migration_id, auth=viewer.auth)
     try:
         what = services.conductor.resume_now(db, m)
     except MigrationRefused as err:
@@ -371,7 +371,7 @@ def abort(
     services: ServicesDep,
 ) -> Response:
     viewer.auth.require_admin("aborting a live migration")
-    m = queries.migration(db, migration_id=migration_id)
+    m = queries.migration(db, migration_id=migration_id, auth=viewer.auth)
     try:
         services.conductor.abort(db, m)
     except MigrationRefused as err:
@@ -388,6 +388,7 @@ def abort(
 
 @router.get("/hypervisors", name="hypervisors")
 def hypervisors(request: Request, viewer: ViewerDep, db: SessionDep) -> Response:
+    viewer.auth.require_admin("listing hypervisors")
     rows = queries.hosts(db)
     return page(request, "hypervisors.html", viewer=viewer, title="Hypervisors", rows=rows)
 

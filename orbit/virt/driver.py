@@ -26,6 +26,16 @@ class DomainState(StrEnum):
 
 
 @dataclass(frozen=True)
+class Owner:
+    """The project a domain's metadata names: ORBIT's own element, else Nova's
+    ``<nova:owner><nova:project uuid=...>name</nova:project>``. It travels with the domain
+    when it migrates."""
+
+    project_id: str | None
+    project_name: str | None
+
+
+@dataclass(frozen=True)
 class DomainInfo:
     name: str
     uuid: str
@@ -35,6 +45,8 @@ class DomainInfo:
     memory_mib: int
     vcpus: int
     persistent: bool
+    #: the project the domain's metadata names; None when it names none
+    owner: Owner | None = None
 
     @property
     def postcopy_failed(self) -> bool:
@@ -119,6 +131,10 @@ class HypervisorDriver(Protocol):
 
     def domain_info(self, uri: str, name: str) -> DomainInfo:
         """State and size of one domain; raise DomainNotFound if it is not on the host."""
+
+    def set_owner(self, uri: str, name: str, owner: Owner | None) -> None:
+        """Write (or, with None, remove) the domain's project in its metadata, live and in
+        its persistent definition."""
 
     def migrate(self, uri: str, name: str, params: MigrationParams) -> None:
         """Live-migrate ``name`` from host ``uri`` peer-to-peer; block until it ends.

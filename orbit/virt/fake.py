@@ -26,6 +26,7 @@ from orbit.virt.driver import (
     HostInfo,
     JobStats,
     MigrationParams,
+    Owner,
 )
 
 MIB = 1024 * 1024
@@ -143,6 +144,11 @@ class FakeDriver:
 
     def domain_info(self, uri: str, name: str) -> DomainInfo:
         return self._dom(uri, name)
+
+    def set_owner(self, uri: str, name: str, owner: Owner | None) -> None:
+        self.calls.append(f"set_owner {name} {owner.project_name if owner else None}")
+        host = self._host(uri)
+        host.domains[name] = replace(self._dom(uri, name), owner=owner)
 
     def migrate(self, uri: str, name: str, params: MigrationParams) -> None:
         self.calls.append(f"migrate {name} post_copy={params.post_copy}")

@@ -48,6 +48,7 @@ from orbit.virt.driver import (
     HostInfo,
     JobStats,
     MigrationParams,
+    Owner,
 )
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,11 @@ KEEPALIVE_COUNT = 6
 DIRTY_RATE_POLL_S = 0.1
 DIRTY_RATE_GRACE_S = 5.0
 MIB = 1024 * 1024
+
+#: ORBIT's domain metadata (the project a VM belongs to) and Nova's, which ORBIT reads
+ORBIT_XMLNS = "https://orbit.example/xmlns/libvirt/1"
+ORBIT_XMLNS_PREFIX = "orbit"
+NOVA_XMLNS = "http://openstack.org/xmlns/libvirt/nova/1.1"
 
 MIGRATE_FLAGS = (
     libvirt.VIR_MIGRATE_LIVE
@@ -109,6 +115,37 @@ _CONNECTION_ERRORS = {
 
 def _ignore_errors(_ctx: object, _err: object) -> None:
     return None
+
+
+def owner_xml(owner: Owner) -> str:
+    """ORBIT's metadata element for ``owner`` (libvirt puts it in ORBIT's namespace)."""
+    project = ET.Element("project")
+    if owner.project_id:
+        project.set("id", owner.project_id)
+    project.text = owner.project_name or ""
+    return ET.tostring(project, encoding="unicode")
+
+
+def parse_owner(xml: str, namespace: str) -> Owner | None:
+    """The project in a metadata element: ORBIT's ``<project id=...>name</project>`` or
+    Nova's ``<instance><owner><project uuid=...>name</project></owner></instance>``; None
+    when it names none or does not parse."""
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return None
+    if namespace == NOVA_XMLNS:
+        found = root.find(f"{{{NOVA_XMLNS}}}owner/{{{NOVA_XMLNS}}}project")
+        project_id = found.get("uuid") if found is not None else None
+    else:
+        found = root if root.tag in (f"{{{ORBIT_XMLNS}}}project", "project") else None
+        project_id = found.get("id") if found is not None else None
+    if found is None:
+        return None
+    name = (found.text or "").strip() or None
+    if project_id is None and name is None:
+        return None
+    return Owner(project_id=project_id or None, project_name=name)
 
 
 def _mapped(err: libvirt.libvirtError, uri: str, what: str) -> OrbitError:
@@ -308,6 +345,33 @@ class LibvirtDriver:
             raise _mapped(err, uri, f"reading domain {name}") from err
 
     @staticmethod
+    def _owner(dom: libvirt.virDomain) -> Owner | None:
+        """The project in the domain's metadata: ORBIT's element, else Nova's. Reading
+        metadata takes no domain job (unlike XMLDesc), so it does not wait for a migration."""
+        for namespace in (ORBIT_XMLNS, NOVA_XMLNS):
+            try:
+                xml = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, namespace, 0)
+            except libvirt.libvirtError as err:
+                if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+                    continue
+                raise
+            return parse_owner(xml, namespace)
+        return None
+
+    def set_owner(self, uri: str, name: str, owner: Owner | None) -> None:
+        dom = self._domain(uri, name)
+        try:
+            flags = libvirt.VIR_DOMAIN_AFFECT_LIVE if dom.isActive() else 0
+            if dom.isPersistent():
+                flags |= libvirt.VIR_DOMAIN_AFFECT_CONFIG
+            xml = owner_xml(owner) if owner is not None else None
+            dom.setMetadata(
+                libvirt.VIR_DOMAIN_METADATA_ELEMENT, xml, ORBIT_XMLNS_PREFIX, ORBIT_XMLNS, flags
+            )
+        except libvirt.libvirtError as err:
+            raise _mapped(err, uri, f"setting the project of domain {name}") from err
+
+    @staticmethod
     def _info(dom: libvirt.virDomain) -> DomainInfo:
         state, reason = dom.state()
         dstate = _STATES.get(state, DomainState.OTHER)
@@ -326,6 +390,7 @@ class LibvirtDriver:
             memory_mib=max_kib // 1024,
             vcpus=vcpus,
             persistent=bool(dom.isPersistent()),
+            owner=LibvirtDriver._owner(dom),
         )  # no XMLDesc: it queues a job behind a migration's (30 s; libvirt 11.3 then crashed)
 
     def migrate(self, uri: str, name: str, params: MigrationParams) -> None:

@@ -30,7 +30,7 @@ from orbit.api.deps import Services
 from orbit.conductor.conductor import Conductor
 from orbit.config import ServerConfig
 from orbit.db.database import Database
-from orbit.db.models import Host, Migration, MigrationSample, Server, Token, User
+from orbit.db.models import Host, Migration, MigrationSample, Project, Server, Token, User
 from orbit.identity.service import create_user, ensure_admin
 from orbit.virt.fake import MIB, FakeDriver, FakeWorkload
 
@@ -50,6 +50,10 @@ class Api:
     conductor: Conductor
     admin_token: str
     member_token: str
+
+    def project_id(self, name: str) -> str:
+        with self.db.session() as s:
+            return str(s.scalar(select(Project.id).where(Project.name == name)))
 
     def headers(
         self, token: str | None = None, *, member: bool = False, version: str = "2.25"

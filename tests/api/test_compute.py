@@ -54,10 +54,12 @@ def test_servers_are_discovered_from_the_hosts(api: Api) -> None:
     assert vm1["OS-EXT-STS:power_state"] == 1 and vm1["orbit:memory_mib"] == 64
     shown = api.get(f"/v2.1/servers/{vm1['id']}").json()["server"]
     assert shown["id"] == vm1["id"]
-    # the same under the project-scoped prefixes
-    project = "anything"
+    # the same under the project-scoped prefixes, with the token's project (as Nova)
+    project = api.project_id("admin")
     for prefix in ("/v2.1", f"/v2.1/{project}", f"/v2/{project}"):
         assert api.get(f"{prefix}/servers").status_code == 200, prefix
+    for prefix in ("/v2.1/anything", f"/v2/{api.project_id('demo')}"):
+        _error(api.get(f"{prefix}/servers"), 400, "badRequest", "does not match")
     assert [s["name"] for s in api.get("/v2.1/servers?host=h1").json()["servers"]] == [
         "hot",
         "vm1",
@@ -144,7 +146,7 @@ def test_post_copy_after_iterations_and_scheduler(api: Api) -> None:
 
 def test_precopy_default_and_the_v2_prefix(api: Api) -> None:
     sid = api.server_id("vm1")
-    r = api.post(f"/v2/someproject/servers/{sid}/action",
+    r = api.post(f"/v2/{api.project_id('admin')}/servers/{sid}/action",
                  {"os-migrateLive": {"host": "h3", "block_migration": False,
                                      "disk_over_commit": False}},
                  headers=api.headers(version="2.1"))  # fmt: skip

@@ -358,11 +358,24 @@ def test_post_copy_force_complete_and_abort(live_server: LiveServer, sdk: Any, n
     _wait_server(sdk, big.id, "h3")
 
 
-def test_member_cannot_live_migrate(live_server: LiveServer, nova: Any) -> None:
+def test_member_sees_its_project_and_cannot_live_migrate(
+    live_server: LiveServer, sdk: Any, nova: Any
+) -> None:
+    vm1_id = _server(sdk, "vm1").id
+    r = sdk.session.post(  # the admin gives vm1 to alice's project, demo
+        f"/servers/{vm1_id}/action",
+        json={"orbit-assignProject": {"project": "demo"}},
+        microversion=MICROVERSION,
+        endpoint_filter=COMPUTE,
+    )
+    assert r.status_code == 202, r.text
     member = _nova(live_server, "alice", MEMBER_PASSWORD, "demo")
     member_sdk = _sdk_direct(live_server, "alice", MEMBER_PASSWORD, "demo")
     try:
-        vm1 = next(s for s in member.servers.list() if s.name == "vm1")  # reading is allowed
+        listed = member.servers.list()  # reading its project's servers is allowed
+        assert [s.name for s in listed] == ["vm1"]  # not hot: no project
+        assert [s.name for s in member_sdk.compute.servers()] == ["vm1"]
+        vm1 = listed[0]
         with pytest.raises(nova_exceptions.Forbidden) as err:
             member.servers.live_migrate(vm1.id, "h2", False)
         assert err.value.code == 403

@@ -29,7 +29,7 @@ from orbit.dashboard import routes as dashboard
 from orbit.dashboard.errors import CSRF_MESSAGE
 from orbit.dashboard.sessions import COOKIE_NAME
 from orbit.db.models import Host
-from tests.api.conftest import ADMIN_PASSWORD, H1, Api
+from tests.api.conftest import ADMIN_PASSWORD, H1, MEMBER_PASSWORD, Api
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
@@ -71,12 +71,12 @@ def _csrf(html: str) -> str:
     return str(forms[0]["fields"]["csrf_token"])
 
 
-def _log_in(client: TestClient) -> None:
+def _log_in(client: TestClient, user: str = "admin", password: str = ADMIN_PASSWORD) -> None:
     login = client.get("/dashboard/login")
     assert login.status_code == 200
     r = client.post(
         "/dashboard/login",
-        data={"csrf_token": _csrf(login.text), "username": "admin", "password": ADMIN_PASSWORD},
+        data={"csrf_token": _csrf(login.text), "username": user, "password": password},
         follow_redirects=False,
     )
     assert r.status_code == 303 and r.headers["location"].endswith("/dashboard/instances"), r.text
@@ -225,3 +225,39 @@ def test_the_hypervisors_page_shows_each_hosts_memory(api: Api) -> None:
     api.wait_status(sid, mid, "completed")
     api.conductor.sync()
     assert figures("h1")[:2] == ("1", "64.0 MiB") and figures("h2")[:2] == ("1", "64.0 MiB")
+
+
+def test_a_member_sees_its_projects_instances_only(api: Api) -> None:
+    """alice (project demo) sees vm1 once it is demo's, never hot, hot's migration or a host;
+    every page of the dashboard, as alice: 200 with none of that, or 403/404."""
+    params = _route_params(api)  # vm1 migrated to h2; a drain of h3
+    hot = api.server_id("hot")
+    r = api.post(f"/v2.1/servers/{hot}/action", {"os-migrateLive": {"host": "h2",
+                 "block_migration": False, "post_copy": True}})  # fmt: skip
+    assert r.status_code == 202, r.text
+    hot_mid = api.get(f"/v2.1/servers/{hot}/migrations").json()["migrations"][0]["id"]
+    api.wait_status(hot, hot_mid, "completed")
+    r = api.post(f"/v2.1/servers/{params['server_id']}/action",
+                 {"orbit-assignProject": {"project": "demo"}})  # fmt: skip
+    assert r.status_code == 202, r.text
+    client = api.client
+    client.cookies.clear()
+    _log_in(client, "alice", MEMBER_PASSWORD)
+    page = client.get("/dashboard/instances")
+    assert 'data-server="vm1"' in page.text and 'data-server="hot"' not in page.text
+    assert ">h2<" not in page.text and "Hypervisors" not in page.text
+    mine = client.get(f"/dashboard/migrations/{params['migration_id']}")
+    assert mine.status_code == 200 and not re.search(r"(?<![</])\bh2\b", mine.text), mine.text
+    foreign = {**params, "server_id": hot, "migration_id": str(hot_mid)}
+    for route in _routes("GET"):
+        path = _path(route, foreign)
+        r = client.get(path, follow_redirects=False)
+        assert r.status_code in (200, 303, 403, 404), (path, r.status_code)
+        if r.status_code == 200:
+            assert hot not in r.text and "fake://" not in r.text, path
+    for name in ("hypervisors", "migrations", "drain_form", "drain", "live_migrate"):
+        route = next(r for r in _routes("GET") if r.name == name)
+        assert client.get(_path(route, params)).status_code == 403, name
+    for name in ("migration", "migration_progress"):
+        route = next(r for r in _routes("GET") if r.name == name)
+        assert client.get(_path(route, foreign)).status_code == 404, name

@@ -24,6 +24,8 @@ from orbit.lab.guest import Guests, GuestSpec
 from orbit.lab.lab import Lab
 from orbit.lab.libvirt_util import list_domains
 from orbit.lab.network import Shaping
+from orbit.virt.driver import Owner
+from orbit.virt.libvirt_driver import LibvirtDriver
 from tests.helpers import run_orbit
 
 ADMIN_PASSWORD = "lab-admin-secret"
@@ -143,6 +145,11 @@ def test_cli_live_migration_post_copy_wait(
 ) -> None:
     guests.start("h1", HOT)
     _wait_listed(server, "hot")
+    # its project, written in the domain's metadata by libvirt, goes with it
+    assigned = server.orbit("server-assign-project", "hot", "admin")
+    assert assigned.returncode == 0, assigned.stderr
+    project_id = server.orbit_json("show", "hot")["tenant_id"]
+    assert project_id and project_id in assigned.stdout
     proc = server.orbit("live-migration", "--post-copy", "--wait", "hot", "h2")
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert "status            : completed" in proc.stdout, proc.stdout
@@ -156,7 +163,9 @@ def test_cli_live_migration_post_copy_wait(
     assert list_domains(lab.host("h2").uri) == {"hot": "running"}
     assert guests.wait_verified("h2", "hot").errors == 0
     shown = server.orbit_json("show", "hot")
-    assert shown["OS-EXT-SRV-ATTR:host"] == "h2"
+    assert shown["OS-EXT-SRV-ATTR:host"] == "h2" and shown["tenant_id"] == project_id
+    owner = LibvirtDriver().domain_info(lab.host("h2").uri, "hot").owner
+    assert owner == Owner(project_id, "admin")
 
 
 def test_sigkill_during_a_migration_loses_nothing(

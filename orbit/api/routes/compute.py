@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
 from orbit.api import microversion as mv
-from orbit.api.deps import AuthDep, BodyDep, ServicesDep, SessionDep
+from orbit.api.deps import AuthDep, BodyDep, Services, ServicesDep, SessionDep
 from orbit.api.errors import ApiError
 from orbit.api.microversion import VersionDep
 from orbit.api.views import (
@@ -42,9 +42,12 @@ from orbit.db.models import (
     Host,
     Migration,
     MigrationSample,
+    Project,
     Server,
 )
 from orbit.errors import ComputeHostNotFound, ConfigError, MigrationNotFound, ServerNotFound
+from orbit.identity.policy import sees_server, visible_servers
+from orbit.identity.service import AuthContext
 from orbit.migration.model import DEFAULT_POSTCOPY_WEIGHT, MigrationSettings
 from orbit.migration.phase import Phase
 
@@ -150,10 +153,11 @@ def _uri_parses(uri: str) -> bool:
     return not parts.scheme.endswith(("+tcp", "+tls", "+ssh")) or bool(parts.hostname)
 
 
-def _server(session: Session, server_id: str) -> Server:
+def _server(session: Session, server_id: str, auth: AuthContext) -> Server:
+    """The server, if the caller may see it (another project's is not found, as Nova)."""
     server = session.get(Server, server_id)
-    if server is None:
-        raise ServerNotFound(f"server {server_id} could not be found")
+    if server is None or not sees_server(auth, server):
+        raise ServerNotFound(f"server {server_id[:60]} could not be found")
     return server
 
 
@@ -197,9 +201,14 @@ def _active_migrations(session: Session, servers: list[Server]) -> dict[str, Mig
     return {m.server_id: m for m in rows}
 
 
-def _servers(session: Session, request: Request) -> list[Server]:
-    """The servers the query asks for, their hosts loaded with them (one query)."""
+def _servers(session: Session, request: Request, auth: AuthContext) -> list[Server]:
+    """The servers the query asks for and the caller may see, their hosts loaded with them
+    (one query). An admin may narrow the list to one project (project_id or tenant_id)."""
     query = select(Server).options(joinedload(Server.host)).order_by(Server.name, Server.id)
+    query = visible_servers(query, auth)
+    project = request.query_params.get("project_id") or request.query_params.get("tenant_id")
+    if project and auth.is_admin:
+        query = query.where(Server.project_id == project)
     name = request.query_params.get("name")
     if name:
         query = query.where(Server.name.contains(name))
@@ -216,9 +225,9 @@ def _servers(session: Session, request: Request) -> list[Server]:
 def list_servers(
     request: Request, auth: AuthDep, session: SessionDep, services: ServicesDep
 ) -> dict[str, Any]:
-    """List servers (filters: name, status, host)."""
+    """List servers (filters: name, status, host; an admin's: project_id)."""
     base = services.config.base_url
-    return {"servers": [server_summary(s, base) for s in _servers(session, request)]}
+    return {"servers": [server_summary(s, base) for s in _servers(session, request, auth)]}
 
 
 @router.get("/servers/detail")
@@ -227,9 +236,13 @@ def list_servers_detail(
 ) -> dict[str, Any]:
     """List servers with details."""
     base = services.config.base_url
-    servers = _servers(session, request)
+    servers = _servers(session, request, auth)
     active = _active_migrations(session, servers)
-    return {"servers": [server_detail(s, base, active.get(s.id), v) for s in servers]}
+    return {
+        "servers": [
+            server_detail(s, base, active.get(s.id), v, admin=auth.is_admin) for s in servers
+        ]
+    }
 
 
 @router.get("/servers/{server_id}")
@@ -237,9 +250,11 @@ def show_server(
     server_id: str, v: VersionDep, auth: AuthDep, session: SessionDep, services: ServicesDep
 ) -> dict[str, Any]:
     """Show one server."""
-    server = _server(session, server_id)
+    server = _server(session, server_id, auth)
     active = _active_migration(session, server.id)
-    return {"server": server_detail(server, services.config.base_url, active, v)}
+    return {
+        "server": server_detail(server, services.config.base_url, active, v, admin=auth.is_admin)
+    }
 
 
 def _live_migrate_keys(v: mv.Version) -> set[str]:
@@ -286,10 +301,12 @@ def server_action(
     session: SessionDep,
     services: ServicesDep,
 ) -> Response:
-    """Server actions; ORBIT implements os-migrateLive (with post_copy)."""
+    """Server actions: os-migrateLive (with post_copy); ORBIT's orbit-assignProject."""
+    if list(body) == ["orbit-assignProject"]:
+        return _assign_project(server_id, body["orbit-assignProject"], auth, session, services)
     if list(body) != ["os-migrateLive"]:
         raise ApiError(400, f"unsupported server action {', '.join(body) or '(none)'}: "
-                       "ORBIT implements os-migrateLive")  # fmt: skip
+                       "ORBIT implements os-migrateLive and orbit-assignProject")  # fmt: skip
     auth.require_admin("os-migrateLive")
     args = body["os-migrateLive"]
     if not isinstance(args, dict):
@@ -335,7 +352,7 @@ def server_action(
         block_migration=block,
         postcopy_weight=float(weight),
     )
-    server = _server(session, server_id)
+    server = _server(session, server_id, auth)
     services.conductor.request_migration(
         session,
         server=server,
@@ -352,6 +369,28 @@ def server_action(
     return Response(status_code=202)
 
 
+def _assign_project(
+    server_id: str, args: Any, auth: AuthContext, session: Session, services: Services
+) -> Response:
+    """Give a server to a project (by id or name; null: to none). Admin only."""
+    auth.require_admin("assigning a server to a project")
+    if not isinstance(args, dict) or set(args) != {"project"}:
+        raise ApiError(400, 'expected {"orbit-assignProject": {"project": "<id or name>"}}')
+    wanted = args["project"]
+    project = None
+    if wanted is not None:
+        if not isinstance(wanted, str) or not wanted:
+            raise ApiError(400, f"invalid input for field 'project': {wanted!r}")
+        project = session.scalar(
+            select(Project).where(or_(Project.id == wanted, Project.name == wanted))
+        )
+        if project is None:
+            raise ApiError(400, f"project {wanted[:60]!r} does not exist")
+    server = _server(session, server_id, auth)
+    services.conductor.assign_project(session, server, project)
+    return Response(status_code=202)
+
+
 # -- server migrations ---------------------------------------------------------------------
 
 
@@ -360,11 +399,11 @@ def list_server_migrations(
     server_id: str, v: VersionDep, auth: AuthDep, session: SessionDep
 ) -> dict[str, Any]:
     """Live migrations of a server, newest first (ORBIT keeps finished ones too)."""
-    _server(session, server_id)
+    _server(session, server_id, auth)
     rows = session.scalars(
         select(Migration).where(Migration.server_id == server_id).order_by(Migration.id.desc())
     )
-    return {"migrations": [server_migration_view(m, v) for m in rows]}
+    return {"migrations": [server_migration_view(m, v, admin=auth.is_admin) for m in rows]}
 
 
 @router.get("/servers/{server_id}/migrations/{migration_id}")
@@ -372,8 +411,9 @@ def show_server_migration(
     server_id: str, migration_id: int, v: VersionDep, auth: AuthDep, session: SessionDep
 ) -> dict[str, Any]:
     """One migration with memory and disk counters and ORBIT's record."""
-    _server(session, server_id)
-    return {"migration": server_migration_view(_migration(session, server_id, migration_id), v)}
+    _server(session, server_id, auth)
+    m = _migration(session, server_id, migration_id)
+    return {"migration": server_migration_view(m, v, admin=auth.is_admin)}
 
 
 @router.get("/servers/{server_id}/migrations/{migration_id}/samples")
@@ -385,7 +425,7 @@ def migration_samples(
     after_s: float = -1.0,
 ) -> dict[str, Any]:
     """ORBIT extension: the progress samples of a migration (after ``after_s``)."""
-    _server(session, server_id)
+    _server(session, server_id, auth)
     m = _migration(session, server_id, migration_id)
     rows = session.scalars(
         select(MigrationSample)
@@ -410,7 +450,7 @@ def migration_action(
         raise ApiError(400, 'expected {"force_complete": null} or {"resume": null}')
     action = next(iter(body))
     auth.require_admin(action)
-    _server(session, server_id)
+    _server(session, server_id, auth)
     m = _migration(session, server_id, migration_id)
     if action == "resume":
         services.conductor.resume_now(session, m)
@@ -430,7 +470,7 @@ def abort_migration(
 ) -> Response:
     """Abort a migration in pre-copy, or a queued one (2.65+); 409 in post-copy."""
     auth.require_admin("aborting a live migration")
-    _server(session, server_id)
+    _server(session, server_id, auth)
     m = _migration(session, server_id, migration_id)
     if m.phase in (Phase.QUEUED, Phase.PREPARING) and v < mv.ABORT_QUEUED:
         raise ApiError(
@@ -612,6 +652,7 @@ def list_hypervisors(
     request: Request, v: VersionDep, auth: AuthDep, session: SessionDep, services: ServicesDep
 ) -> dict[str, Any]:
     """Hypervisors (one per registered host); 2.53: hypervisor_hostname_pattern, with_servers."""
+    auth.require_admin("listing hypervisors")
     return _hypervisors(request, v, session, services.config.base_url, detail=False)
 
 
@@ -620,12 +661,14 @@ def list_hypervisors_detail(
     request: Request, v: VersionDep, auth: AuthDep, session: SessionDep, services: ServicesDep
 ) -> dict[str, Any]:
     """Hypervisors with details (before 2.88: memory and VM counts)."""
+    auth.require_admin("listing hypervisors")
     return _hypervisors(request, v, session, services.config.base_url, detail=True)
 
 
 @router.get("/os-hypervisors/statistics")
 def hypervisor_statistics(v: VersionDep, auth: AuthDep, session: SessionDep) -> dict[str, Any]:
     """Totals over all hypervisors (removed in 2.88)."""
+    auth.require_admin("reading hypervisor statistics")
     if v >= mv.HYPERVISOR_SLIM:
         raise ApiError(
             404, f"hypervisor statistics were removed in microversion {mv.HYPERVISOR_SLIM}"
@@ -665,6 +708,7 @@ def search_hypervisors(
     pattern: str, v: VersionDep, auth: AuthDep, session: SessionDep
 ) -> dict[str, Any]:
     """Hypervisors whose name contains ``pattern`` (before 2.53)."""
+    auth.require_admin("searching hypervisors")
     _old_hypervisor_route(v, "search")
     found = _matching(_hosts(session), pattern)
     return {"hypervisors": [hypervisor_view(h, i, detail=False, running_vms=n, v=v)
@@ -676,6 +720,7 @@ def hypervisor_servers(
     pattern: str, v: VersionDep, auth: AuthDep, session: SessionDep
 ) -> dict[str, Any]:
     """Hypervisors whose name contains ``pattern``, with their servers (before 2.53)."""
+    auth.require_admin("listing a hypervisor's servers")
     _old_hypervisor_route(v, "servers")
     found = _matching(_hosts(session), pattern)
     on = _servers_on(session, [h for _i, h, _n in found])
@@ -698,6 +743,7 @@ def hypervisor_uptime(
     hypervisor_id_or_name: str, v: VersionDep, auth: AuthDep, session: SessionDep
 ) -> dict[str, Any]:
     """A hypervisor's uptime (before 2.88; ORBIT does not know it: null)."""
+    auth.require_admin("reading a hypervisor's uptime")
     if v >= mv.HYPERVISOR_SLIM:
         raise ApiError(
             404, f"uptime is part of the hypervisor itself since microversion {mv.HYPERVISOR_SLIM}"
@@ -716,6 +762,7 @@ def show_hypervisor(
     session: SessionDep,
 ) -> dict[str, Any]:
     """One hypervisor, by id (a UUID since 2.53) or host name; 2.53: with_servers."""
+    auth.require_admin("showing a hypervisor")
     i, h, n = _hypervisor(session, hypervisor_id_or_name, v)
     with_servers = v >= mv.UUID_IDS and _query_bool(request.query_params, "with_servers")
     servers = _servers_on(session, [h]).get(h.id) if with_servers else None
@@ -734,6 +781,7 @@ def list_services(
     request: Request, v: VersionDep, auth: AuthDep, session: SessionDep
 ) -> dict[str, Any]:
     """Compute services (one per registered host; filters: host, binary)."""
+    auth.require_admin("listing compute services")
     q = request.query_params
     rows = [
         service_view(h, i, v)
@@ -831,6 +879,7 @@ def update_service(
 @router.get("/orbit-hosts")
 def list_hosts(auth: AuthDep, session: SessionDep) -> dict[str, Any]:
     """ORBIT extension: registered hosts."""
+    auth.require_admin("listing hosts")
     return {"hosts": [host_view(h, n) for _i, h, n in _hosts(session)]}
 
 
