@@ -27,7 +27,8 @@ the most specific class here with ``raise Mapped(...) from err``, so the root ca
      +-- DatabaseError          the database is unreachable, or its schema could not be set up
      +-- NotFound               an object named in a request does not exist      404
      |    +-- ServerNotFound, ComputeHostNotFound, MigrationNotFound, DrainNotFound
-     +-- NoValidHost            the scheduler found no destination               400
+     +-- Conflict               a name taken; the last admin; a project owning servers 409
+ +-- NoValidHost            the scheduler found no destination               400
      +-- AuthError              no valid credentials or token                    401
      |    +-- Forbidden         authenticated, but the role does not allow it    403
      +-- ClientError            the CLI's request failed (unreachable API, HTTP error)
@@ -144,6 +145,11 @@ class MigrationNotFound(NotFound):
 
 class DrainNotFound(NotFound):
     """No host drain with that id."""
+
+
+class Conflict(OrbitError):
+    """The request conflicts with what exists: a name taken, or a change that would leave
+    ORBIT without an admin."""
 
 
 class NoValidHost(OrbitError):

@@ -9,7 +9,7 @@ from fastapi import Depends, FastAPI, Request, Response
 from orbit.api import errors, limits, microversion
 from orbit.api.deps import Services, url_project
 from orbit.api.errors import ApiError, error_response
-from orbit.api.routes import compute, drains, identity
+from orbit.api.routes import compute, directory, drains, identity
 from orbit.dashboard import routes as dashboard
 
 COMPUTE_PREFIXES = ("/v2.1", "/v2.1/{project_id}", "/v2/{project_id}")
@@ -27,6 +27,7 @@ def create_app(services: Services) -> FastAPI:
     app.state.services = services
     errors.install(app)
     app.include_router(identity.router)
+    app.include_router(directory.router)
     app.include_router(compute.versions)
     for prefix in COMPUTE_PREFIXES:  # the project-less one first: it wins ambiguous paths
         checks = [Depends(url_project)] if "{project_id}" in prefix else []

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from orbit.errors import (
     AuthError,
     ConfigError,
+    Conflict,
     DatabaseError,
     Forbidden,
     HostUnreachable,
@@ -75,7 +76,7 @@ def status_of(err: OrbitError) -> int:
         return 401
     if isinstance(err, NotFound):
         return 404
-    if isinstance(err, (InvalidState, MigrationInProgress, MigrationRefused)):
+    if isinstance(err, (InvalidState, MigrationInProgress, MigrationRefused, Conflict)):
         return 409
     if isinstance(err, (ConfigError, InvalidMigration, NoValidHost, HostUnreachable)):
         return 400

@@ -27,7 +27,7 @@ duplicate name is a user's mistake or a race.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -217,14 +217,43 @@ class Database:
         failure leaves the schema as it was; SQLite commits its DDL as it goes. Raises
         DatabaseError for any failure, the cause kept.
         """
+        self._migrate(command.upgrade, revision)
+
+    def downgrade(self, revision: str) -> None:
+        """Take the schema back to ``revision`` ("base": nothing), as :meth:`upgrade`."""
+        self._migrate(command.downgrade, revision)
+
+    def _migrate(self, step: Callable[[Config, str], None], revision: str) -> None:
+        """Run Alembic's ``step`` on one connection. On SQLite, foreign keys are off while
+        it runs: a batch operation copies a table and drops the old one, and dropping a
+        table with foreign keys on deletes its rows first, with their ON DELETE actions
+        (every token, and the user of every migration, would go with the users table).
+        They are checked before the commit instead."""
         config = self.alembic_config()
+        sqlite = self.url.get_backend_name() == "sqlite"
         try:
-            with self.engine.begin() as connection:
-                config.attributes["connection"] = connection
-                command.upgrade(config, revision)
+            with self.engine.connect() as connection:
+                if sqlite:  # outside a transaction, where the PRAGMA applies
+                    connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                    connection.commit()
+                try:
+                    with connection.begin():
+                        config.attributes["connection"] = connection
+                        step(config, revision)
+                        if sqlite:
+                            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+                            if broken:
+                                raise DatabaseError(
+                                    f"schema {step.__name__} of {self._safe_url} to {revision} "
+                                    f"would break {len(broken)} foreign keys, e.g. {broken[0]}"
+                                )
+                finally:
+                    if sqlite:
+                        connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                        connection.commit()
         except (CommandError, SQLAlchemyError) as err:
             raise DatabaseError(
-                f"schema upgrade of {self._safe_url} to {revision} failed: {_reason(err)}"
+                f"schema {step.__name__} of {self._safe_url} to {revision} failed: {_reason(err)}"
             ) from err
 
     def current_revision(self) -> str | None:

@@ -3,7 +3,9 @@
 ::
 
     projects <-- users <-- tokens
-       ^  ^
+       ^  ^  ^     ^
+       |  |  +-- role_assignments (user, project, role; CASCADE both ways)
+       |  |
        |  +----- servers --> hosts
        |           ^           ^
        |           |           | source_host_id, dest_host_id (SET NULL)
@@ -165,24 +167,52 @@ class Project(Base):
 
 
 class User(Base):
+    """A user; what it may do comes from its role assignments. ``project_id`` is its
+    default project (Keystone's ``default_project_id``): where a log-in without a scope
+    lands."""
+
     __tablename__ = "users"
-    __table_args__ = (CheckConstraint(_one_of("role", Role), name="role"),)
 
     id: Mapped[str] = mapped_column(String(UUID_LEN), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
     password_hash: Mapped[str] = mapped_column(String(NAME_LEN))
-    project_id: Mapped[str] = mapped_column(ForeignKey("projects.id"))
-    role: Mapped[str] = mapped_column(String(STATUS_LEN), default=Role.MEMBER.value)
+    project_id: Mapped[str | None] = mapped_column(ForeignKey("projects.id", ondelete="SET NULL"))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
-    project: Mapped[Project] = relationship(back_populates="users")
+    project: Mapped[Project | None] = relationship(back_populates="users")
     tokens: Mapped[list[Token]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", passive_deletes=True
+    )
+    assignments: Mapped[list[RoleAssignment]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True
     )
 
     def __repr__(self) -> str:
-        return f"User(id={self.id!r}, name={self.name!r}, role={self.role!r})"
+        return f"User(id={self.id!r}, name={self.name!r})"
+
+
+class RoleAssignment(Base):
+    """A user holds a role on a project (Keystone's project role assignment). The admin
+    role on any project makes the user an admin (Nova's ``role:admin``)."""
+
+    __tablename__ = "role_assignments"
+    __table_args__ = (CheckConstraint(_one_of("role", Role), name="role"),)
+
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    project_id: Mapped[str] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[str] = mapped_column(String(STATUS_LEN), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    user: Mapped[User] = relationship(back_populates="assignments")
+    project: Mapped[Project] = relationship()
+
+    def __repr__(self) -> str:
+        return f"RoleAssignment({self.user_id!r}, {self.project_id!r}, {self.role!r})"
 
 
 class Token(Base):

@@ -58,3 +58,37 @@ def token_hash(token: str) -> str:
 
 def generate_password() -> str:
     return secrets.token_urlsafe(GENERATED_PASSWORD_BYTES)
+
+
+#: The password policy (NIST SP 800-63B: length and a block-list, no composition rules).
+MIN_PASSWORD_LEN = 12
+#: hashing a longer one would be an easy way to burn the server's CPU
+MAX_PASSWORD_LEN = 1024
+MIN_DISTINCT_CHARS = 6
+#: passwords of 12 characters and more that lists of leaked passwords put near the top
+COMMON_PASSWORDS = frozenset(
+    {
+        "123456789012", "1234567890123", "12345678901234", "qwertyuiop12", "qwertyuiop123",
+        "qwertyuiopasdfgh", "password1234", "password12345", "password123!", "passwordpassword",
+        "administrator", "administrator1", "changeme1234", "letmeinletmein", "iloveyou1234",
+        "1q2w3e4r5t6y", "1qaz2wsx3edc", "q1w2e3r4t5y6", "aaaaaaaaaaaa", "abcdefghijkl",
+        "abc123abc123", "welcome12345", "superman1234", "trustno1trustno1", "opensesame12",
+    }
+)  # fmt: skip
+
+
+def password_problem(password: str, *, user_name: str) -> str | None:
+    """Why ``password`` may not be set for ``user_name`` (one line, never the password
+    itself), or None when it may."""
+    if len(password) < MIN_PASSWORD_LEN:
+        return f"the password must have at least {MIN_PASSWORD_LEN} characters"
+    if len(password) > MAX_PASSWORD_LEN:
+        return f"the password must have at most {MAX_PASSWORD_LEN} characters"
+    if len(set(password)) < MIN_DISTINCT_CHARS:
+        return f"the password must use at least {MIN_DISTINCT_CHARS} different characters"
+    lowered = password.lower()
+    if len(user_name) >= 3 and user_name.lower() in lowered:
+        return "the password must not contain the user name"
+    if lowered in COMMON_PASSWORDS:
+        return "the password is one of the most common ones: choose another"
+    return None

@@ -1,5 +1,8 @@
 """Identity data functions: the first admin, password log-in, token validation.
 
+A token is scoped to one project; what it may do is the user's roles on that project, read
+again at every validation (a role removed, or a user disabled, takes effect at once).
+
 They take a SQLAlchemy session and keyword arguments, know nothing of HTTP, and raise
 :class:`~orbit.errors.AuthError` (401) or :class:`~orbit.errors.Forbidden` (403) with a
 message that never contains a password or a token.
@@ -14,20 +17,20 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from orbit.db.models import Project, Role, Token, User
+from orbit.db.models import Project, Role, RoleAssignment, Token, User
 from orbit.db.types import utcnow
 from orbit.errors import AuthError, ConfigError, Forbidden
 from orbit.identity.security import (
     generate_password,
     hash_password,
     new_token,
+    password_problem,
     token_hash,
     verify_password,
 )
 
 ADMIN_USER = "admin"
 ADMIN_PROJECT = "admin"
-MIN_PASSWORD_LEN = 8
 
 
 @dataclass(frozen=True)
@@ -38,17 +41,22 @@ class AuthContext:
     user_name: str
     project_id: str
     project_name: str
-    role: str
+    #: the roles the user holds on the token's project
+    assigned: frozenset[str]
     issued_at: datetime
     expires_at: datetime
 
     @property
     def is_admin(self) -> bool:
-        return self.role == Role.ADMIN.value
+        return Role.ADMIN.value in self.assigned
+
+    @property
+    def role(self) -> str:
+        return Role.ADMIN.value if self.is_admin else Role.MEMBER.value
 
     @property
     def roles(self) -> list[str]:
-        """Keystone-style role list: an admin also holds 'member'."""
+        """Keystone-style role list: an admin also holds 'member' (an implied role)."""
         return [Role.ADMIN.value, Role.MEMBER.value] if self.is_admin else [Role.MEMBER.value]
 
     def require_admin(self, action: str) -> None:
@@ -56,8 +64,16 @@ class AuthContext:
             raise Forbidden(f"{action} needs the admin role; user {self.user_name} has {self.role}")
 
 
+def check_password(password: str, *, user_name: str) -> None:
+    """ConfigError (400) if the password policy refuses ``password``."""
+    problem = password_problem(password, user_name=user_name)
+    if problem is not None:
+        raise ConfigError(f"{problem} (user {user_name})")
+
+
 def ensure_admin(session: Session, *, password: str | None) -> str | None:
-    """Create user 'admin' (role admin, project 'admin') unless it exists.
+    """Create user 'admin' (role admin on project 'admin') unless it exists; a password
+    given (``$ORBIT_ADMIN_PASSWORD``) must pass the password policy.
 
     Returns the password when one was generated (to be shown once), else None.
     """
@@ -66,40 +82,45 @@ def ensure_admin(session: Session, *, password: str | None) -> str | None:
     generated = None
     if not password:
         password = generated = generate_password()
-    project = session.scalar(select(Project).where(Project.name == ADMIN_PROJECT))
-    if project is None:
-        project = Project(name=ADMIN_PROJECT)
-        session.add(project)
-    session.add(
-        User(
-            name=ADMIN_USER,
-            password_hash=hash_password(password),
-            project=project,
-            role=Role.ADMIN.value,
-        )
+    create_user(
+        session,
+        name=ADMIN_USER,
+        password=password,
+        project_name=ADMIN_PROJECT,
+        role=Role.ADMIN.value,
     )
-    session.flush()
     return generated
 
 
 def create_user(
     session: Session, *, name: str, password: str, project_name: str, role: str
 ) -> User:
-    """Add a user (and its project if new); ConfigError for a bad role or short password."""
+    """Add a user with ``role`` on ``project_name`` (created if new), its default project;
+    ConfigError for a bad role, a refused password or a taken name."""
     if role not in (r.value for r in Role):
         raise ConfigError(f"role must be admin or member, got {role!r}")
-    if len(password) < MIN_PASSWORD_LEN:
-        raise ConfigError(f"password must have at least {MIN_PASSWORD_LEN} characters")
+    check_password(password, user_name=name)
     if session.scalar(select(User).where(User.name == name)) is not None:
         raise ConfigError(f"user {name!r} already exists")
     project = session.scalar(select(Project).where(Project.name == project_name))
     if project is None:
         project = Project(name=project_name)
         session.add(project)
-    user = User(name=name, password_hash=hash_password(password), project=project, role=role)
+    user = User(name=name, password_hash=hash_password(password), project=project)
     session.add(user)
+    user.assignments.append(RoleAssignment(project=project, role=role))
     session.flush()
     return user
+
+
+def assigned_roles(session: Session, *, user_id: str, project_id: str) -> frozenset[str]:
+    """The roles ``user_id`` holds on ``project_id``."""
+    rows = session.scalars(
+        select(RoleAssignment.role).where(
+            RoleAssignment.user_id == user_id, RoleAssignment.project_id == project_id
+        )
+    )
+    return frozenset(rows)
 
 
 @functools.cache
@@ -116,8 +137,10 @@ def issue_token(
     password: str,
     project_name: str | None,
     ttl_s: int,
+    project_id: str | None = None,
 ) -> tuple[str, AuthContext]:
-    """Check the password and issue a token scoped to the user's project."""
+    """Check the password and issue a token scoped to the project asked for (by name or
+    id), else to the user's default project; the user must hold a role on it."""
     user = session.scalar(select(User).where(User.name == user_name))
     # the same message and the same work for an unknown user and a wrong password (a
     # hash is checked either way): no user enumeration by the answer or its timing
@@ -125,20 +148,31 @@ def issue_token(
     matches = verify_password(password, stored)
     if user is None or not user.enabled or not matches:
         raise AuthError("the user name or password is incorrect")
-    if project_name is not None and project_name != user.project.name:
-        raise AuthError(f"user {user_name} has no role on project {project_name!r}")
+    project: Project | None = user.project
+    if project_id is not None:
+        project = session.get(Project, project_id)
+    elif project_name is not None:
+        project = session.scalar(select(Project).where(Project.name == project_name))
+    wanted = project_name or project_id
+    if project is None:
+        if wanted is None:
+            raise AuthError(f"user {user_name} has no default project: scope the log-in")
+        raise AuthError(f"user {user_name} has no role on project {wanted[:60]!r}")
+    roles = assigned_roles(session, user_id=user.id, project_id=project.id)
+    if not roles:
+        raise AuthError(f"user {user_name} has no role on project {project.name!r}")
     token = new_token()
     now = utcnow()
     row = Token(
         token_hash=token_hash(token),
         user_id=user.id,
-        project_id=user.project_id,
+        project_id=project.id,
         issued_at=now,
         expires_at=now + timedelta(seconds=ttl_s),
     )
     session.add(row)
     session.flush()
-    return token, _context(user, row)
+    return token, _context(user, row, project, roles)
 
 
 def validate_token(session: Session, *, token: str | None) -> AuthContext:
@@ -152,7 +186,10 @@ def validate_token(session: Session, *, token: str | None) -> AuthContext:
         raise AuthError(f"the token expired at {row.expires_at.isoformat()}")
     if not row.user.enabled:
         raise AuthError("the token's user is disabled")
-    return _context(row.user, row)
+    roles = assigned_roles(session, user_id=row.user_id, project_id=row.project_id)
+    if not roles:
+        raise AuthError("the token's user no longer has a role on the token's project")
+    return _context(row.user, row, row.project, roles)
 
 
 def revoke_token(session: Session, *, token: str) -> None:
@@ -165,13 +202,13 @@ def purge_expired(session: Session) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def _context(user: User, row: Token) -> AuthContext:
+def _context(user: User, row: Token, project: Project, roles: frozenset[str]) -> AuthContext:
     return AuthContext(
         user_id=user.id,
         user_name=user.name,
-        project_id=user.project_id,
-        project_name=user.project.name,
-        role=user.role,
+        project_id=project.id,
+        project_name=project.name,
+        assigned=roles,
         issued_at=row.issued_at,
         expires_at=row.expires_at,
     )

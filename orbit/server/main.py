@@ -20,7 +20,7 @@ from orbit.api.deps import Services
 from orbit.conductor.conductor import Conductor
 from orbit.config import DEFAULT_BIND, ServerConfig, load_config
 from orbit.db.database import Database, ensure_sqlite_dir
-from orbit.errors import OrbitError
+from orbit.errors import ConfigError, OrbitError
 from orbit.identity.service import ADMIN_USER, ensure_admin
 from orbit.virt.driver import HypervisorDriver
 
@@ -44,7 +44,10 @@ def build(config: ServerConfig, *, driver: HypervisorDriver | None = None) -> Se
     db = Database(config.database_url)
     db.upgrade()
     with db.session() as session:
-        generated = ensure_admin(session, password=os.environ.get(ADMIN_PASSWORD_ENV))
+        try:
+            generated = ensure_admin(session, password=os.environ.get(ADMIN_PASSWORD_ENV))
+        except ConfigError as err:
+            raise ConfigError(f"${ADMIN_PASSWORD_ENV} is refused: {err}") from err
     if generated is not None:
         # shown once, on the terminal that started the first run; never logged
         print(

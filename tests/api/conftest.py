@@ -34,7 +34,7 @@ from orbit.db.models import Host, Migration, MigrationSample, Project, Server, T
 from orbit.identity.service import create_user, ensure_admin
 from orbit.virt.fake import MIB, FakeDriver, FakeWorkload
 
-ADMIN_PASSWORD = "admin-secret-1"
+ADMIN_PASSWORD = "test-root-pass-41"
 MEMBER_PASSWORD = "member-secret-1"
 H1, H2, H3 = "fake://h1", "fake://h2", "fake://h3"
 TICK_S = 0.01

@@ -390,3 +390,49 @@ def test_member_sees_its_project_and_cannot_live_migrate(
         member.client.session.session.close()
     assert nova.server_migrations.list(vm1.id) == []
     assert getattr(nova.servers.get(vm1.id), "OS-EXT-SRV-ATTR:host") == "h1"
+
+
+def test_openstacksdk_manages_users_projects_and_roles(live_server: LiveServer, sdk: Any) -> None:
+    """openstacksdk's identity calls, unchanged, against ORBIT's Keystone-shaped API: the new
+    member logs in with the stock clients and sees its project's server only."""
+    identity = sdk.identity
+    project = identity.create_project(name="green", domain_id="default")
+    user = identity.create_user(
+        name="erin", password="sandpiper-at-noon-5", default_project_id=project.id
+    )
+    role = identity.find_role("member", ignore_missing=False)
+    identity.assign_project_role_to_user(project, user, role)
+    assert identity.validate_user_has_project_role(project, user, role)
+    assert identity.find_user("erin", ignore_missing=False).id == user.id
+    assert {u.name for u in identity.users()} == {"admin", "alice", "erin"}
+    assert [p.name for p in identity.user_projects(user)] == ["green"]
+    with pytest.raises(openstack.exceptions.BadRequestException) as weak:
+        identity.create_user(name="frank", password="short")
+    assert "at least 12 characters" in str(weak.value)
+    r = sdk.session.post(
+        f"/servers/{_server(sdk, 'vm1').id}/action",
+        json={"orbit-assignProject": {"project": "green"}},
+        microversion=MICROVERSION,
+        endpoint_filter=COMPUTE,
+    )
+    assert r.status_code == 202, r.text
+    erin = _sdk_direct(live_server, "erin", "sandpiper-at-noon-5", "green")
+    try:
+        assert [s.name for s in erin.compute.servers()] == ["vm1"]
+    finally:
+        erin.close()
+    identity.update_user(user, enabled=False)
+    with pytest.raises(ks_exceptions.Unauthorized):
+        _keystone_session(live_server, "erin", "sandpiper-at-noon-5", "green").get_token()
+    identity.unassign_project_role_from_user(project, user, role)
+    assert not identity.validate_user_has_project_role(project, user, role)
+    identity.delete_user(user)
+    r = sdk.session.post(
+        f"/servers/{_server(sdk, 'vm1').id}/action",
+        json={"orbit-assignProject": {"project": None}},
+        microversion=MICROVERSION,
+        endpoint_filter=COMPUTE,
+    )
+    assert r.status_code == 202, r.text
+    identity.delete_project(project)
+    assert identity.find_project("green") is None

@@ -23,7 +23,7 @@ from orbit.virt.driver import Owner
 from orbit.virt.fake import MIB, FakeWorkload
 from tests.api.conftest import H1, Api, _login
 
-BOB_PASSWORD = "bob-secret-pass-1"
+BOB_PASSWORD = "second-member-pw1"
 
 
 def _as(api: Api, token: str) -> dict[str, str]:

@@ -37,7 +37,7 @@ from orbit.virt.fake import MIB, FakeDriver, FakeWorkload
 from tests.api.conftest import api  # noqa: F401  (the in-process API, for test_pages.py)
 from tests.dashboard.browser import DESKTOP, Screenshots, artifacts_dir, launch_chromium
 
-ADMIN_PASSWORD = "admin-secret-1"
+ADMIN_PASSWORD = "test-root-pass-41"
 MEMBER_PASSWORD = "member-secret-1"
 HOSTS = {"h1": "fake://h1", "h2": "fake://h2", "h3": "fake://h3"}
 #: the only address the server listens on

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import replace
 
 import httpx
 import pytest
 from playwright.sync_api import Page, Response, expect
 from sqlalchemy import func, select
 
-from orbit.db.models import Host, Migration, Server, Token
+from orbit.db.models import Host, Migration, Project, Server, Token
 from orbit.migration.model import Policy
+from orbit.virt.driver import Owner
 from orbit.virt.fake import MIB, FakeWorkload
 from tests.dashboard.browser import PHONE, Screenshots
 from tests.dashboard.conftest import (
@@ -281,11 +283,23 @@ def test_resume_now_on_a_paused_post_copy(dashboard: Dashboard, page: Page) -> N
 
 
 @SQLITE_ONLY
-def test_a_member_sees_no_migrate_action(dashboard: Dashboard, page: Page) -> None:
+def test_a_member_sees_its_projects_instances_and_no_migrate_action(
+    dashboard: Dashboard, page: Page
+) -> None:
+    with dashboard.db.session() as s:  # vm1's domain names alice's project, demo
+        demo = s.scalars(select(Project).where(Project.name == "demo")).one()
+        owner = Owner(demo.id, demo.name)
+    for host in dashboard.driver.hosts.values():
+        if "vm1" in host.domains:
+            host.domains["vm1"] = replace(host.domains["vm1"], owner=owner)
+    dashboard.conductor.sync()
     dashboard.login(page, "alice", MEMBER_PASSWORD)
-    expect(page.locator("#instances tbody tr")).to_have_count(3)
+    rows = page.locator("#instances tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-server", "vm1")
     expect(page.get_by_text("Live Migrate")).to_have_count(0)
-    expect(page.get_by_role("link", name="Migrations", exact=True)).to_have_count(0)
+    for link in ("Migrations", "Hypervisors"):
+        expect(page.get_by_role("link", name=link, exact=True)).to_have_count(0)
     server_id = _server_id(dashboard, "vm1")
     for path in (f"/instances/{server_id}/live-migrate", "/migrations"):
         with page.expect_response(dashboard.at(path)) as answer:

@@ -6,7 +6,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from alembic import command
 from sqlalchemy import func, inspect, select, text
 
 from orbit.db.database import (
@@ -129,10 +128,7 @@ def test_upgrade_is_idempotent_and_downgrade_removes_everything(db: Database) ->
         s.add(Project(name="kept"))
     db.upgrade()
     assert count_projects(db) == 1
-    config = db.alembic_config()
-    with db.engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.downgrade(config, "base")
+    db.downgrade("base")
     assert set(inspect(db.engine).get_table_names()) <= {"alembic_version"}
     assert db.current_revision() is None
     db.upgrade()

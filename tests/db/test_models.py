@@ -22,6 +22,7 @@ from orbit.db.models import (
     MigrationSample,
     PowerState,
     Project,
+    RoleAssignment,
     Server,
     Token,
     User,
@@ -35,6 +36,7 @@ TABLES = {
     "projects",
     "users",
     "tokens",
+    "role_assignments",
     "hosts",
     "servers",
     "migrations",
@@ -49,10 +51,16 @@ def schema_diff(db: Database, metadata: MetaData) -> list[object]:
         return list(compare_metadata(ctx, metadata))
 
 
-def add_world(session: Session) -> tuple[Project, User, Host, Host, Server]:
-    """A project, a member, two hosts and a server on the first host."""
+def add_world(
+    session: Session, *, members: bool = True
+) -> tuple[Project, User, Host, Host, Server]:
+    """A project, a member, two hosts and a server on the first host (``members``: the
+    member is added to the session; schemas before 0007 cannot hold it)."""
     project = Project(name="demo")
-    user = User(name="alice", password_hash="x", project=project, role="member")
+    user = User(name="alice", password_hash="x", project=project)
+    user.assignments.append(RoleAssignment(project=project, role="member"))
+    if not members:
+        project.users.remove(user)
     h1 = Host(name="h1", uri="qemu+tcp://198.18.0.1/system", state="up")
     h2 = Host(name="h2", uri="qemu+tcp://198.18.0.2/system", migration_address="tcp://198.18.0.2")
     server = Server(
@@ -65,7 +73,7 @@ def add_world(session: Session) -> tuple[Project, User, Host, Host, Server]:
         vcpus=1,
         project=project,
     )
-    session.add_all([project, user, h1, h2, server])
+    session.add_all([project, h1, h2, server, *([user] if members else [])])
     session.flush()
     return project, user, h1, h2, server
 
@@ -117,7 +125,9 @@ def test_records_read_back_with_their_relationships(db: Database) -> None:
         assert m.server.host is not None and m.server.host.name == "h1"
         assert m.source_host is not None and m.source_host.name == "h1"
         assert m.dest_host is not None and m.dest_host.migration_address == "tcp://198.18.0.2"
-        assert m.user is not None and m.user.project.name == "demo"
+        assert m.user is not None and m.user.project is not None
+        assert m.user.project.name == "demo"
+        assert [(a.project.name, a.role) for a in m.user.assignments] == [("demo", "member")]
         assert [x.elapsed_s for x in m.samples] == [0.25, 0.5, 0.75]
         assert m.server.migrations == [m]
         assert m.server.project is not None and m.server.project.name == "demo"
@@ -268,7 +278,7 @@ def test_deleting_a_user_deletes_their_tokens(db: Database) -> None:
         (Server, "status", "active"),
         (Server, "power_state", 2),
         (Host, "state", "UP"),
-        (User, "role", "root"),
+        (RoleAssignment, "role", "root"),
     ],
 )
 def test_values_outside_their_set_are_refused(
@@ -276,9 +286,8 @@ def test_values_outside_their_set_are_refused(
 ) -> None:
     with db.session() as s:
         _, user, host, _, server = add_world(s)
-        record = {Migration: add_migration(s, server), Server: server, Host: host, User: user}[
-            model
-        ]
+        record = {Migration: add_migration(s, server), Server: server, Host: host, User: user,
+                  RoleAssignment: user.assignments[0]}[model]  # fmt: skip
         key = inspect(record).identity
     with pytest.raises(IntegrityError), db.session() as s:
         setattr(s.get_one(model, key), field, value)
@@ -323,7 +332,7 @@ def test_upgrade_0004_ends_older_duplicates_of_an_unfinished_migration(db_url: s
             s.execute(text("ALTER TABLE hosts ADD COLUMN disabled BOOLEAN DEFAULT false"))
             s.execute(text("ALTER TABLE hosts ADD COLUMN disabled_reason VARCHAR(255)"))
         with database.session() as s:
-            *_, server = add_world(s)
+            *_, server = add_world(s, members=False)
             for status in ("queued", "running-precopy", "completed"):
                 add_migration(s, server, status=status)
         with database.session() as s:
@@ -334,6 +343,48 @@ def test_upgrade_0004_ends_older_duplicates_of_an_unfinished_migration(db_url: s
             rows = s.execute(select(Migration.status, Migration.error).order_by(Migration.id))
             statuses = [(status, bool(error)) for status, error in rows]
         assert statuses == [("error", True), ("running-precopy", False), ("completed", False)]
+    finally:
+        database.dispose()
+
+
+def test_upgrade_0007_turns_each_users_role_into_an_assignment(db_url: str) -> None:
+    """Users of 0006 keep what they could do: their role on their project, and a downgrade
+    gives it back."""
+    database = Database(db_url)
+    try:
+        database.upgrade("0006")
+        with database.session() as s:
+            s.execute(
+                text(
+                    "INSERT INTO projects (id, name, created_at) VALUES "
+                    "('p1', 'admin', CURRENT_TIMESTAMP), ('p2', 'demo', CURRENT_TIMESTAMP)"
+                )
+            )
+            for uid, name, project, role in (
+                ("u1", "admin", "p1", "admin"),
+                ("u2", "alice", "p2", "member"),
+            ):
+                s.execute(text("INSERT INTO users (id, name, password_hash, project_id, role, "
+                               "enabled, created_at) VALUES (:id, :name, 'x', :p, :role, true, "
+                               "CURRENT_TIMESTAMP)"),
+                          {"id": uid, "name": name, "p": project, "role": role})  # fmt: skip
+            s.execute(text("INSERT INTO tokens (id, token_hash, user_id, project_id, issued_at, "
+                           "expires_at) VALUES ('t1', 'h', 'u2', 'p2', CURRENT_TIMESTAMP, "
+                           "CURRENT_TIMESTAMP)"))  # fmt: skip
+        database.upgrade()
+        with database.session() as s:
+            a = RoleAssignment
+            rows = s.execute(select(a.user_id, a.project_id, a.role).order_by(a.user_id))
+            assert s.scalar(select(Token.user_id)) == "u2"  # SQLite's table copy kept it
+            assert [tuple(r) for r in rows] == [("u1", "p1", "admin"), ("u2", "p2", "member")]
+            s.delete(s.get_one(Project, "p2"))  # a user's default project may go now
+            s.flush()
+            assert s.get_one(User, "u2").project_id is None
+            s.rollback()
+        database.downgrade("0006")
+        with database.session() as s:
+            roles = s.execute(text("SELECT name, role FROM users ORDER BY name")).all()
+        assert [tuple(r) for r in roles] == [("admin", "admin"), ("alice", "member")]
     finally:
         database.dispose()
 

@@ -44,7 +44,7 @@ def test_an_unknown_user_costs_a_password_check_too(
 
     monkeypatch.setattr(service, "verify_password", counting)
     with db.session() as session:
-        service.ensure_admin(session, password="admin-secret-1")
+        service.ensure_admin(session, password="test-root-pass-41")
         for name in ("admin", "nobody"):
             with pytest.raises(AuthError, match="user name or password is incorrect"):
                 service.issue_token(

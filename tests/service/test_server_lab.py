@@ -28,7 +28,7 @@ from orbit.virt.driver import Owner
 from orbit.virt.libvirt_driver import LibvirtDriver
 from tests.helpers import run_orbit
 
-ADMIN_PASSWORD = "lab-admin-secret"
+ADMIN_PASSWORD = "lab-root-secret-7"
 START_TIMEOUT_S = 30.0
 RECORD_TIMEOUT_S = 120.0
 HOT = GuestSpec("hot", memory_mib=256, wss_mib=200, rate_mib_s=0)

@@ -89,7 +89,9 @@ def token_body(ctx: AuthContext, base: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _password_credentials(body: dict[str, Any]) -> tuple[str, str, str | None]:
+def _password_credentials(
+    body: dict[str, Any],
+) -> tuple[str, str, str | None, str | None]:
     try:
         identity = body["auth"]["identity"]
         methods = identity["methods"]
@@ -106,12 +108,14 @@ def _password_credentials(body: dict[str, Any]) -> tuple[str, str, str | None]:
     if not isinstance(name, str) or not isinstance(password, str):
         raise ApiError(400, "user name and password must be strings")
     scope = body["auth"].get("scope")
-    project = None
+    project_name = project_id = None
     if isinstance(scope, dict) and isinstance(scope.get("project"), dict):
-        project = scope["project"].get("name")
-        if project is not None and not isinstance(project, str):
-            raise ApiError(400, "scope.project.name must be a string")
-    return name, password, project
+        project_name = scope["project"].get("name")
+        project_id = scope["project"].get("id")
+        for key, value in (("name", project_name), ("id", project_id)):
+            if value is not None and not isinstance(value, str):
+                raise ApiError(400, f"scope.project.{key} must be a string")
+    return name, password, project_name, project_id
 
 
 @router.post("/v3/auth/tokens", status_code=201)
@@ -120,7 +124,7 @@ def create_token(
 ) -> JSONResponse:
     """Log in with a password; the token is in the X-Subject-Token header. Repeated
     failures are throttled (429 with Retry-After; orbit/identity/throttle.py)."""
-    name, password, project = _password_credentials(body)
+    name, password, project, project_id = _password_credentials(body)
     source = request.client.host if request.client else "-"
     wait_s = services.throttle.retry_after_s(name, source)
     if wait_s > 0:
@@ -131,6 +135,7 @@ def create_token(
             user_name=name,
             password=password,
             project_name=project,
+            project_id=project_id,
             ttl_s=services.config.token_ttl_s,
         )
     except AuthError:
