@@ -8,15 +8,19 @@ import sys
 
 
 def run_orbit(
-    *args: str, timeout_s: float = 120.0, env: dict[str, str] | None = None
+    *args: str,
+    timeout_s: float = 120.0,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``orbit ARGS…`` in a subprocess and return the finished process."""
+    """Run ``orbit ARGS…`` in a subprocess (``stdin`` as its input) and return it finished."""
     return subprocess.run(
         [sys.executable, "-m", "orbit.cli.main", *args],
         capture_output=True,
         text=True,
         timeout=timeout_s,
         check=False,
+        input=stdin if stdin is not None else "",
         env=None if env is None else {**os.environ, **env},
     )
 

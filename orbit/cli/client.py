@@ -200,3 +200,16 @@ class Client(Compute):
     def request(self, method: str, path: str, body: Any = None) -> Any:
         response = self._send(method, f"{self.compute_url}{path}", json=body)
         return response.json() if response.content else None
+
+    @property
+    def identity_url(self) -> str:
+        """The identity v3 root (e.g. http://127.0.0.1:8774/identity/v3)."""
+        url = (self.creds.auth_url or "").rstrip("/")
+        if not url:
+            raise ClientError("no identity endpoint: set ORBIT_URL or OS_AUTH_URL")
+        return url if url.endswith("/v3") else f"{url}/v3"
+
+    def identity(self, method: str, path: str, body: Any = None) -> Any:
+        """Send ``method path`` under the identity v3 root; the JSON answer or None."""
+        response = self._send(method, f"{self.identity_url}{path}", json=body)
+        return response.json() if response.content else None

@@ -27,6 +27,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from orbit.cli import compute as compute_cli
+    from orbit.cli import identity as identity_cli
     from orbit.cli import lab as lab_cli
     from orbit.cli import maintenance as maintenance_cli
 
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log in detail")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     compute_cli.register(sub)
+    identity_cli.register(sub)
     maintenance_cli.register(sub)
     lab_cli.register(sub)
     return parser

@@ -109,8 +109,10 @@ def _object(body: dict[str, Any], key: str, allowed: set[str]) -> dict[str, Any]
     return inner
 
 
-def _self_or_admin(auth: AuthContext, user_id: str, action: str) -> None:
-    if auth.user_id != user_id:
+def _self_or_admin(auth: AuthContext, user_ref: str, action: str) -> None:
+    """Go on if ``user_ref`` (an id, or for oneself also the name) is the caller, or the
+    caller is an admin; 403 otherwise."""
+    if user_ref not in (auth.user_id, auth.user_name):
         auth.require_admin(action)
 
 
