@@ -4,8 +4,11 @@ Each host's daemon runs inside its network namespace and a private mount namespa
 bind mounts of per-host directories over ``/run`` (pid files, sockets, running domains'
 state), ``/etc/libvirt``, ``/var/lib/libvirt``, ``/var/log/libvirt`` and ``/var/cache/libvirt``
 make it a separate machine as far as libvirt can tell: its own config, domains, disk images
-(``/var/lib/libvirt/images``) and logs. It listens on TCP without auth on the host's lab
-address only, so the control plane reaches it as ``qemu+tcp://198.18.0.n/system``.
+(``/var/lib/libvirt/images``) and logs. It listens on the host's lab address only: on TCP
+without auth (``qemu+tcp://198.18.0.n/system``) and on TLS with the lab CA's certificates
+(:mod:`orbit.lab.pki`; ``qemu+tls://198.18.0.n/system?pkipath=...``, where a client
+certificate is the authentication). QEMU's migration streams use TLS when libvirt asks
+(``VIR_MIGRATE_TLS``), with the host's certificate.
 
 QEMU's stdout/stderr go to plain files (``stdio_handler = "file"``), so no virtlogd is
 needed; cgroups, namespaces and the security driver are off because the lab runs the
@@ -76,18 +79,27 @@ def prepare_host_dir(host_dir: Path, address: str) -> None:
         (host_dir / sub).mkdir(parents=True, exist_ok=True)
     for sub in ("lib/images", "lib/qemu", "log/qemu", "cache/qemu"):
         (host_dir / sub).mkdir(parents=True, exist_ok=True)  # the Debian package makes these
+    pki, migrate_tls = host_dir / "pki", host_dir / "migrate-tls"
     (host_dir / "etc" / "libvirtd.conf").write_text(
         "# Written by the ORBIT lab.\n"
         "listen_tcp = 1\n"
-        "listen_tls = 0\n"
+        "listen_tls = 1\n"
         'auth_tcp = "none"\n'
+        'auth_tls = "none"\n'  # the client certificate, signed by the lab CA, is the proof
+        f'ca_file = "{pki / "cacert.pem"}"\n'
+        f'cert_file = "{pki / "servercert.pem"}"\n'
+        f'key_file = "{pki / "serverkey.pem"}"\n'
         f'listen_addr = "{address}"\n'
         f'host_uuid = "{uuid.uuid4()}"\n'
         'log_outputs = "3:file:/var/log/libvirt/libvirtd.log"\n'
         "keepalive_interval = 1\n"
         "keepalive_count = 3\n"
     )
-    (host_dir / "etc" / "qemu.conf").write_text(QEMU_CONF)
+    (host_dir / "etc" / "qemu.conf").write_text(
+        QEMU_CONF
+        + f'migrate_tls_x509_cert_dir = "{migrate_tls}"\n'
+        + "migrate_tls_x509_verify = 1\n"
+    )
 
 
 def seed_caps_cache(cache: Path, host_dir: Path) -> None:

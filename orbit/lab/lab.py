@@ -11,6 +11,7 @@ Usage::
     lab = Lab.from_env()
     lab.up(2)                       # h1 = 198.18.0.1, h2 = 198.18.0.2
     lab.host("h2").uri              # 'qemu+tcp://198.18.0.2/system'
+    lab.host("h2").tls_uri(lab.lab_dir)  # 'qemu+tls://198.18.0.2/system?pkipath=...'
     lab.shape("h2", Shaping(rate="400mbit"))
     lab.down()
 """
@@ -29,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from orbit.errors import ConfigError, HostNotFound, LabError, LabStateError
-from orbit.lab import daemon, libvirt_util, network
+from orbit.lab import daemon, libvirt_util, network, pki
 from orbit.lab.system import pid_alive, pids_in_netns, terminate, wait_for
 from orbit.virt.libvirt_driver import resume_defect_of
 
@@ -62,6 +63,10 @@ class LabHost:
     def uri(self) -> str:
         """libvirt URI the control plane uses to reach this host's libvirtd."""
         return f"qemu+tcp://{self.address}/system"
+
+    def tls_uri(self, lab_dir: Path) -> str:
+        """The same libvirtd over TLS, authenticated by the lab's client certificate."""
+        return f"qemu+tls://{self.address}/system?pkipath={pki.client_dir(lab_dir)}"
 
     @property
     def migration_uri(self) -> str:
@@ -186,12 +191,14 @@ class Lab:
         self._save(hosts)  # before creating anything: down() must find it after a crash
         try:
             network.create_bridge()
+            ca = pki.new_authority(self.lab_dir)
             for h in hosts:
                 network.create_host_net(h.name, h.index)
                 hdir = self.host_dir(h.name)
                 if hdir.exists():
                     shutil.rmtree(hdir)
                 daemon.prepare_host_dir(hdir, h.address)
+                pki.issue_host(ca, h.name, h.address, hdir)
                 daemon.seed_caps_cache(self._caps_cache(), hdir)
                 h.libvirtd_pid = daemon.start_libvirtd(h.netns, hdir)
                 self._save(hosts)
@@ -268,6 +275,7 @@ class Lab:
         for h in hosts:
             daemon.save_caps_cache(self.host_dir(h.name), self._caps_cache())
         shutil.rmtree(self.lab_dir / "hosts", ignore_errors=True)
+        shutil.rmtree(self.lab_dir / "pki", ignore_errors=True)
         self.state_file.unlink(missing_ok=True)
         return removed
 

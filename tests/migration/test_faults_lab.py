@@ -23,12 +23,13 @@ from orbit.lab import network
 from orbit.lab.guest import Guests, GuestSpec
 from orbit.lab.lab import Lab
 from orbit.lab.libvirt_util import lib_version, list_domains
-from orbit.lab.network import Shaping, netem_available
+from orbit.lab.network import Shaping, netem_available, veth_name
 from orbit.lab.system import pid_alive, run
 from orbit.migration.engine import Migration, MigrationRequest
 from orbit.migration.model import Action, MigrationSettings
 from orbit.migration.phase import Phase
 from orbit.virt.libvirt_driver import LibvirtDriver
+from tests.sniffer import StreamSniffer
 
 GUEST = GuestSpec("fault", memory_mib=128, wss_mib=96, rate_mib_s=0)
 LINK_RATE = "100mbit"
@@ -55,11 +56,24 @@ def shaped(lab: Lab) -> Iterator[None]:
     lab.shape("h2", Shaping())
 
 
-def _engine(lab: Lab, driver: LibvirtDriver, settings: MigrationSettings) -> Migration:
+@pytest.fixture
+def seen(lab: Lab) -> Iterator[StreamSniffer]:
+    """What crosses h2's link (the destination's) during the test."""
+    with StreamSniffer(veth_name("h2")) as sniffer:
+        yield sniffer
+
+
+def _engine(
+    lab: Lab, driver: LibvirtDriver, settings: MigrationSettings, *, tls: bool = False
+) -> Migration:
+    """h1 -> h2; ``tls``: both hosts over ``qemu+tls://``, so the stream is TLS too."""
     src, dst = lab.host("h1"), lab.host("h2")
+    src_uri, dst_uri = src.uri, dst.uri
+    if tls:
+        src_uri, dst_uri = src.tls_uri(lab.lab_dir), dst.tls_uri(lab.lab_dir)
     return Migration(
         driver,
-        MigrationRequest(GUEST.name, src.uri, dst.uri, settings, dst.migration_uri),
+        MigrationRequest(GUEST.name, src_uri, dst_uri, settings, dst.migration_uri),
     )
 
 
@@ -129,7 +143,7 @@ def test_each_host_has_the_tcp_settings_its_libvirt_needs(lab: Lab, driver: Libv
 
 
 def test_short_link_cut_during_postcopy_is_ridden_out(
-    lab: Lab, guests: Guests, driver: LibvirtDriver, shaped: None
+    lab: Lab, guests: Guests, driver: LibvirtDriver, shaped: None, seen: StreamSniffer
 ) -> None:
     guests.start("h1", GUEST)
     m = _engine(
@@ -144,18 +158,21 @@ def test_short_link_cut_during_postcopy_is_ridden_out(
     assert m.result.phase is Phase.COMPLETED, m.result.error
     assert Action.PAUSE_POSTCOPY not in _actions(m)
     _assert_ends_on(lab, guests, "h2")
+    # over plain TCP, anyone on the link reads the stream (the test below sees it encrypted)
+    assert seen.plaintext_starts >= 1 and seen.payload_bytes > 32 * 2**20, vars(seen)
 
 
-def test_long_link_cut_in_postcopy_is_recovered(
-    lab: Lab, guests: Guests, driver: LibvirtDriver, shaped: None
+def test_long_link_cut_in_postcopy_over_tls_is_recovered(
+    lab: Lab, guests: Guests, driver: LibvirtDriver, shaped: None, seen: StreamSniffer
 ) -> None:
-    """Paused, then resumed as soon as the link returns; where the destination's libvirt
-    cannot take a resume (11.2 and later crash), never paused: QEMU's stream is followed
-    until it completes by itself, and the destination's daemon stays up."""
+    """Over TLS (libvirt's connections and QEMU's stream): paused, then resumed as soon as
+    the link returns; where the destination's libvirt cannot take a resume (11.2 and later
+    crash), never paused: QEMU's stream is followed until it completes by itself, and the
+    destination's daemon stays up. No byte of the stream crosses the link in the clear."""
     guests.start("h1", GUEST)
     defect = driver.resume_defect(lab.host("h2").uri)
     settings = MigrationSettings.resolve(post_copy=True, post_copy_after_iterations=0)
-    m = _engine(lab, driver, settings)
+    m = _engine(lab, driver, settings, tls=True)
     t = _start(m)
     _until(lambda: _postcopy_underway(m), "post-copy under way")
     lab.cut("h2")
@@ -180,6 +197,8 @@ def test_long_link_cut_in_postcopy_is_recovered(
     t.join(TIMEOUT_S)
     assert source_paused
     assert m.result.phase is Phase.COMPLETED, m.result.error
+    assert seen.payload_bytes > 32 * 2**20 and seen.tls_handshakes >= 1, vars(seen)
+    assert seen.plaintext_starts == 0, vars(seen)
     actions = _actions(m)
     if defect is None:
         assert Action.PAUSE_POSTCOPY in actions and Action.RESUME_POSTCOPY in actions
