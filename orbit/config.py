@@ -50,6 +50,9 @@ class ServerConfig:
     #: 'libvirt' (real hosts) or 'fake' (tests and demos without hypervisors)
     driver: str = "libvirt"
     log_level: str = "INFO"
+    #: serve HTTPS with this certificate chain and key (PEM files); both or neither
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -63,7 +66,11 @@ class ServerConfig:
         if self.public_url:
             return self.public_url.rstrip("/")
         host, port = self.host_port
-        return f"http://{host}:{port}"
+        return f"{'https' if self.https else 'http'}://{host}:{port}"
+
+    @property
+    def https(self) -> bool:
+        return bool(self.tls_cert_file)
 
     def validate(self) -> ServerConfig:
         self.host_port  # noqa: B018 - raises on a bad bind
@@ -82,6 +89,12 @@ class ServerConfig:
             raise ConfigError(f"postcopy_stall_s must be > 0 s, got {self.postcopy_stall_s}")
         if self.sync_interval_s <= 0:
             raise ConfigError(f"sync_interval_s must be > 0 s, got {self.sync_interval_s}")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ConfigError("HTTPS needs both tls_cert_file and tls_key_file, or neither")
+        for name in ("tls_cert_file", "tls_key_file"):
+            path = getattr(self, name)
+            if path and not os.access(path, os.R_OK):
+                raise ConfigError(f"{name} {path} cannot be read")
         if self.driver not in ("libvirt", "fake"):
             raise ConfigError(f"driver must be 'libvirt' or 'fake', got {self.driver!r}")
         return self

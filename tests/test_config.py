@@ -40,6 +40,8 @@ def test_example_file_is_valid() -> None:
         ("driver = 'xen'", "driver must be"),
         ("token_ttl_s = 'soon'", "must be a number"),
         ("bind = ", "not valid TOML"),
+        ("tls_cert_file = '/etc/hostname'", "both tls_cert_file and tls_key_file"),
+        ("tls_cert_file = '/nonexistent.pem'\ntls_key_file = '/etc/hostname'", "cannot be read"),
     ],
 )
 def test_bad_settings_are_one_clear_error(tmp_path: Path, text: str, needle: str) -> None:

@@ -7,6 +7,8 @@ Credentials, first match wins:
 2. ``OS_CLOUD``: that entry of ``clouds.yaml`` (./, ~/.config/openstack/, /etc/openstack/);
 3. ``OS_AUTH_URL``, ``OS_USERNAME``, ``OS_PASSWORD`` [, ``OS_PROJECT_NAME``].
 
+``OS_CACERT`` names a CA bundle to verify an HTTPS orbit-server with (as OpenStack's).
+
 With a password, the client logs in at the identity endpoint and takes the compute URL
 from the service catalog, as OpenStack clients do. Every failure is a
 :class:`~orbit.errors.ClientError` with one readable line.
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,8 @@ class Credentials:
     project_name: str | None = None
     compute_url: str | None = None
     token: str | None = None
+    #: a CA bundle to verify an HTTPS endpoint with (``$OS_CACERT``); None: the system's
+    cacert: str | None = None
 
 
 def _from_clouds_yaml(cloud: str) -> Credentials:
@@ -65,6 +69,10 @@ def _from_clouds_yaml(cloud: str) -> Credentials:
 
 def credentials_from_env(env: dict[str, str] | None = None) -> Credentials:
     env = dict(os.environ) if env is None else env
+    return replace(_credentials(env), cacert=env.get("OS_CACERT") or None)
+
+
+def _credentials(env: dict[str, str]) -> Credentials:
     if env.get("ORBIT_URL"):
         return Credentials(
             auth_url=f"{env['ORBIT_URL'].rstrip('/')}/identity/v3",
@@ -139,7 +147,9 @@ class Client(Compute):
     """A logged-in session against the compute API."""
 
     def __init__(self, creds: Credentials, *, transport: httpx.BaseTransport | None = None):
-        self._http = httpx.Client(timeout=TIMEOUT_S, transport=transport)
+        self._http = httpx.Client(
+            timeout=TIMEOUT_S, transport=transport, verify=creds.cacert or True
+        )
         self.creds = creds
         self.token = creds.token
         self.compute_url = creds.compute_url

@@ -96,7 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         uvicorn.run(
-            create_app(services), host=host, port=port, log_level="warning", access_log=False
+            create_app(services),
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            ssl_certfile=config.tls_cert_file or None,
+            ssl_keyfile=config.tls_key_file or None,
         )
     finally:
         services.conductor.stop()
