@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 
 from fastapi import Depends, FastAPI, Request, Response
@@ -9,7 +10,7 @@ from fastapi import Depends, FastAPI, Request, Response
 from orbit.api import errors, limits, microversion
 from orbit.api.deps import Services, url_project
 from orbit.api.errors import ApiError, error_response
-from orbit.api.routes import compute, directory, drains, identity
+from orbit.api.routes import compute, directory, drains, identity, metrics
 from orbit.dashboard import routes as dashboard
 
 COMPUTE_PREFIXES = ("/v2.1", "/v2.1/{project_id}", "/v2/{project_id}")
@@ -28,6 +29,7 @@ def create_app(services: Services) -> FastAPI:
     errors.install(app)
     app.include_router(identity.router)
     app.include_router(directory.router)
+    app.include_router(metrics.router)
     app.include_router(compute.versions)
     for prefix in COMPUTE_PREFIXES:  # the project-less one first: it wins ambiguous paths
         checks = [Depends(url_project)] if "{project_id}" in prefix else []
@@ -50,6 +52,19 @@ def create_app(services: Services) -> FastAPI:
         request.state.microversion = version
         response = await call_next(request)
         compute.microversion_headers(response, str(version))
+        return response
+
+    @app.middleware("http")
+    async def timed(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = str(getattr(route, "path", "")) or "unmatched"
+        services.latency.observe(
+            request.method, template, response.status_code, time.perf_counter() - started
+        )
         return response
 
     app.add_middleware(limits.BodyLimit)  # added last: the outermost, before any parsing

@@ -11,6 +11,7 @@ from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
 from orbit.api.errors import ApiError
+from orbit.api.metrics import ApiLatency, MigrationMetrics
 from orbit.conductor.conductor import Conductor
 from orbit.config import ServerConfig
 from orbit.db.database import Database
@@ -27,6 +28,9 @@ class Services:
     conductor: Conductor
     #: failed log-ins (the API's and the dashboard's), for throttling
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    #: /metrics: finished migrations read once, and this process's API latencies
+    metrics: MigrationMetrics = field(default_factory=MigrationMetrics)
+    latency: ApiLatency = field(default_factory=ApiLatency)
 
 
 def get_services(request: Request) -> Services:
