@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import Depends, FastAPI, Request, Response
 
-from orbit.api import errors, limits, microversion
+from orbit.api import errors, limits, microversion, openapi
 from orbit.api.deps import Services, url_project
 from orbit.api.errors import ApiError, error_response
 from orbit.api.routes import compute, directory, drains, identity, metrics
@@ -38,6 +38,7 @@ def create_app(services: Services) -> FastAPI:
                 router, prefix=prefix, include_in_schema=prefix == "/v2.1", dependencies=checks
             )
     dashboard.install(app)  # the web dashboard under /dashboard
+    openapi.install(app)  # bodies and the error codes the API really answers with
 
     @app.middleware("http")
     async def microversions(
