@@ -21,15 +21,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from orbit.api.errors import TITLES, status_of
-from orbit.dashboard.auth import (
-    CsrfRejected,
-    LoginRequired,
-    browser_session,
-    session_store,
-    set_session_cookie,
-)
+from orbit.dashboard.auth import CsrfRejected, LoginRequired
 from orbit.dashboard.render import page, path_for
-from orbit.dashboard.sessions import FlashLevel
 from orbit.errors import OrbitError
 
 log = logging.getLogger(__name__)
@@ -63,14 +56,10 @@ def install(app: FastAPI) -> None:
     async def login_required(request: Request, err: LoginRequired) -> Response:
         if _wants_json(request):
             return error_page(request, 401, err.message or "log in to the dashboard first")
-        response = RedirectResponse(path_for(request, "login"), status_code=303)
-        session = browser_session(request)
-        if session is None:
-            session = session_store(request).new()
-            set_session_cookie(response, request, session)
-        if err.message:
-            session.flash(err.message, FlashLevel.ERROR)
-        return response
+        target = path_for(request, "login")
+        if err.message:  # a session that ended (its token expired or was revoked)
+            target += "?notice=session-ended"
+        return RedirectResponse(target, status_code=303)
 
     @app.exception_handler(CsrfRejected)
     async def csrf_rejected(request: Request, err: CsrfRejected) -> Response:

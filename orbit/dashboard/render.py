@@ -82,7 +82,7 @@ def page(
             "title": title,
             "flashes": flashes,
             "csrf_token": session.csrf_token if session is not None else "",
-            **context,
+            **context,  # the log-in page brings its own flashes and CSRF token
         },
         status_code=status_code,
     )

@@ -43,7 +43,11 @@ from orbit.dashboard.auth import (
     Viewer,
     ViewerDep,
     browser_session,
+    end_login_form,
+    end_session_cookie,
+    login_form_token,
     session_store,
+    set_login_cookie,
     set_session_cookie,
 )
 from orbit.dashboard.forms import (
@@ -55,7 +59,7 @@ from orbit.dashboard.forms import (
 )
 from orbit.dashboard.present import migration_state
 from orbit.dashboard.render import page, path_for
-from orbit.dashboard.sessions import FlashLevel, SessionStore
+from orbit.dashboard.sessions import Flash, FlashLevel, SessionStore
 from orbit.db.models import Host, Server
 from orbit.errors import AuthError, MigrationRefused, TooManyAttempts
 from orbit.identity.service import issue_token, revoke_token
@@ -109,19 +113,42 @@ def home(request: Request) -> RedirectResponse:
     return _redirect(request, "instances")
 
 
+#: one-time notices on the log-in page, named in its URL (?notice=...): fixed texts only
+NOTICES = {
+    "logged-out": Flash(FlashLevel.INFO, "You are logged out."),
+    "session-ended": Flash(
+        FlashLevel.ERROR, "Your session ended (its token expired or was revoked); log in again."
+    ),
+}
+
+
+def _login_page(
+    request: Request, *, status_code: int = 200, username: str = "", error: str = ""
+) -> Response:
+    """The log-in form; no session is made for it (its CSRF token is a signed cookie)."""
+    notice = NOTICES.get(request.query_params.get("notice", ""))
+    token, new_cookie = login_form_token(request)
+    response = page(
+        request,
+        "login.html",
+        viewer=None,
+        title="Log in",
+        status_code=status_code,
+        username=username,
+        error=error,
+        flashes=[notice] if notice is not None else [],
+        csrf_token=token,
+    )
+    if new_cookie is not None:
+        set_login_cookie(response, request, new_cookie)
+    return response
+
+
 @router.get("/login", name="login")
 def login_page(request: Request) -> Response:
-    session = browser_session(request)
-    if session is not None and session.token is not None:
+    if browser_session(request) is not None:
         return _redirect(request, "instances")
-    created = session is None
-    session = session or session_store(request).new()
-    response = page(
-        request, "login.html", viewer=None, session=session, title="Log in", username="", error=""
-    )
-    if created:
-        set_session_cookie(response, request, session)
-    return response
+    return _login_page(request)
 
 
 @router.post("/login", name="login_submit")
@@ -146,16 +173,7 @@ def login(request: Request, form: FormDep, services: ServicesDep, db: SessionDep
             error, status = LOGIN_FAILED, 401
     if error:
         log.info("dashboard log-in refused user=%r status=%d", username, status)
-        refused = page(
-            request,
-            "login.html",
-            viewer=None,
-            session=browser_session(request),
-            title="Log in",
-            status_code=status,
-            username=username,
-            error=error,
-        )
+        refused = _login_page(request, status_code=status, username=username, error=error)
         if status == 429:
             refused.headers["Retry-After"] = str(math.ceil(wait_s))
         return refused
@@ -169,21 +187,18 @@ def login(request: Request, form: FormDep, services: ServicesDep, db: SessionDep
     log.info("dashboard log-in user=%s role=%s", ctx.user_name, ctx.role)
     response = _redirect(request, "instances")
     set_session_cookie(response, request, session)
+    end_login_form(response, request)
     return response
 
 
 @router.post("/logout", name="logout")
 def logout(request: Request, viewer: ViewerDep, form: FormDep, db: SessionDep) -> Response:
-    if viewer.session.token is not None:
-        revoke_token(db, token=viewer.session.token)
-        db.commit()
-    store = session_store(request)
-    store.drop(viewer.session.id)
-    anonymous = store.new()
-    anonymous.flash("You are logged out.")
+    revoke_token(db, token=viewer.session.token)
+    db.commit()
+    session_store(request).drop(viewer.session.id)
     log.info("dashboard log-out user=%s", viewer.auth.user_name)
-    response = _redirect(request, "login")
-    set_session_cookie(response, request, anonymous)  # replaces the old id
+    response = RedirectResponse(f"{path_for(request, 'login')}?notice=logged-out", status_code=303)
+    end_session_cookie(response, request)
     return response
 
 

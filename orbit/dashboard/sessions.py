@@ -3,20 +3,26 @@
 - The cookie (:data:`COOKIE_NAME`: HttpOnly, SameSite=Strict, Path=/dashboard) carries only
   a random session id. The ORBIT token a log-in issues stays here, on the server, so neither
   a token nor a password ever reaches a URL, a page or a log line.
-- Every session, an anonymous one too (the log-in page's), has a CSRF token. Every form
-  carries it in a hidden field and every POST is checked against it in constant time
-  (:meth:`DashboardSession.csrf_matches`), so a page on another site cannot post for a user.
-- Log-in replaces the anonymous session with a new one (a new id: no session fixation);
-  log-out forgets the session (and the route revokes its token).
+- Only a log-in makes a session: nothing is stored for a browser before it logs in, so
+  requests for the log-in page cost no memory and cannot push anyone out.
+- Every session has a CSRF token. Every form carries it in a hidden field and every POST
+  is checked against it in constant time (:meth:`DashboardSession.csrf_matches`), so a page
+  on another site cannot post for a user. The log-in form, before any session, carries an
+  HMAC of a random value that the browser holds in a second cookie
+  (:data:`LOGIN_COOKIE`; :meth:`SessionStore.login_csrf`): a signed double submit, checked
+  with this process's secret, stored nowhere.
+- Each log-in makes a new session (a new id: no session fixation); log-out forgets it (and
+  the route revokes its token).
 - A session unused for :data:`IDLE_TIMEOUT_S` is forgotten; at most :data:`MAX_SESSIONS`
-  are kept (the least recently used anonymous ones go first, so that requests for the
-  log-in page cannot push out a logged-in browser). The token's own expiry still applies: the
+  are kept (the least recently used goes first). The token's own expiry still applies: the
   routes validate it against the database on every request.
 - Sessions live in one process: restarting orbit-server logs every browser out.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import secrets
 import threading
@@ -27,6 +33,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 COOKIE_NAME = "orbit_dashboard"
+#: the log-in form's random value (its CSRF token is an HMAC of it)
+LOGIN_COOKIE = "orbit_login"
 #: random bytes in a session id and in a CSRF token (URL-safe text, ~43 characters)
 SECRET_BYTES = 32
 #: forget a session unused for this long (a logged-in one also ends with its token)
@@ -50,12 +58,12 @@ class Flash:
 
 @dataclass
 class DashboardSession:
-    """One browser's session; ``token`` is None until it logs in."""
+    """One logged-in browser's session."""
 
     id: str
     csrf_token: str
     last_used_s: float
-    token: str | None = field(default=None, repr=False)
+    token: str = field(repr=False)
     flashes: list[Flash] = field(default_factory=list)
 
     def csrf_matches(self, submitted: str | None) -> bool:
@@ -87,9 +95,21 @@ class SessionStore:
         self._clock = clock
         self._lock = threading.Lock()
         self._sessions: OrderedDict[str, DashboardSession] = OrderedDict()
+        #: signs the log-in form's CSRF tokens; a new process, new secret
+        self._secret = secrets.token_bytes(SECRET_BYTES)
 
-    def new(self, *, token: str | None = None) -> DashboardSession:
-        """A new session with fresh secrets; ``token`` for a logged-in one."""
+    def login_csrf(self, nonce: str) -> str:
+        """The log-in form's CSRF token for the browser holding ``nonce`` in its cookie."""
+        digest = hmac.new(self._secret, nonce.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+    def login_csrf_matches(self, nonce: str | None, submitted: str | None) -> bool:
+        if not nonce or not submitted:
+            return False
+        return hmac.compare_digest(self.login_csrf(nonce).encode(), submitted.encode())
+
+    def new(self, *, token: str) -> DashboardSession:
+        """A new session with fresh secrets for a browser that logged in with ``token``."""
         now = self._clock()
         session = DashboardSession(
             id=secrets.token_urlsafe(SECRET_BYTES),
@@ -129,14 +149,8 @@ class SessionStore:
             return len(self._sessions)
 
     def _evict_one(self) -> None:
-        """Forget the least recently used anonymous session (a log-in page's), or, when
-        every session is logged in, the least recently used: cookie-less requests for the
-        log-in page can never push out a logged-in browser."""
-        victim = next((sid for sid, s in self._sessions.items() if s.token is None), None)
-        if victim is None:
-            self._sessions.popitem(last=False)
-        else:
-            del self._sessions[victim]
+        """Forget the least recently used session."""
+        self._sessions.popitem(last=False)
 
     def _expire(self, now: float) -> None:
         """Forget idle sessions (oldest first; the dict is in order of last use)."""

@@ -90,8 +90,9 @@ def test_log_in_and_out(
         assert s.scalar(select(Token.user_id)) is not None
 
     page.get_by_role("button", name="Log out").click()
-    expect(page).to_have_url(dashboard.at("/login"))
+    expect(page).to_have_url(dashboard.at("/login?notice=logged-out"))
     expect(page.get_by_role("status")).to_have_text("You are logged out.")
+    assert [c["name"] for c in page.context.cookies()] == ["orbit_login"]  # no session
     assert _count(dashboard, Token) == 0  # revoked
     page.goto(dashboard.at("/hypervisors"))
     expect(page).to_have_url(dashboard.at("/login"))

@@ -261,3 +261,28 @@ def test_a_member_sees_its_projects_instances_only(api: Api) -> None:
     for name in ("migration", "migration_progress"):
         route = next(r for r in _routes("GET") if r.name == name)
         assert client.get(_path(route, foreign)).status_code == 404, name
+
+
+def test_the_log_in_page_stores_nothing_and_pushes_no_one_out(api: Api) -> None:
+    """Cookie-less requests for the log-in page make no session (its form is protected by a
+    signed cookie instead): a logged-in browser stays logged in however many arrive."""
+    client = api.client
+    client.cookies.clear()
+    _log_in(client)
+    mount = next(r for r in client.app.routes if getattr(r, "path", "") == "/dashboard")  # type: ignore[attr-defined]
+    store = mount.app.state.sessions
+    assert len(store) == 1
+    with TestClient(client.app) as stranger:
+        for _ in range(300):
+            stranger.cookies.clear()
+            assert stranger.get("/dashboard/login").status_code == 200
+        # a form posted with another browser's token is refused
+        page = stranger.get("/dashboard/login")
+        token = _csrf(page.text)
+        stranger.cookies.clear()
+        stranger.get("/dashboard/login")  # a new log-in cookie: the token no longer matches
+        r = stranger.post("/dashboard/login", data={"csrf_token": token, "username": "admin",
+                                                    "password": ADMIN_PASSWORD})  # fmt: skip
+        assert r.status_code == 403
+    assert len(store) == 1
+    assert client.get("/dashboard/instances", follow_redirects=False).status_code == 200
