@@ -68,5 +68,6 @@ def create_app(services: Services) -> FastAPI:
         )
         return response
 
+    app.add_middleware(limits.LoginGuard)  # a throttled source: 429 before any work
     app.add_middleware(limits.BodyLimit)  # added last: the outermost, before any parsing
     return app

@@ -8,9 +8,12 @@ first and refused as soon as it passes it.
 
 from __future__ import annotations
 
+import math
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orbit.api.errors import error_response
+from orbit.errors import TooManyAttempts
 
 #: the largest request body accepted, in bytes (Nova's default)
 MAX_BODY_BYTES = 114_688
@@ -80,3 +83,35 @@ class BodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+#: the API's log-in
+LOGIN_PATH = "/identity/v3/auth/tokens"
+
+
+class LoginGuard:
+    """ASGI middleware: a log-in from a source that must wait (too many failures from it,
+    :mod:`orbit.identity.throttle`) is answered 429 here, before its body is read and
+    before a worker thread or a database session is taken: a guessing flood costs the
+    server as little as an answer can."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope.get("method") == "POST"
+            and scope.get("path") == LOGIN_PATH
+        ):
+            client = scope.get("client")
+            services = getattr(scope["app"].state, "services", None)
+            if client and services is not None:
+                wait_s = services.throttle.source_retry_after_s(str(client[0]))
+                if wait_s > 0:
+                    refused = TooManyAttempts(wait_s)
+                    headers = {"Retry-After": str(math.ceil(wait_s))}
+                    response = error_response(429, str(refused), identity=True, headers=headers)
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)

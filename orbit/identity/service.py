@@ -28,6 +28,7 @@ from orbit.identity.security import (
     token_hash,
     verify_password,
 )
+from orbit.identity.throttle import PASSWORD_CHECKS
 
 ADMIN_USER = "admin"
 ADMIN_PROJECT = "admin"
@@ -140,12 +141,20 @@ def issue_token(
     project_id: str | None = None,
 ) -> tuple[str, AuthContext]:
     """Check the password and issue a token scoped to the project asked for (by name or
-    id), else to the user's default project; the user must hold a role on it."""
+    id), else to the user's default project; the user must hold a role on it.
+
+    Ends ``session``'s transaction before the password check (nothing may be pending), and
+    raises TooManyAttempts when too many checks are under way (:class:`CheckGate`)."""
     user = session.scalar(select(User).where(User.name == user_name))
     # the same message and the same work for an unknown user and a wrong password (a
     # hash is checked either way): no user enumeration by the answer or its timing
     stored = user.password_hash if user is not None else _unknown_user_hash()
-    matches = verify_password(password, stored)
+    user_id = user.id if user is not None else None
+    # no database connection held while the check waits for a slot and runs (CPU only)
+    session.rollback()
+    with PASSWORD_CHECKS.slot():
+        matches = verify_password(password, stored)
+    user = session.get(User, user_id or "")  # the same query either way
     if user is None or not user.enabled or not matches:
         raise AuthError("the user name or password is incorrect")
     project: Project | None = user.project

@@ -7,15 +7,22 @@ after the last failure, or it is refused at once (HTTP 429 with Retry-After) wit
 password check, so an attacker spends no server CPU either. A successful log-in clears
 the user's count; counts older than :data:`WINDOW_S` are forgotten. The state is this
 process's memory, bounded (:data:`MAX_KEYS`, the oldest forgotten first).
+
+Whatever the names and sources, password checks together take at most half of the CPUs
+(:class:`CheckGate`): guessing from many addresses cannot slow other users' requests down.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+
+from orbit.errors import TooManyAttempts
 
 FREE_FAILURES = 5
 FREE_SOURCE_FAILURES = 20
@@ -62,6 +69,15 @@ class LoginThrottle:
                 longest = max(longest, f.last_at + wait_s(f.count, free) - now)
         return max(0.0, longest)
 
+    def source_retry_after_s(self, source: str) -> float:
+        """The wait the source alone imposes (0: none): answerable before reading a body."""
+        now = self.clock()
+        with self._lock:
+            f = self._failures.get(f"source:{source}")
+            if f is None or now - f.last_at > WINDOW_S:
+                return 0.0
+            return max(0.0, f.last_at + wait_s(f.count, FREE_SOURCE_FAILURES) - now)
+
     def failed(self, user: str, source: str) -> None:
         now = self.clock()
         with self._lock:
@@ -75,3 +91,49 @@ class LoginThrottle:
     def succeeded(self, user: str) -> None:
         with self._lock:
             self._failures.pop(f"user:{user}", None)
+
+
+#: password checks running at once: half the CPUs (scrypt takes one whole core for ~50 ms;
+#: the other half keeps serving everything else)
+CHECK_SLOTS = max(1, (os.cpu_count() or 2) // 2)
+#: log-ins allowed to wait for a slot; more are refused at once (429), so that waiting
+#: log-ins never take all of the server's worker threads
+CHECK_QUEUE = 4 * CHECK_SLOTS
+#: what a log-in refused for a full queue is told to wait
+BUSY_RETRY_S = 1.0
+
+
+class CheckGate:
+    """Bounds the CPU that password checks take, whoever sends them (many sources, many
+    names): at most :data:`CHECK_SLOTS` at once, :data:`CHECK_QUEUE` waiting; beyond that a
+    log-in is refused with TooManyAttempts before any work. Hold it around the hash only,
+    never around I/O."""
+
+    def __init__(self, slots: int = CHECK_SLOTS, queue: int = CHECK_QUEUE) -> None:
+        self._slots = threading.BoundedSemaphore(slots)
+        self._lock = threading.Lock()
+        self._inside = 0
+        self._limit = slots + queue
+
+    @property
+    def admitted(self) -> int:
+        """Log-ins checking or waiting for a slot now."""
+        with self._lock:
+            return self._inside
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        with self._lock:
+            if self._inside >= self._limit:
+                raise TooManyAttempts(BUSY_RETRY_S)
+            self._inside += 1
+        try:
+            with self._slots:
+                yield
+        finally:
+            with self._lock:
+                self._inside -= 1
+
+
+#: the process's gate (the API's and the dashboard's log-ins share the CPU)
+PASSWORD_CHECKS = CheckGate()

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from orbit.identity.throttle import FREE_FAILURES
+from orbit.identity.throttle import FREE_FAILURES, FREE_SOURCE_FAILURES
 from tests.api.conftest import MEMBER_PASSWORD, Api
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -53,3 +53,16 @@ def test_the_dashboard_log_in_is_throttled_too(api: Api) -> None:
     assert "Too many failed log-ins" in r.text
     # the API shares the count: alice is throttled there as well
     assert _login(api, MEMBER_PASSWORD).status_code == 429
+
+
+def test_a_throttled_source_is_refused_before_its_body_is_read(api: Api) -> None:
+    """After its free tries, a source guessing many names gets 429 from the middleware: not
+    even a malformed body is looked at."""
+    throttle = api.client.app.state.services.throttle  # type: ignore[attr-defined]
+    for i in range(FREE_SOURCE_FAILURES):
+        throttle.failed(f"name{i}", "testclient")
+    r = api.client.post("/identity/v3/auth/tokens", content=b"{not json")
+    assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1, r.text
+    assert r.json()["error"]["code"] == 429
+    # other requests from it are not affected
+    assert api.get("/v2.1/servers").status_code == 200

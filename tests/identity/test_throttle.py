@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
+from orbit.errors import TooManyAttempts
 from orbit.identity.throttle import (
     FREE_FAILURES,
     FREE_SOURCE_FAILURES,
     MAX_KEYS,
     MAX_WAIT_S,
     WINDOW_S,
+    CheckGate,
     LoginThrottle,
     wait_s,
 )
@@ -68,3 +73,29 @@ def test_old_failures_are_forgotten_and_memory_is_bounded() -> None:
     for i in range(MAX_KEYS):
         t.failed(f"u{i}", f"s{i}")
     assert len(t._failures) == MAX_KEYS
+
+
+def test_password_checks_are_bounded_whoever_sends_them() -> None:
+    """At most ``slots`` checks run and ``queue`` wait; the next is refused at once."""
+    gate = CheckGate(slots=1, queue=1)
+    release = threading.Event()
+
+    def check() -> None:
+        with gate.slot():
+            release.wait(10)
+
+    running, waiting = threading.Thread(target=check), threading.Thread(target=check)
+    running.start()
+    waiting.start()
+    deadline = time.monotonic() + 10
+    while gate.admitted < 2:  # one checking, one waiting for the slot
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    with pytest.raises(TooManyAttempts), gate.slot():
+        pass
+    release.set()
+    running.join(10)
+    waiting.join(10)
+    assert gate.admitted == 0
+    with gate.slot():  # free again
+        assert gate.admitted == 1
