@@ -4,11 +4,6 @@ the test. orbit-server runs as a process with the fake driver; nothing leaves 12
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,16 +11,9 @@ import httpx
 import pytest
 
 from orbit.lab.pki import Authority
-from tests.helpers import run_orbit
+from tests.helpers import ServerProcess, run_orbit
 
 PASSWORD = "https-root-pass-4"
-START_TIMEOUT_S = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -36,37 +24,18 @@ def https_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
     (tmp_path / "cert.pem").write_bytes(issued.cert_pem)
     (tmp_path / "key.pem").write_bytes(issued.key_pem)
-    port = _free_port()
-    env = {**os.environ, "ORBIT_ADMIN_PASSWORD": PASSWORD,
+    env = {"ORBIT_ADMIN_PASSWORD": PASSWORD,
            "ORBIT_TLS_CERT_FILE": str(tmp_path / "cert.pem"),
            "ORBIT_TLS_KEY_FILE": str(tmp_path / "key.pem")}  # fmt: skip
-    log = tmp_path / "orbit-server.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "orbit.server.main", "--bind", f"127.0.0.1:{port}",
-             "--database-url", f"sqlite:///{tmp_path}/orbit.db", "--driver", "fake"],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
-    url = f"https://127.0.0.1:{port}"
+    server = ServerProcess(
+        tmp_path, "--database-url", f"sqlite:///{tmp_path}/orbit.db", "--driver", "fake",
+        env=env, https_ca=tmp_path / "ca.pem",
+    )  # fmt: skip
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{url}/", verify=str(tmp_path / "ca.pem"), timeout=1.0).is_success:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.1)
-        yield url, tmp_path / "ca.pem"
+        server.wait_ready()
+        yield server.url, tmp_path / "ca.pem"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        server.stop()
 
 
 def test_orbit_server_serves_https_and_the_dashboard_cookie_is_secure(

@@ -14,7 +14,7 @@ from orbit.api.errors import ApiError
 from orbit.api.metrics import ApiLatency, MigrationMetrics
 from orbit.conductor.conductor import Conductor
 from orbit.config import ServerConfig
-from orbit.db.database import Database
+from orbit.db.database import Database, InstanceLock
 from orbit.identity.service import AuthContext, validate_token
 from orbit.identity.throttle import LoginThrottle
 
@@ -31,6 +31,8 @@ class Services:
     #: /metrics: finished migrations read once, and this process's API latencies
     metrics: MigrationMetrics = field(default_factory=MigrationMetrics)
     latency: ApiLatency = field(default_factory=ApiLatency)
+    #: SQLite's one-instance lock (orbit-server holds it while it runs)
+    instance_lock: InstanceLock | None = None
 
 
 def get_services(request: Request) -> Services:

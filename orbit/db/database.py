@@ -26,6 +26,7 @@ duplicate name is a user's mistake or a race.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -92,6 +93,37 @@ def _sqlite_path(url: URL) -> Path | None:
     if database in ("", ":memory:") or database.startswith("file:"):
         return None
     return Path(database)
+
+
+class InstanceLock:
+    """SQLite serves one orbit-server: the first holds an exclusive lock on
+    ``<database>.lock`` (``flock``, released when the process ends, however it ends); a
+    second is refused with a clear error. PostgreSQL takes any number (no lock)."""
+
+    def __init__(self, url: str | URL) -> None:
+        self._fd: int | None = None
+        path = _sqlite_path(_parse(url))
+        if path is None:
+            return
+        lock = path.with_name(path.name + ".lock")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise DatabaseError(
+                f"the SQLite database {path} is in use by orbit-server (pid {holder}): SQLite "
+                "serves one instance; run several on PostgreSQL"
+            ) from err
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor ends the flock
+            self._fd = None
 
 
 def ensure_sqlite_dir(url: str | URL) -> None:

@@ -14,12 +14,14 @@ import sys
 from pathlib import Path
 
 import uvicorn
+from sqlalchemy import select
 
 from orbit.api.app import create_app
 from orbit.api.deps import Services
 from orbit.conductor.conductor import Conductor
 from orbit.config import DEFAULT_BIND, ServerConfig, load_config
-from orbit.db.database import Database, ensure_sqlite_dir
+from orbit.db.database import Database, InstanceLock, ensure_sqlite_dir
+from orbit.db.models import Host
 from orbit.errors import ConfigError, OrbitError
 from orbit.identity.service import ADMIN_USER, ensure_admin
 from orbit.virt.driver import HypervisorDriver
@@ -28,19 +30,56 @@ log = logging.getLogger("orbit.server")
 ADMIN_PASSWORD_ENV = "ORBIT_ADMIN_PASSWORD"
 
 
-def make_driver(name: str) -> HypervisorDriver:
-    if name == "fake":
-        from orbit.virt.fake import FakeDriver
+#: ``--fake-hosts``: each fake VM has 512 MiB and sends 16 MiB per 0.1 s tick while it
+#: dirties 2 MiB (a pre-copy of ~3.6 s), so that migrations overlap as real ones do
+FAKE_TICK_S = 0.1
+FAKE_VM_MIB = 512
 
-        return FakeDriver()
+
+def make_driver(name: str, *, fake_hosts: int = 0, fake_vms: int = 0) -> HypervisorDriver:
+    """The hypervisor driver; ``fake`` with ``fake_hosts`` hosts fake://h1... holding
+    ``fake_vms`` VMs each (vm-h1-1, ...), for demos and the control-plane benchmark."""
+    if name == "fake":
+        from orbit.virt.fake import MIB, FakeDriver, FakeWorkload
+
+        driver = FakeDriver(tick_s=FAKE_TICK_S if fake_hosts else 0.01)
+        for i in range(1, fake_hosts + 1):
+            uri = f"fake://h{i}"
+            driver.add_host(uri)
+            for j in range(1, fake_vms + 1):
+                workload = FakeWorkload(
+                    memory_bytes=FAKE_VM_MIB * MIB, bandwidth_bytes=16 * MIB, dirty_bytes=2 * MIB
+                )
+                driver.add_domain(uri, f"vm-h{i}-{j}", workload=workload)
+        return driver
+    if fake_hosts or fake_vms:
+        raise ConfigError("--fake-hosts and --fake-vms need --driver fake")
     from orbit.virt.libvirt_driver import LibvirtDriver
 
     return LibvirtDriver()
 
 
-def build(config: ServerConfig, *, driver: HypervisorDriver | None = None) -> Services:
+def register_fake_hosts(db: Database, count: int) -> None:
+    """Register fake://h1 ... fake://hN (those not registered yet)."""
+    with db.session() as session:
+        known = set(session.scalars(select(Host.name)))
+        for i in range(1, count + 1):
+            if f"h{i}" not in known:
+                session.add(Host(name=f"h{i}", uri=f"fake://h{i}"))
+
+
+def build(
+    config: ServerConfig,
+    *,
+    driver: HypervisorDriver | None = None,
+    fake_hosts: int = 0,
+    fake_vms: int = 0,
+) -> Services:
     """Database (schema upgraded, admin ensured), driver and conductor, not yet started."""
+    if fake_hosts < 0 or fake_vms < 0:
+        raise ConfigError("--fake-hosts and --fake-vms must be >= 0")
     ensure_sqlite_dir(config.database_url)
+    lock = InstanceLock(config.database_url)  # held until the process ends
     db = Database(config.database_url)
     db.upgrade()
     with db.session() as session:
@@ -55,8 +94,13 @@ def build(config: ServerConfig, *, driver: HypervisorDriver | None = None) -> Se
             f"(set {ADMIN_PASSWORD_ENV} to choose it)",
             flush=True,
         )
-    conductor = Conductor(db, driver or make_driver(config.driver), config)
-    return Services(config=config, db=db, conductor=conductor)
+    driver = driver or make_driver(config.driver, fake_hosts=fake_hosts, fake_vms=fake_vms)
+    if fake_hosts:
+        register_fake_hosts(db, fake_hosts)
+    conductor = Conductor(db, driver, config)
+    services = Services(config=config, db=db, conductor=conductor)
+    services.instance_lock = lock
+    return services
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -66,6 +110,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--database-url", help="SQLAlchemy URL (default SQLite in /var/lib/orbit)")
     p.add_argument("--driver", choices=("libvirt", "fake"), help="hypervisor driver")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR")
+    p.add_argument("--fake-hosts", type=int, default=0, metavar="N",
+                   help="with --driver fake: N fake hosts fake://h1..., registered")  # fmt: skip
+    p.add_argument("--fake-vms", type=int, default=0, metavar="M",
+                   help="with --fake-hosts: M fake VMs (512 MiB) on each host")  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -85,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             level=config.log_level.upper(),
             format="%(asctime)s %(levelname)s %(name)s %(message)s",
         )
-        services = build(config)
+        services = build(config, fake_hosts=args.fake_hosts, fake_vms=args.fake_vms)
         host, port = config.host_port
         services.conductor.start()
     except OrbitError as err:

@@ -20,7 +20,11 @@ from tests.helpers import assert_one_line_error, run_orbit
 
 
 def _process_name(pid: int) -> str:
-    return Path(f"/proc/{pid}/comm").read_text().strip()
+    """The process's name; "" if it ended meanwhile (listed, then gone before it was read)."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
 
 
 def _assert_nothing_left(names: list[str], pids: list[int]) -> None:
