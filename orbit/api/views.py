@@ -180,6 +180,8 @@ def _orbit_record(m: Migration) -> dict[str, Any]:
         "resume_attempts": resume_attempts(m),
         "paused_for_s": paused_for_s(m),
         "phase_times": dict(m.phase_times),
+        #: the orbit-server instance driving it (several share one PostgreSQL)
+        "owner": m.owner,
         "started_at": iso(m.started_at),
         "finished_at": iso(m.finished_at),
     }
@@ -214,6 +216,9 @@ def server_migration_view(
     memory and disk counters, plus ORBIT's record under ``orbit``. A member (who may read
     its own servers' migrations) is not told the hosts."""
     hosts = _hosts_of(m) if admin else dict.fromkeys(_hosts_of(m))
+    record = _orbit_record(m)
+    if not admin:
+        record["owner"] = None  # names a control-plane machine
     return {
         "id": m.id,
         "server_uuid": m.server_id,
@@ -228,7 +233,7 @@ def server_migration_view(
         "created_at": iso(m.created_at),
         "updated_at": iso(m.updated_at),
         **_versioned(m, v),
-        "orbit": _orbit_record(m),
+        "orbit": record,
     }
 
 

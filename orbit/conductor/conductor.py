@@ -9,9 +9,16 @@
 - Each migration runs in a thread of its own through :class:`~orbit.migration.engine.Migration`;
   every phase change, progress sample and decision is written to the database as it
   happens (:class:`_Recorder`), and the final result when it ends.
-- After a restart, records that were running are *adopted*: the conductor follows the job
-  that still runs in libvirt and, once it is over, writes what libvirt's truth says (the VM
-  is on the destination: completed; on the source: failed; split: postcopy-paused).
+- Several instances may share one PostgreSQL database. A migration is driven by the
+  instance that *claimed* it (a compare-and-set of its ``owner``, ``lease_until`` and
+  ``fence``); the owner renews its lease every :data:`LEASE_RENEW_S`, and every write of
+  its engine checks owner and fence, so an instance that lost a migration (frozen,
+  partitioned) can no longer change its record. A migration whose lease ran out
+  (:data:`LEASE_S`: its instance died) is *adopted* by another instance, or by the same
+  one after a restart: it follows the job that still runs in libvirt and, once it is over,
+  writes what libvirt's truth says (the VM is on the destination: completed; on the
+  source: failed; split: postcopy-paused). On SQLite, one instance only
+  (:class:`~orbit.db.database.InstanceLock`), it adopts everything at once when it starts.
 - The same loop steps the host drains (:mod:`orbit.conductor.drains`): it starts each
   drain's next VMs as its earlier ones end.
 - An inventory thread re-reads hosts and servers every ``sync_interval_s``, and after each
@@ -21,14 +28,18 @@
 from __future__ import annotations
 
 import logging
+import os
 import queue
+import secrets
+import socket
 import statistics
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy import and_, delete, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -39,6 +50,7 @@ from orbit.db.database import Database
 from orbit.db.models import (
     Host,
     HostState,
+    Instance,
     Migration,
     MigrationSample,
     Project,
@@ -81,6 +93,11 @@ FINAL_WRITE_RETRY_MAX_S = 30.0
 RECORDER_CLOSE_TIMEOUT_S = 30.0
 #: How long a stopping conductor waits for each migration thread.
 STOP_JOIN_TIMEOUT_S = 5.0
+#: how long a claim on a migration lasts unless renewed, and how often it is renewed (and
+#: expired ones looked for): an instance that dies loses its migrations to another within
+#: LEASE_S + LEASE_RENEW_S
+LEASE_S = 6.0
+LEASE_RENEW_S = 2.0
 
 
 def _migration_uri(host: Host) -> str | None:
@@ -208,6 +225,12 @@ class Conductor:
         self.db = db
         self.driver = driver
         self.config = config
+        #: this instance's name in ``migrations.owner``
+        self.instance_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        #: SQLite holds one instance: what is unfinished at start is an earlier process's
+        self._exclusive = db.url.get_backend_name() == "sqlite"
+        #: the migrations this instance drives, with the fence of its claim
+        self._fences: dict[int, int] = {}
         #: guards the in-memory maps below only: never held across I/O or a database wait
         #: (the database itself decides between simultaneous queue changes: a unique index
         #: for one unfinished migration per server, compare-and-set updates of a status)
@@ -223,15 +246,20 @@ class Conductor:
     # -- life cycle ----------------------------------------------------------------------
 
     def start(self) -> None:
+        self._heartbeat()
         self.sync()
-        self._adopt_unfinished()
-        for target, name in ((self._dispatch_loop, "dispatch"), (self._sync_loop, "sync")):
+        self._adopt_unfinished(everything=self._exclusive)
+        loops = ((self._dispatch_loop, "dispatch"), (self._sync_loop, "sync"),
+                 (self._lease_loop, "lease"))  # fmt: skip
+        for target, name in loops:
             t = threading.Thread(target=target, name=f"conductor-{name}", daemon=True)
             t.start()
             self._loops.append(t)
 
-    def stop(self) -> None:
-        """Stop the loops. Running migrations go on in libvirt; a restart adopts them."""
+    def stop(self, *, release: bool = True) -> None:
+        """Stop the loops. Running migrations go on in libvirt; their leases are released
+        (``release``), so that another instance, or this one restarted, adopts them at once;
+        without, they are adopted when the leases run out (as after a crash)."""
         self._stop.set()
         self._wake.set()
         self._sync_now.set()
@@ -245,6 +273,13 @@ class Conductor:
             running = list(self._threads.values())
         for t in running:  # recording threads: give them a moment to write their result
             t.join(STOP_JOIN_TIMEOUT_S)
+        if release:
+            self._release_leases()
+            try:
+                with self.db.session() as session:
+                    session.execute(delete(Instance).where(Instance.id == self.instance_id))
+            except OrbitError as err:
+                log.warning("cannot sign this instance off error=%s", err)
 
     def sync(self) -> None:
         with self.db.session() as session:
@@ -515,8 +550,11 @@ class Conductor:
 
     def dispatch(self) -> None:
         """Start what the per-host limits allow, oldest first. Each start is a
-        compare-and-set (queued -> preparing): an abort that came first wins."""
+        compare-and-set (queued -> preparing, with this instance as the owner): an abort
+        that came first wins, and of several instances exactly one claims it; one
+        dispatcher at a time counts the hosts' migrations (across instances)."""
         with self.db.session() as session:
+            serialize_placement(session)
             running = list(
                 session.execute(
                     select(Migration.source_host_id, Migration.dest_host_id).where(
@@ -531,30 +569,74 @@ class Conductor:
                 incoming[dst] = incoming.get(dst, 0) + 1
             queued = list(
                 session.execute(
-                    select(Migration.id, Migration.source_host_id, Migration.dest_host_id)
+                    select(
+                        Migration.id,
+                        Migration.source_host_id,
+                        Migration.dest_host_id,
+                        Migration.fence,
+                    )
                     .where(Migration.status == Phase.QUEUED.value)
                     .order_by(Migration.id)
                 )
             )
-            to_start: list[int] = []
-            for mid, src, dst in queued:
+            quota = self._fair_share(session, len(queued))
+            to_start: list[tuple[int, int]] = []
+            for mid, src, dst, fence in queued:
+                if len(to_start) >= quota:
+                    break  # the rest is for less busy instances (their next pass: <= 1 s)
                 if outgoing.get(src, 0) >= self.config.max_outgoing_per_host:
                     continue
                 if incoming.get(dst, 0) >= self.config.max_incoming_per_host:
                     continue
                 claimed = session.execute(
                     update(Migration)
-                    .where(Migration.id == mid, Migration.status == Phase.QUEUED.value)
-                    .values(status=Phase.PREPARING.value, started_at=utcnow())
+                    .where(
+                        Migration.id == mid,
+                        Migration.status == Phase.QUEUED.value,
+                        Migration.fence == fence,
+                    )
+                    .values(
+                        status=Phase.PREPARING.value,
+                        started_at=utcnow(),
+                        owner=self.instance_id,
+                        lease_until=utcnow() + timedelta(seconds=LEASE_S),
+                        fence=fence + 1,
+                    )
                     .execution_options(synchronize_session=False)
                 )
                 if _rowcount(claimed) != 1:
-                    continue  # aborted meanwhile
+                    continue  # aborted meanwhile, or another instance claimed it
                 outgoing[src] = outgoing.get(src, 0) + 1
                 incoming[dst] = incoming.get(dst, 0) + 1
-                to_start.append(mid)
-        for mid in to_start:
+                to_start.append((mid, fence + 1))
+        for mid, fence in to_start:
+            with self._lock:
+                self._fences[mid] = fence
             self._start_thread(mid, self._run)
+
+    def _fair_share(self, session: Session, queued: int) -> int:
+        """How many queued migrations this instance may claim now: all of them when it is
+        alone; else up to an even share of what runs and waits, among the live instances."""
+        if not queued:
+            return 0
+        now = utcnow()
+        live = set(
+            session.scalars(
+                select(Instance.id).where(Instance.seen_at >= now - timedelta(seconds=LEASE_S))
+            )
+        ) | {self.instance_id}
+        if len(live) == 1:
+            return queued
+        load = dict.fromkeys(live, 0)
+        for owner in session.scalars(
+            select(Migration.owner).where(
+                Migration.status.in_(ACTIVE_PHASES), Migration.status != Phase.QUEUED.value
+            )
+        ):
+            if owner in load:
+                load[owner] += 1
+        share = -(-(sum(load.values()) + queued) // len(live))  # ceiling
+        return max(0, share - load[self.instance_id])
 
     def _start_thread(self, mid: int, target: Callable[[int], None]) -> None:
         t = threading.Thread(target=target, args=(mid,), name=f"migration-{mid}", daemon=True)
@@ -591,7 +673,7 @@ class Conductor:
         except OrbitError as err:
             self._finish_record(mid, Phase.FAILED, str(err), None)
             return
-        recorder = _Recorder(self.db, mid)
+        recorder = _Recorder(self.db, mid, self._claim(mid))
         engine = EngineMigration(self.driver, request, listener=recorder)
         with self._lock:
             self._engines[mid] = engine
@@ -629,6 +711,7 @@ class Conductor:
                 delay_s = min(FINAL_WRITE_RETRY_MAX_S, delay_s * 2)
         with self._lock:
             self._threads.pop(mid, None)
+            self._fences.pop(mid, None)
         try:
             self.sync()
         except OrbitError as err:
@@ -638,9 +721,17 @@ class Conductor:
     def _write_outcome(
         self, mid: int, phase: Phase, error: str | None, result: MigrationResult | None
     ) -> None:
+        claim = self._claim(mid)
         with self.db.session() as session:
-            record = session.get(Migration, mid)
+            record = _locked(session, mid)
             if record is None:
+                return
+            if not claim.holds(record):
+                log.warning(
+                    "outcome not written id=%d: another instance drives it now owner=%s",
+                    mid,
+                    record.owner,
+                )
                 return
             record.status = phase.value
             record.error = error
@@ -682,18 +773,125 @@ class Conductor:
 
     # -- adoption after a restart ---------------------------------------------------------
 
-    def _adopt_unfinished(self) -> None:
+    def _adopt_unfinished(self, *, everything: bool = False) -> None:
+        """Claim and follow the unfinished migrations nobody drives: those whose lease ran
+        out or that have no owner, or (``everything``: SQLite's only instance, at its start)
+        all of them."""
+        now = utcnow()
         with self.db.session() as session:
-            ids = list(
-                session.scalars(
-                    select(Migration.id).where(
-                        Migration.status.in_(ACTIVE_PHASES), Migration.status != Phase.QUEUED.value
+            query = select(Migration.id, Migration.fence, Migration.owner).where(
+                Migration.status.in_(ACTIVE_PHASES), Migration.status != Phase.QUEUED.value
+            )
+            if not everything:
+                query = query.where(or_(Migration.owner.is_(None), Migration.lease_until < now))
+            orphans = list(session.execute(query))
+        with self._lock:
+            mine = set(self._fences)
+        for mid, fence, owner in orphans:
+            if mid in mine:
+                continue
+            with self.db.session() as session:
+                claimed = session.execute(
+                    update(Migration)
+                    .where(Migration.id == mid, Migration.fence == fence)
+                    .values(
+                        owner=self.instance_id,
+                        lease_until=utcnow() + timedelta(seconds=LEASE_S),
+                        fence=fence + 1,
                     )
+                    .execution_options(synchronize_session=False)
+                )
+                if _rowcount(claimed) != 1:
+                    continue  # another instance was quicker
+            log.info("adopting migration id=%d previous_owner=%s", mid, owner or "-")
+            with self._lock:
+                self._fences[mid] = fence + 1
+            self._start_thread(mid, self._follow)
+
+    # -- leases -------------------------------------------------------------------------
+
+    def _claim(self, mid: int) -> Claim:
+        with self._lock:
+            return Claim(self.instance_id, self._fences.get(mid, -1))
+
+    def _heartbeat(self) -> None:
+        """Say this instance is alive (the dispatchers share the work among live ones)."""
+        with self.db.session() as session:
+            row = session.get(Instance, self.instance_id)
+            if row is None:
+                session.add(Instance(id=self.instance_id))
+            else:
+                row.seen_at = utcnow()
+            # an instance unseen for a long time has died: forget it
+            session.execute(
+                delete(Instance).where(
+                    Instance.seen_at < utcnow() - timedelta(seconds=60 * LEASE_S)
                 )
             )
-        for mid in ids:
-            log.info("adopting migration id=%d", mid)
-            self._start_thread(mid, self._follow)
+
+    def _lease_loop(self) -> None:
+        while not self._stop.wait(LEASE_RENEW_S):
+            try:
+                self._heartbeat()
+                self._renew_leases()
+                self._adopt_unfinished()
+            except OrbitError as err:
+                log.warning("lease renewal failed error=%s", err)
+            except Exception:
+                log.exception("lease loop crashed")
+
+    def _renew_leases(self) -> None:
+        """Extend this instance's claims; a claim found taken over is given up: its
+        engine stops retrying, and its writes are refused by the fence anyway."""
+        with self._lock:
+            held = dict(self._fences)
+        if not held:
+            return
+        until = utcnow() + timedelta(seconds=LEASE_S)
+        lost = []
+        with self.db.session() as session:
+            for mid, fence in held.items():
+                renewed = session.execute(
+                    update(Migration)
+                    .where(
+                        Migration.id == mid,
+                        Migration.owner == self.instance_id,
+                        Migration.fence == fence,
+                    )
+                    .values(lease_until=until)
+                    .execution_options(synchronize_session=False)
+                )
+                if _rowcount(renewed) != 1:
+                    lost.append(mid)
+        for mid in lost:
+            log.warning("migration taken over by another instance id=%d", mid)
+            with self._lock:
+                self._fences.pop(mid, None)
+                engine = self._engines.get(mid)
+            if engine is not None:
+                engine.stop()
+
+    def _release_leases(self) -> None:
+        with self._lock:
+            held = dict(self._fences)
+            self._fences.clear()
+        if not held:
+            return
+        try:
+            with self.db.session() as session:
+                for mid, fence in held.items():
+                    session.execute(
+                        update(Migration)
+                        .where(
+                            Migration.id == mid,
+                            Migration.owner == self.instance_id,
+                            Migration.fence == fence,
+                        )
+                        .values(owner=None, lease_until=None)
+                        .execution_options(synchronize_session=False)
+                    )
+        except OrbitError as err:  # the leases then run out by themselves
+            log.warning("cannot release leases error=%s", err)
 
     def _follow(self, mid: int) -> None:
         """Take over a migration an earlier process started; see Migration.adopt."""
@@ -710,7 +908,7 @@ class Conductor:
             started = record.started_at
             last = record.samples[-1].to_sample() if record.samples else None
         elapsed = (utcnow() - started).total_seconds() if started else 0.0
-        recorder = _Recorder(self.db, mid)
+        recorder = _Recorder(self.db, mid, self._claim(mid))
         engine = EngineMigration(self.driver, request, listener=recorder)
         if last is not None:
             engine.result.samples.append(last)  # the policy sees where it was
@@ -729,6 +927,24 @@ class Conductor:
         self._finish_record(mid, outcome, error, result)
 
 
+@dataclass(frozen=True)
+class Claim:
+    """This instance's claim on a migration: its name and the claim's fence number."""
+
+    owner: str
+    fence: int
+
+    def holds(self, record: Migration) -> bool:
+        return record.owner == self.owner and record.fence == self.fence
+
+
+def _locked(session: Session, mid: int) -> Migration | None:
+    """The record, locked until the transaction ends where the database can (PostgreSQL):
+    a take-over then waits for this write, and this write sees a take-over that came
+    first."""
+    return session.get(Migration, mid, with_for_update=True, populate_existing=True)
+
+
 class _Recorder(MigrationListener):
     """Writes the engine's progress into the migration's record, off the engine's thread.
 
@@ -738,9 +954,10 @@ class _Recorder(MigrationListener):
     never waits for the database. :meth:`close` writes what is pending, then stops.
     """
 
-    def __init__(self, db: Database, migration_id: int) -> None:
+    def __init__(self, db: Database, migration_id: int, claim: Claim) -> None:
         self.db = db
         self.mid = migration_id
+        self.claim = claim
         #: the engine's latest phase: every later write repairs a status that failed to land
         self._phase: Phase | None = None
         self._pending: queue.Queue[Callable[[Session, Migration], Any] | None] = queue.Queue()
@@ -780,8 +997,11 @@ class _Recorder(MigrationListener):
     def _write(self, changes: list[Callable[[Session, Migration], Any]]) -> None:
         try:
             with self.db.session() as session:
-                record = session.get(Migration, self.mid)
+                record = _locked(session, self.mid)
                 if record is None:
+                    return
+                if not self.claim.holds(record):
+                    log.warning("progress not recorded id=%d: another instance drives it", self.mid)
                     return
                 for change in changes:
                     change(session, record)

@@ -81,6 +81,8 @@ URI_LEN = 1024
 #: Nova's limit for a service's disabled_reason
 REASON_LEN = 255
 STATUS_LEN = 32
+#: an orbit-server instance's id: host name, PID and a random part
+OWNER_LEN = 128
 SHA256_HEX_LEN = 64
 
 
@@ -378,6 +380,12 @@ class Migration(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     project_id: Mapped[str | None] = mapped_column(String(UUID_LEN), index=True)
+    # Who drives it (several orbit-server instances on one PostgreSQL): the instance that
+    # claimed it, until when (renewed every few seconds), and the claim's number, which
+    # every write of the driver checks: a write of an earlier claim is refused.
+    owner: Mapped[str | None] = mapped_column(String(OWNER_LEN))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    fence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     server: Mapped[Server] = relationship(back_populates="migrations")
     source_host: Mapped[Host | None] = relationship(foreign_keys=[source_host_id])
@@ -484,6 +492,20 @@ class MigrationSample(Base):
 
     def __repr__(self) -> str:
         return f"MigrationSample(migration_id={self.migration_id!r}, elapsed_s={self.elapsed_s!r})"
+
+
+class Instance(Base):
+    """An orbit-server instance that is alive: it writes ``seen_at`` every few seconds
+    (several instances share the work of one PostgreSQL database)."""
+
+    __tablename__ = "instances"
+
+    id: Mapped[str] = mapped_column(String(OWNER_LEN), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"Instance(id={self.id!r}, seen_at={self.seen_at!r})"
 
 
 class Drain(Base):

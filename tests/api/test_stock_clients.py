@@ -40,6 +40,11 @@ SLOW = FakeWorkload(memory_bytes=256 * MIB, bandwidth_bytes=1 * MIB, dirty_bytes
 # -- clients ------------------------------------------------------------------------------------
 
 
+#: the stock clients speak HTTP to the same API; the database behind it is tested on both
+#: backends in test_compute.py and the others
+pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
+
 def _clouds_yaml(path: Path, live: LiveServer) -> Path:
     """An ordinary clouds.yaml, as an operator would write it for this cloud."""
     path.write_text(

@@ -28,6 +28,10 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])  # closed again when the block ends
 
 
+#: the CLI's requests are the API's, tested on both databases in tests/api
+SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
+
 def test_no_credentials() -> None:
     empty = {"ORBIT_URL": "", "OS_CLOUD": "", "OS_AUTH_URL": ""}
     assert_one_line_error(run_orbit("list", env=empty), "no credentials")
@@ -64,6 +68,7 @@ def _ok(*args: str, env: dict[str, str]) -> str:
     return proc.stdout
 
 
+@SQLITE_ONLY
 def test_auto_migration_of_a_hot_guest_shows_its_prediction(live_server: LiveServer) -> None:
     env = _env(live_server)
     proc = run_orbit("live-migration", "--post-copy", "--postcopy-weight", "0.5", "--wait",
@@ -107,6 +112,7 @@ def test_auto_migration_of_a_hot_guest_shows_its_prediction(live_server: LiveSer
     assert link.group(1).endswith(f", {plan['link_source']})"), link[1]
 
 
+@SQLITE_ONLY
 def test_a_precopy_migration_has_no_prediction(live_server: LiveServer) -> None:
     env = _env(live_server)
     shown = _ok("live-migration", "--wait", "vm1", "h3", env=env)
@@ -114,6 +120,7 @@ def test_a_precopy_migration_has_no_prediction(live_server: LiveServer) -> None:
     assert "plan reason" not in shown
 
 
+@SQLITE_ONLY
 def test_host_add_takes_the_link_rate(live_server: LiveServer) -> None:
     env = _env(live_server)
     host = json.loads(

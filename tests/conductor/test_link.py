@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from orbit.conductor.conductor import LINK_HISTORY, _Recorder, link_between, previous_pass1
+from orbit.conductor.conductor import LINK_HISTORY, link_between, previous_pass1
 from orbit.db.database import Database
 from orbit.db.models import Migration
 from orbit.migration.model import MIB
 from orbit.migration.predict import Facts, make_plan
+from tests.conductor.test_recorder import claimed_recorder
 from tests.db.test_models import add_migration, add_world
 
 
@@ -56,7 +57,7 @@ def test_the_plan_is_recorded_as_soon_as_it_is_made(db: Database) -> None:
         downtime_limit_ms=300,
     )
     plan = make_plan(facts, link_source="test", dirty_rate_mode="dirty-bitmap", timeout_s=300)
-    recorder = _Recorder(db, mid)
+    recorder = claimed_recorder(db, mid)
     recorder.on_plan(plan)
     recorder.flush()  # written by the recorder's own thread, at once
     with db.session() as s:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from orbit.conductor.conductor import _Recorder, decision_entry, merged_decisions
+from orbit.conductor.conductor import Claim, _Recorder, decision_entry, merged_decisions
 from orbit.db.database import Database
 from orbit.db.models import Migration
 from orbit.migration.engine import DecisionRecord
@@ -18,13 +18,23 @@ from orbit.migration.phase import Phase
 from tests.db.test_models import add_migration, add_world
 
 
+def claimed_recorder(db: Database, mid: int, owner: str = "test-instance") -> _Recorder:
+    """A recorder holding the claim on migration ``mid`` (as the conductor's, after it
+    claimed the migration)."""
+    with db.session() as s:
+        m = s.get_one(Migration, mid)
+        m.owner, m.fence = owner, m.fence + 1
+        fence = m.fence
+    return _Recorder(db, mid, Claim(owner, fence))
+
+
 def test_a_final_phase_waits_for_the_outcome_and_its_figures(db: Database) -> None:
     """'completed' never shows beside the last sample's memory remaining: the engine's
     phase event records the time; the outcome write sets status and figures together."""
     with db.session() as s:
         *_, server = add_world(s)
         mid = add_migration(s, server, status=Phase.RUNNING_POSTCOPY.value).id
-    recorder = _Recorder(db, mid)
+    recorder = claimed_recorder(db, mid)
     recorder.on_sample(
         Sample(elapsed_s=4.0, memory_total_bytes=64 * MIB, memory_remaining_bytes=12 * MIB)
     )
@@ -50,7 +60,7 @@ def test_a_phase_write_that_failed_is_repaired_by_the_next_write(
     with db.session() as s:
         *_, server = add_world(s)
         mid = add_migration(s, server, status=Phase.RUNNING_PRECOPY.value).id
-    recorder = _Recorder(db, mid)
+    recorder = claimed_recorder(db, mid)
     real_session = db.session
 
     def failing_session() -> Any:
@@ -83,7 +93,7 @@ def test_the_engine_never_waits_for_the_database(
     with db.session() as s:
         *_, server = add_world(s)
         mid = add_migration(s, server, status=Phase.RUNNING_PRECOPY.value).id
-    recorder = _Recorder(db, mid)
+    recorder = claimed_recorder(db, mid)
     gate = threading.Event()
     real_session = db.session
 

@@ -42,6 +42,7 @@ TABLES = {
     "migrations",
     "migration_samples",
     "drains",
+    "instances",
 }
 
 
@@ -326,18 +327,24 @@ def test_upgrade_0004_ends_older_duplicates_of_an_unfinished_migration(db_url: s
     database = Database(db_url)
     try:
         database.upgrade("0003")
-        # 0004 adds only an index; 0005 adds two host columns, lent here for the models
-        lent = ("disabled", "disabled_reason")
+        # 0004 adds only an index; 0005 adds two host columns and 0008 three migration
+        # columns, lent here for the models
+        lent = {"hosts": ("disabled", "disabled_reason"),
+                "migrations": ("owner", "lease_until", "fence")}  # fmt: skip
         with database.session() as s:
             s.execute(text("ALTER TABLE hosts ADD COLUMN disabled BOOLEAN DEFAULT false"))
             s.execute(text("ALTER TABLE hosts ADD COLUMN disabled_reason VARCHAR(255)"))
+            s.execute(text("ALTER TABLE migrations ADD COLUMN owner VARCHAR(128)"))
+            s.execute(text("ALTER TABLE migrations ADD COLUMN lease_until TIMESTAMP"))
+            s.execute(text("ALTER TABLE migrations ADD COLUMN fence INTEGER DEFAULT 0"))
         with database.session() as s:
             *_, server = add_world(s, members=False)
             for status in ("queued", "running-precopy", "completed"):
                 add_migration(s, server, status=status)
         with database.session() as s:
-            for column in lent:
-                s.execute(text(f"ALTER TABLE hosts DROP COLUMN {column}"))
+            for table, columns in lent.items():
+                for column in columns:
+                    s.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
         database.upgrade()
         with database.session() as s:
             rows = s.execute(select(Migration.status, Migration.error).order_by(Migration.id))

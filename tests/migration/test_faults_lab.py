@@ -124,6 +124,7 @@ def _actions(m: Migration) -> list[Action]:
     return [d.action for d in m.result.decisions]
 
 
+@pytest.mark.stack
 def test_each_host_has_the_tcp_settings_its_libvirt_needs(lab: Lab, driver: LibvirtDriver) -> None:
     """Give up on dead connections fast where post-copy can be resumed; keep QEMU's stream
     alive and retransmitting where it cannot (network.py says why)."""
@@ -162,6 +163,7 @@ def test_short_link_cut_during_postcopy_is_ridden_out(
     assert seen.plaintext_starts >= 1 and seen.payload_bytes > 32 * 2**20, vars(seen)
 
 
+@pytest.mark.stack
 def test_long_link_cut_in_postcopy_over_tls_is_recovered(
     lab: Lab, guests: Guests, driver: LibvirtDriver, shaped: None, seen: StreamSniffer
 ) -> None:
@@ -231,6 +233,7 @@ def test_link_cut_during_precopy_fails_and_the_vm_stays(
     _assert_ends_on(lab, guests, "h1")
 
 
+@pytest.mark.stack
 def test_destination_libvirtd_restart_during_postcopy(
     lab: Lab, guests: Guests, driver: LibvirtDriver, shaped: None
 ) -> None:
@@ -247,6 +250,7 @@ def test_destination_libvirtd_restart_during_postcopy(
     assert list_domains(lab.host("h2").uri) == {GUEST.name: "running"}
 
 
+@pytest.mark.stack
 def test_source_libvirtd_restart_during_postcopy_is_followed_to_the_end(
     lab: Lab, guests: Guests, driver: LibvirtDriver, shaped: None
 ) -> None:

@@ -35,6 +35,8 @@ HOT = GuestSpec("hot", memory_mib=256, wss_mib=200, rate_mib_s=0)
 #: orbit-server's stall timeout here: a cut link pauses post-copy after this long
 STALL_S = 4.0
 FINAL = ("completed", "failed", "cancelled", "error")
+#: issue 12: another instance takes a dead one's migrations over within this
+TAKEOVER_S = 10.0
 
 
 def _free_port() -> int:
@@ -46,11 +48,11 @@ def _free_port() -> int:
 class OrbitServer:
     """An orbit-server process this test started (and only ends by its PID)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, db_url: str | None = None) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.db_url = f"sqlite:///{workdir}/orbit.db"
-        self.log = workdir / "orbit-server.log"
+        self.db_url = db_url or f"sqlite:///{workdir}/orbit.db"
+        self.log = workdir / f"orbit-server-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.env = {"ORBIT_URL": self.url, "OS_USERNAME": "admin", "OS_PASSWORD": ADMIN_PASSWORD}
 
@@ -77,6 +79,11 @@ class OrbitServer:
                 pass
             assert time.monotonic() < deadline, f"orbit-server did not start: {self.log}"
             time.sleep(0.1)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
     def kill(self) -> None:
         """SIGKILL: no clean-up of any kind."""
@@ -212,19 +219,42 @@ def _assert_only_on(lab: Lab, guests: Guests, host: str, name: str) -> None:
     assert guests.wait_verified(host, name).errors == 0
 
 
-def test_sigkill_during_postcopy_is_adopted(
-    lab: Lab, guests: Guests, server: OrbitServer, shaped: None
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_sigkill_of_the_instance_driving_a_postcopy_another_takes_over(
+    lab: Lab, guests: Guests, shaped: None, db_url: str, tmp_path: Path
 ) -> None:
-    guests.start("h1", HOT)
-    _wait_listed(server, "hot")
-    proc = server.orbit("live-migration", "--post-copy", "--post-copy-after", "0", "hot", "h2")
-    assert proc.returncode == 0, proc.stderr
-    _wait_status(server, "hot", "running-postcopy")
-    server.kill()
-    server.start()
-    record = _wait_status(server, "hot", *FINAL)
-    assert record["status"] == "completed", record["orbit"]["error"]
-    _assert_only_on(lab, guests, "h2", "hot")
+    """Two orbit-server instances on one PostgreSQL: the one driving a post-copy is
+    SIGKILLed; the other claims the migration when its lease runs out (<= 10 s) and
+    completes it, with every page of the guest intact."""
+    first, second = OrbitServer(tmp_path, db_url), OrbitServer(tmp_path, db_url)
+    try:
+        first.start()
+        for host in lab.hosts():
+            proc = first.orbit("host-add", host.name, host.uri,
+                               "--migration-address", host.migration_uri)  # fmt: skip
+            assert proc.returncode == 0, proc.stderr
+        second.start()
+        guests.start("h1", HOT)
+        _wait_listed(second, "hot")
+        proc = first.orbit("live-migration", "--post-copy", "--post-copy-after", "0",
+                           "hot", "h2")  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        owner = _wait_status(first, "hot", "running-postcopy")["orbit"]["owner"]
+        driving, other = (first, second) if f":{first.pid}:" in owner else (second, first)
+        assert f":{driving.pid}:" in owner, owner
+        driving.kill()
+        killed_at = time.monotonic()
+        while f":{other.pid}:" not in str(_migration(other, "hot")["orbit"]["owner"]):
+            assert time.monotonic() - killed_at < TAKEOVER_S, _migration(other, "hot")
+            time.sleep(0.2)
+        print(f"take-over {time.monotonic() - killed_at:.1f} s after the SIGKILL")
+        record = _wait_status(other, "hot", *FINAL)
+        assert record["status"] == "completed", record["orbit"]["error"]
+        _assert_only_on(lab, guests, "h2", "hot")
+        assert "adopting migration" in other.log.read_text()
+    finally:
+        first.stop()
+        second.stop()
 
 
 def test_sigkill_while_postcopy_is_paused(lab: Lab, guests: Guests, server: OrbitServer) -> None:

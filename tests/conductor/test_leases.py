@@ -1,0 +1,141 @@
+"""Several orbit-server instances on one PostgreSQL database (issue 12): each migration is
+driven by exactly one instance, and another takes over, within LEASE_S + LEASE_RENEW_S,
+the migrations of an instance that stops renewing its claims (it died, froze or lost the
+database); the earlier claim's writes are refused.
+
+Two conductors share one database and one fake driver (the hosts). One stopped without
+releasing its leases is, to the database, a crashed or frozen instance: it renews nothing;
+its engines still watch their jobs (as a frozen instance's would when it wakes), and their
+writes are refused once another instance has claimed the migrations.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import select
+
+from orbit.conductor.conductor import LEASE_RENEW_S, LEASE_S, Claim, Conductor, _Recorder
+from orbit.config import ServerConfig
+from orbit.db.database import Database
+from orbit.db.models import Host, Migration, Server
+from orbit.migration.model import MIB, MigrationSettings
+from orbit.migration.phase import Phase
+from orbit.virt.driver import DomainState
+from orbit.virt.fake import FakeDriver, FakeWorkload
+from tests.conductor.test_recorder import claimed_recorder
+from tests.db.test_models import add_migration, add_world
+
+HOSTS = 2
+VMS_PER_HOST = 2
+#: 512 MiB at 2 MiB per 50 ms tick: each migration lasts ~13 s, longer than a take-over
+SLOW = FakeWorkload(memory_bytes=512 * MIB, bandwidth_bytes=2 * MIB, dirty_bytes=0)
+
+
+def test_a_recorder_of_an_earlier_claim_writes_nothing(db: Database) -> None:
+    with db.session() as s:
+        *_, server = add_world(s)
+        mid = add_migration(s, server, status=Phase.RUNNING_PRECOPY.value).id
+    old = claimed_recorder(db, mid, owner="instance-a")
+    new = claimed_recorder(db, mid, owner="instance-b")  # took it over
+    old.on_phase(Phase.RUNNING_POSTCOPY, 2.0, "switched by the old owner")
+    old.flush()
+    new.on_phase(Phase.POSTCOPY_PAUSED, 3.0, "paused by the new owner")
+    new.flush()
+    with db.session() as s:
+        m = s.get_one(Migration, mid)
+        assert m.status == Phase.POSTCOPY_PAUSED.value
+        assert Phase.RUNNING_POSTCOPY.value not in m.phase_times
+    stale = _Recorder(db, mid, Claim("instance-b", 0))  # right owner, earlier fence
+    stale.on_phase(Phase.RUNNING_PRECOPY, 4.0, "")
+    stale.close()
+    old.close()
+    new.close()
+    with db.session() as s:
+        assert s.get_one(Migration, mid).status == Phase.POSTCOPY_PAUSED.value
+
+
+@pytest.fixture
+def two_instances(db: Database) -> Iterator[tuple[Conductor, Conductor, FakeDriver]]:
+    driver = FakeDriver(tick_s=0.05)
+    with db.session() as s:
+        for i in range(1, HOSTS + 1):
+            driver.add_host(f"fake://h{i}")
+            s.add(Host(name=f"h{i}", uri=f"fake://h{i}"))
+            for j in range(VMS_PER_HOST):
+                driver.add_domain(f"fake://h{i}", f"vm{i}-{j}", workload=SLOW)
+    config = ServerConfig(driver="fake", sync_interval_s=0.5, max_outgoing_per_host=2,
+                          max_incoming_per_host=2)  # fmt: skip
+    a, b = Conductor(db, driver, config), Conductor(db, driver, config)
+    a.start()
+    b.start()
+    try:
+        yield a, b, driver
+    finally:
+        a.stop()
+        b.stop()
+
+
+#: several instances share PostgreSQL; SQLite serves one (orbit.db.database.InstanceLock)
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_each_migration_has_one_driver_and_a_silent_instances_are_taken_over(
+    db: Database, two_instances: tuple[Conductor, Conductor, FakeDriver]
+) -> None:
+    a, b, driver = two_instances
+    with db.session() as s:
+        servers = list(s.scalars(select(Server).order_by(Server.name)))
+        assert len(servers) == HOSTS * VMS_PER_HOST
+        for server in servers:  # each VM to the next host
+            i = int(server.name[2])
+            a.request_migration(
+                s, server=server, dest_host_name=f"h{i % HOSTS + 1}",
+                settings=MigrationSettings.resolve(post_copy=False), block_migration_auto=False,
+                disk_over_commit=False, user_id=None, project_id=None,
+            )  # fmt: skip
+    a.kick()
+    b.kick()
+    deadline = time.monotonic() + 30
+    while True:  # both instances drive some, each its own
+        with db.session() as s:
+            running = [m for m in s.scalars(select(Migration)) if m.status == "running-precopy"]
+        if {m.owner for m in running} == {a.instance_id, b.instance_id}:
+            break
+        assert time.monotonic() < deadline, [(m.id, m.owner) for m in running]
+        time.sleep(0.05)
+    stopped_at = time.monotonic()  # its lease loop stops at once: silence from here
+    # a crash, as far as the database can tell (stop() waits a while for its engines)
+    stopping = threading.Thread(target=a.stop, kwargs={"release": False})
+    stopping.start()
+    orphaned = {m.id for m in running if m.owner == a.instance_id}
+    assert orphaned
+    deadline = time.monotonic() + 60
+    while True:
+        with db.session() as s:
+            rows = list(s.scalars(select(Migration)))
+        taken = {m.id for m in rows if m.id in orphaned and m.owner == b.instance_id}
+        if taken == orphaned and not any(m.owner == a.instance_id for m in rows
+                                         if not m.phase.is_final):  # fmt: skip
+            takeover_s = time.monotonic() - stopped_at
+            break
+        assert time.monotonic() < deadline, [(m.id, m.owner, m.status) for m in rows]
+        time.sleep(0.05)
+    print(f"take-over {takeover_s:.1f} s after the instance went silent")
+    assert takeover_s <= LEASE_S + LEASE_RENEW_S + 1.0, takeover_s
+    stopping.join(60)
+    deadline = time.monotonic() + 60
+    while True:  # every migration completes, once: each VM runs on exactly one host
+        with db.session() as s:
+            statuses = [m.status for m in s.scalars(select(Migration))]
+        if all(st == "completed" for st in statuses):
+            break
+        assert time.monotonic() < deadline, statuses
+        time.sleep(0.1)
+    for i in range(1, HOSTS + 1):
+        for j in range(VMS_PER_HOST):
+            where = [uri for uri, h in driver.hosts.items()
+                     if h.domains.get(f"vm{i}-{j}") is not None
+                     and h.domains[f"vm{i}-{j}"].state is DomainState.RUNNING]  # fmt: skip
+            assert where == [f"fake://h{i % HOSTS + 1}"], (f"vm{i}-{j}", where)
