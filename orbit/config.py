@@ -29,6 +29,7 @@ DEFAULT_SYNC_INTERVAL_S = 10.0
 DEFAULT_MAX_OUTGOING = 1
 DEFAULT_MAX_INCOMING = 1
 MAX_TOKEN_TTL_S = 30 * 24 * 3600
+DEFAULT_LEASE_S = 6.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,9 @@ class ServerConfig:
     #: 'libvirt' (real hosts) or 'fake' (tests and demos without hypervisors)
     driver: str = "libvirt"
     log_level: str = "INFO"
+    #: several instances on one PostgreSQL: a migration's claim lasts this long unless its
+    #: instance renews it (every third of it); a dead instance's are taken over after it
+    lease_s: float = DEFAULT_LEASE_S
     #: serve HTTPS with this certificate chain and key (PEM files); both or neither
     tls_cert_file: str = ""
     tls_key_file: str = ""
@@ -87,6 +91,8 @@ class ServerConfig:
             raise ConfigError(f"stall_timeout_s must be > 0 s, got {self.stall_timeout_s}")
         if self.postcopy_stall_s <= 0:
             raise ConfigError(f"postcopy_stall_s must be > 0 s, got {self.postcopy_stall_s}")
+        if not 1.0 <= self.lease_s <= 300.0:
+            raise ConfigError(f"lease_s must be 1..300 s, got {self.lease_s}")
         if self.sync_interval_s <= 0:
             raise ConfigError(f"sync_interval_s must be > 0 s, got {self.sync_interval_s}")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):

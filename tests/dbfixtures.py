@@ -6,8 +6,8 @@
   always stopped and removed at the end. The
   system's PostgreSQL service is never used. Started only if a test asks for PostgreSQL.
 - ``db_url`` (per test, parametrized ``sqlite`` / ``postgresql``): the URL of a new, empty
-  database: a file in ``tmp_path``, or a database with a unique name on the private server,
-  dropped after the test.
+  database: a file in ``tmp_path``, or a database with a unique name on the private server
+  (not dropped: the server and its data go at the session's end).
 - ``db`` (per test): a :class:`~orbit.db.database.Database` on ``db_url``, upgraded to the
   newest schema revision, disposed after the test. On PostgreSQL the database is a copy
   of a template that was upgraded once per session (``CREATE DATABASE ... TEMPLATE``:
@@ -181,15 +181,17 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         return
     server_url = make_url(request.getfixturevalue("postgres_url"))
     name = f"orbit_{uuid.uuid4().hex[:12]}"
+    url = server_url.set(database=name).render_as_string(hide_password=False)
+    if "db" in request.fixturenames:  # the db fixture makes it, a copy of the template
+        yield url
+        return
     admin = create_engine(server_url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
             conn.execute(text(f"CREATE DATABASE {name}"))
-        yield server_url.set(database=name).render_as_string(hide_password=False)
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
     finally:
         admin.dispose()
+    yield url  # not dropped: the private server and its data go at the session's end
 
 
 #: the session's upgraded PostgreSQL database that each test's database is copied from
@@ -215,8 +217,7 @@ def _from_pg_template(db_url: str) -> None:
             finally:
                 template.dispose()
             _pg_template_ready.add(key)
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP DATABASE {url.database} WITH (FORCE)"))
+        with admin.connect() as conn:  # one statement per test: each costs PostgreSQL work
             conn.execute(text(f"CREATE DATABASE {url.database} TEMPLATE {PG_TEMPLATE}"))
     finally:
         admin.dispose()

@@ -11,10 +11,10 @@
   happens (:class:`_Recorder`), and the final result when it ends.
 - Several instances may share one PostgreSQL database. A migration is driven by the
   instance that *claimed* it (a compare-and-set of its ``owner``, ``lease_until`` and
-  ``fence``); the owner renews its lease every :data:`LEASE_RENEW_S`, and every write of
+  ``fence``); the owner renews its lease every third of ``lease_s``, and every write of
   its engine checks owner and fence, so an instance that lost a migration (frozen,
   partitioned) can no longer change its record. A migration whose lease ran out
-  (:data:`LEASE_S`: its instance died) is *adopted* by another instance, or by the same
+  (``lease_s``, 6 s by default: its instance died) is *adopted* by another instance, or by the same
   one after a restart: it follows the job that still runs in libvirt and, once it is over,
   writes what libvirt's truth says (the VM is on the destination: completed; on the
   source: failed; split: postcopy-paused). On SQLite, one instance only
@@ -93,11 +93,9 @@ FINAL_WRITE_RETRY_MAX_S = 30.0
 RECORDER_CLOSE_TIMEOUT_S = 30.0
 #: How long a stopping conductor waits for each migration thread.
 STOP_JOIN_TIMEOUT_S = 5.0
-#: how long a claim on a migration lasts unless renewed, and how often it is renewed (and
-#: expired ones looked for): an instance that dies loses its migrations to another within
-#: LEASE_S + LEASE_RENEW_S
-LEASE_S = 6.0
-LEASE_RENEW_S = 2.0
+#: an instance renews its claims (and looks for expired ones) this often, in parts of
+#: ``lease_s``: one that dies loses its migrations to another within 4/3 x lease_s
+LEASE_RENEWALS = 3
 
 
 def _migration_uri(host: Host) -> str | None:
@@ -599,7 +597,7 @@ class Conductor:
                         status=Phase.PREPARING.value,
                         started_at=utcnow(),
                         owner=self.instance_id,
-                        lease_until=utcnow() + timedelta(seconds=LEASE_S),
+                        lease_until=utcnow() + timedelta(seconds=self.config.lease_s),
                         fence=fence + 1,
                     )
                     .execution_options(synchronize_session=False)
@@ -622,7 +620,9 @@ class Conductor:
         now = utcnow()
         live = set(
             session.scalars(
-                select(Instance.id).where(Instance.seen_at >= now - timedelta(seconds=LEASE_S))
+                select(Instance.id).where(
+                    Instance.seen_at >= now - timedelta(seconds=self.config.lease_s)
+                )
             )
         ) | {self.instance_id}
         if len(live) == 1:
@@ -796,7 +796,7 @@ class Conductor:
                     .where(Migration.id == mid, Migration.fence == fence)
                     .values(
                         owner=self.instance_id,
-                        lease_until=utcnow() + timedelta(seconds=LEASE_S),
+                        lease_until=utcnow() + timedelta(seconds=self.config.lease_s),
                         fence=fence + 1,
                     )
                     .execution_options(synchronize_session=False)
@@ -825,12 +825,12 @@ class Conductor:
             # an instance unseen for a long time has died: forget it
             session.execute(
                 delete(Instance).where(
-                    Instance.seen_at < utcnow() - timedelta(seconds=60 * LEASE_S)
+                    Instance.seen_at < utcnow() - timedelta(seconds=60 * self.config.lease_s)
                 )
             )
 
     def _lease_loop(self) -> None:
-        while not self._stop.wait(LEASE_RENEW_S):
+        while not self._stop.wait(self.config.lease_s / LEASE_RENEWALS):
             try:
                 self._heartbeat()
                 self._renew_leases()
@@ -847,7 +847,7 @@ class Conductor:
             held = dict(self._fences)
         if not held:
             return
-        until = utcnow() + timedelta(seconds=LEASE_S)
+        until = utcnow() + timedelta(seconds=self.config.lease_s)
         lost = []
         with self.db.session() as session:
             for mid, fence in held.items():

@@ -1,5 +1,5 @@
 """Several orbit-server instances on one PostgreSQL database (issue 12): each migration is
-driven by exactly one instance, and another takes over, within LEASE_S + LEASE_RENEW_S,
+driven by exactly one instance, and another takes over, within 4/3 of the lease,
 the migrations of an instance that stops renewing its claims (it died, froze or lost the
 database); the earlier claim's writes are refused.
 
@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select
 
-from orbit.conductor.conductor import LEASE_RENEW_S, LEASE_S, Claim, Conductor, _Recorder
+from orbit.conductor.conductor import LEASE_RENEWALS, Claim, Conductor, _Recorder
 from orbit.config import ServerConfig
 from orbit.db.database import Database
 from orbit.db.models import Host, Migration, Server
@@ -31,8 +31,10 @@ from tests.db.test_models import add_migration, add_world
 
 HOSTS = 2
 VMS_PER_HOST = 2
-#: 512 MiB at 2 MiB per 50 ms tick: each migration lasts ~13 s, longer than a take-over
-SLOW = FakeWorkload(memory_bytes=512 * MIB, bandwidth_bytes=2 * MIB, dirty_bytes=0)
+#: 512 MiB at 4 MiB per 50 ms tick: each migration lasts ~6.4 s, longer than a take-over
+SLOW = FakeWorkload(memory_bytes=512 * MIB, bandwidth_bytes=4 * MIB, dirty_bytes=0)
+#: a short lease: the take-over comes within 4/3 of it
+LEASE_S = 2.0
 
 
 def test_a_recorder_of_an_earlier_claim_writes_nothing(db: Database) -> None:
@@ -68,7 +70,7 @@ def two_instances(db: Database) -> Iterator[tuple[Conductor, Conductor, FakeDriv
             for j in range(VMS_PER_HOST):
                 driver.add_domain(f"fake://h{i}", f"vm{i}-{j}", workload=SLOW)
     config = ServerConfig(driver="fake", sync_interval_s=0.5, max_outgoing_per_host=2,
-                          max_incoming_per_host=2)  # fmt: skip
+                          max_incoming_per_host=2, lease_s=LEASE_S)  # fmt: skip
     a, b = Conductor(db, driver, config), Conductor(db, driver, config)
     a.start()
     b.start()
@@ -123,7 +125,7 @@ def test_each_migration_has_one_driver_and_a_silent_instances_are_taken_over(
         assert time.monotonic() < deadline, [(m.id, m.owner, m.status) for m in rows]
         time.sleep(0.05)
     print(f"take-over {takeover_s:.1f} s after the instance went silent")
-    assert takeover_s <= LEASE_S + LEASE_RENEW_S + 1.0, takeover_s
+    assert takeover_s <= LEASE_S * (1 + 1 / LEASE_RENEWALS) + 1.0, takeover_s
     stopping.join(60)
     deadline = time.monotonic() + 60
     while True:  # every migration completes, once: each VM runs on exactly one host

@@ -48,10 +48,11 @@ def _free_port() -> int:
 class OrbitServer:
     """An orbit-server process this test started (and only ends by its PID)."""
 
-    def __init__(self, workdir: Path, db_url: str | None = None) -> None:
+    def __init__(self, workdir: Path, db_url: str | None = None, lease_s: float = 6.0) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db_url = db_url or f"sqlite:///{workdir}/orbit.db"
+        self.lease_s = lease_s
         self.log = workdir / f"orbit-server-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.env = {"ORBIT_URL": self.url, "OS_USERNAME": "admin", "OS_PASSWORD": ADMIN_PASSWORD}
@@ -62,6 +63,7 @@ class OrbitServer:
             "ORBIT_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "ORBIT_SYNC_INTERVAL_S": "1",
             "ORBIT_STALL_TIMEOUT_S": str(STALL_S),
+            "ORBIT_LEASE_S": str(self.lease_s),
         }
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
@@ -226,7 +228,9 @@ def test_sigkill_of_the_instance_driving_a_postcopy_another_takes_over(
     """Two orbit-server instances on one PostgreSQL: the one driving a post-copy is
     SIGKILLed; the other claims the migration when its lease runs out (<= 10 s) and
     completes it, with every page of the guest intact."""
-    first, second = OrbitServer(tmp_path, db_url), OrbitServer(tmp_path, db_url)
+    # a 2 s lease (the default is 6 s): the take-over comes within ~3 s
+    first = OrbitServer(tmp_path, db_url, lease_s=2.0)
+    second = OrbitServer(tmp_path, db_url, lease_s=2.0)
     try:
         first.start()
         for host in lab.hosts():
