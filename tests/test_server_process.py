@@ -56,3 +56,15 @@ def test_fake_hosts_from_the_command_line_and_one_instance_per_sqlite_file(
                           "--fake-hosts", "2", env=ENV)  # fmt: skip
     assert wrong.proc.wait(30) == 1
     assert "need --driver fake" in wrong.log.read_text()
+
+
+def test_a_weak_admin_password_is_refused_at_start(tmp_path: Path) -> None:
+    """``ORBIT_ADMIN_PASSWORD`` must pass the password policy: orbit-server says why in one
+    line (after the schema's log lines) and exits 1, with no traceback."""
+    weak = ServerProcess(tmp_path, "--database-url", f"sqlite:///{tmp_path}/orbit.db",
+                         "--driver", "fake", env={"ORBIT_ADMIN_PASSWORD": "x"})  # fmt: skip
+    assert weak.proc.wait(30) == 1
+    said = weak.log.read_text()
+    last = said.strip().splitlines()[-1]
+    assert last.startswith("orbit-server: $ORBIT_ADMIN_PASSWORD is refused"), said
+    assert "at least 12 characters" in last and "Traceback" not in said
