@@ -49,6 +49,10 @@ PER_HOST_DIRS = {
     "cache": "/var/cache/libvirt",
 }
 
+#: libvirtd's log: warnings and errors; ``ORBIT_LAB_LOG_FILTERS`` (libvirt's syntax, e.g.
+#: "1:qemu.qemu_migration 1:qemu.qemu_process") adds detail while debugging
+LOG_LEVEL = 1 if os.environ.get("ORBIT_LAB_LOG_FILTERS") else 3
+
 QEMU_CONF = """\
 # Written by the ORBIT lab.
 user = "root"
@@ -91,7 +95,8 @@ def prepare_host_dir(host_dir: Path, address: str) -> None:
         f'key_file = "{pki / "serverkey.pem"}"\n'
         f'listen_addr = "{address}"\n'
         f'host_uuid = "{uuid.uuid4()}"\n'
-        'log_outputs = "3:file:/var/log/libvirt/libvirtd.log"\n'
+        f'log_filters = "{os.environ.get("ORBIT_LAB_LOG_FILTERS", "")}"\n'
+        f'log_outputs = "{LOG_LEVEL}:file:/var/log/libvirt/libvirtd.log"\n'
         "keepalive_interval = 1\n"
         "keepalive_count = 3\n"
     )

@@ -24,6 +24,7 @@ import logging
 import os
 import shutil
 import signal
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -272,8 +273,15 @@ class Lab:
             errors.append(str(err))
         if errors:
             raise LabError(f"lab down left something behind: {errors[0]}")
+        keep = os.environ.get("ORBIT_LAB_KEEP_LOGS", "")
         for h in hosts:
             daemon.save_caps_cache(self.host_dir(h.name), self._caps_cache())
+            if keep:  # a debugging aid: the daemons' and QEMU's logs outlive the lab
+                shutil.copytree(
+                    self.host_dir(h.name) / "log",
+                    Path(keep) / time.strftime("%H%M%S") / h.name,
+                    dirs_exist_ok=True,
+                )
         shutil.rmtree(self.lab_dir / "hosts", ignore_errors=True)
         shutil.rmtree(self.lab_dir / "pki", ignore_errors=True)
         self.state_file.unlink(missing_ok=True)

@@ -48,7 +48,7 @@ from orbit.errors import (
     OrbitError,
 )
 from orbit.migration.model import MIB, Action, Decision, MigrationSettings, Policy, Sample
-from orbit.migration.phase import Phase, transition
+from orbit.migration.phase import ALLOWED, Phase, transition
 from orbit.migration.policy import (
     decide,
     first_pass,
@@ -203,6 +203,7 @@ class Migration:
         self._completed_event = threading.Event()
         self._adopted_job_over = False
         self._switching = False  # start_postcopy sent or being sent
+        self._switch_reason = ""  # why; the phase follows once QEMU has switched
         self._resume_now = threading.Event()
         self._stopping = threading.Event()
         self._paused_at: float | None = None  # elapsed s when post-copy last paused
@@ -298,6 +299,8 @@ class Migration:
                 )
             if self._phase.in_postcopy:
                 return "already in post-copy: it completes as the remaining pages arrive"
+            if self._switching:
+                return "post-copy already asked for: QEMU switches at its next iteration"
             self._force_requested = True
         self._wake.set()
         if self.request.settings.post_copy:
@@ -488,14 +491,17 @@ class Migration:
             # restart): then it is followed, not started again.
             src, dst, error = self._where()
             where, _why = self._outcome(src, dst, error)
-            if where in (Phase.COMPLETED, Phase.RUNNING_POSTCOPY):
+            if where in (Phase.COMPLETED, Phase.RUNNING_POSTCOPY, Phase.FAILED):
                 self._record(
                     Action.CONTINUE,
-                    "post-copy completed or is running without a new resume: "
-                    + ("the VM runs on the destination only" if where is Phase.COMPLETED
-                       else "following it"),
+                    "not resuming: "
+                    + {
+                        Phase.COMPLETED: "the VM runs on the destination only",
+                        Phase.RUNNING_POSTCOPY: "post-copy is running: following it",
+                        Phase.FAILED: "the VM runs on the source alone, nothing is split",
+                    }[where],
                     "engine",
-                )  # fmt: skip
+                )
                 self._settle_after_job()
                 continue
             if dst is not None and dst.reason == "postcopy":
@@ -664,6 +670,12 @@ class Migration:
                 self._segment_start = len(self.result.samples)
                 self._follow_job()
                 continue
+            if outcome is not self._phase and outcome not in ALLOWED[self._phase]:
+                why = (
+                    f"the record says {self._phase.value} but {self.request.domain}'s hosts say "
+                    f"{outcome.value} ({why or 'no reason'}): an operator must look"
+                )
+                outcome = Phase.ERROR
             self.result.error = why
             if outcome is Phase.COMPLETED:
                 self._collect_final_stats(wait_for_event=False)
@@ -817,6 +829,8 @@ class Migration:
                             req.src_uri, req.domain, req.settings.downtime_limit_ms
                         )
                     )
+                if self._switching:
+                    self._confirm_switch()  # before the sample, which says which phase
                 sample = self._sample(stats, now)
                 self.result.samples.append(sample)
                 self._tell(self.listener.on_sample, sample)
@@ -847,7 +861,7 @@ class Migration:
                 log.warning("abort dropped: in post-copy domain=%s", req.domain)
                 self._abort_reason = None
             abort_reason = None if self._abort_sent else self._abort_reason
-            force = self._force_requested and not self._phase.in_postcopy
+            force = self._force_requested and not self._phase.in_postcopy and not self._switching
             self._force_requested = False
         if abort_reason is not None:
             self._record(Action.ABORT, abort_reason, "operator")
@@ -869,6 +883,8 @@ class Migration:
                     lambda: self.driver.suspend(req.src_uri, req.domain)
                 )
             return
+        if self._switching and not self._confirm_switch():
+            return  # asked for post-copy: QEMU switches at its next iteration boundary
         if self._phase is Phase.RUNNING_POSTCOPY:
             self._check_postcopy_stall()
             return
@@ -930,7 +946,34 @@ class Migration:
             return False
         self._record(Action.SWITCH_TO_POSTCOPY, reason, source, rule)
         self.result.switch_at_s = round(self._elapsed(), 3)
-        self._set_phase(Phase.RUNNING_POSTCOPY, reason)
+        self._switch_reason = reason
+        self._confirm_switch()
+        return True
+
+    def _switched_after_all(self) -> bool:
+        """After a break: did QEMU enter the post-copy that was asked for (since the last
+        sample)? When the source cannot tell, yes: a split VM is never called failed."""
+        try:
+            info = self.driver.domain_info(self.request.src_uri, self.request.domain)
+        except HypervisorError:
+            return True
+        return info.state is not DomainState.RUNNING or info.reason in (
+            "postcopy",
+            "postcopy-failed",
+        )
+
+    def _confirm_switch(self) -> bool:
+        """``running-postcopy`` once QEMU has switched (True), not when it was asked to.
+
+        QEMU switches at its next iteration boundary, which a slow stream may take seconds
+        to reach and a stuck one never does; libvirt pauses the source then. Until that,
+        the VM runs on the source alone and a break fails the migration like a pre-copy.
+        """
+        if self._phase.in_postcopy:
+            return True
+        if not self._source_in_postcopy():
+            return False
+        self._set_phase(Phase.RUNNING_POSTCOPY, self._switch_reason)
         return True
 
     def _try(self, call: Callable[[], None]) -> bool:
@@ -969,6 +1012,8 @@ class Migration:
         self._counters_from_last_sample()  # what was sent before it ended
         if not isinstance(error, OrbitError):
             log.error("migration crashed domain=%s error=%r", req.domain, error)
+        if self._switching and not self._phase.in_postcopy and self._switched_after_all():
+            self._set_phase(Phase.RUNNING_POSTCOPY, self._switch_reason)
         if self._phase.in_postcopy:
             # The VM's state is split: keep both sides exactly as they are.
             self._set_phase(Phase.POSTCOPY_PAUSED, str(error))

@@ -50,6 +50,11 @@ class _Job:
     pause_postcopy: bool = False
     #: break_control(): libvirt's call fails ("post-copy failed") while QEMU streams on
     control_lost: bool = False
+    #: start_postcopy() was called; QEMU switches after ``switch_wait`` more ticks
+    switch_requested: bool = False
+    switch_wait: int = 0
+    #: fail_job(): the stream breaks with this message
+    failure: str | None = None
 
 
 @dataclass
@@ -74,6 +79,9 @@ class FakeDriver:
         #: destination keeps running "post-copy" (not failed), and refuses a resume until
         #: its end is paused too (abort_job(postcopy=True) on the destination)
         self.destination_misses_breaks = False
+        #: ticks between start_postcopy() and QEMU's switch (QEMU switches at its next
+        #: iteration boundary, which a slow or stuck stream may take seconds to reach)
+        self.postcopy_switch_delay_ticks = 0
         #: refuse this many resumes of a broken post-copy (as libvirt does while one
         #: daemon still holds the broken job), then accept
         self.resume_refusals = 0
@@ -116,6 +124,12 @@ class FakeDriver:
         the call fails and both sides say "post-copy failed", but the stream goes on and
         the job completes by itself (libvirt 11 after a link cut or a daemon restart)."""
         self._job(uri, name).control_lost = True
+
+    def fail_job(self, uri: str, name: str, message: str) -> None:
+        """The migration's stream breaks (libvirt's keepalive gave up on the destination):
+        in pre-copy the job fails and the VM runs on the source; in post-copy it pauses
+        with both sides in "post-copy failed"."""
+        self._job(uri, name).failure = message
 
     def _host(self, uri: str) -> FakeHost:
         host = self.hosts.get(uri)
@@ -232,7 +246,17 @@ class FakeDriver:
                     lost.set()
                 if job.aborted:
                     raise MigrationFailed(f"migrating {name}: operation aborted: job cancelled")
-                if job.pause_postcopy:
+                if job.switch_requested and not job.postcopy:
+                    job.postcopy = job.switch_wait <= 0
+                    job.switch_wait -= 1
+                if job.postcopy and src.domains[name].reason == "":
+                    with self._lock:  # like libvirt: the source pauses for post-copy
+                        src.domains[name] = replace(
+                            src.domains[name], state=DomainState.PAUSED, reason="postcopy"
+                        )
+                if job.failure is not None and not job.postcopy:
+                    raise MigrationFailed(f"migrating {name}: {job.failure}")
+                if job.pause_postcopy or job.failure is not None:
                     with self._lock:
                         src.postcopy_left[name] = (remaining, processed, iteration, requests)
                         src.domains[name] = replace(
@@ -290,7 +314,7 @@ class FakeDriver:
         with self._lock:
             # the destination takes the source's state: paused if it was paused to converge
             moved = src.domains.pop(name)
-            if moved.reason == "postcopy-failed":  # a resumed post-copy: it runs on
+            if moved.reason in ("postcopy", "postcopy-failed"):  # post-copy: it runs on
                 moved = replace(moved, state=DomainState.RUNNING, reason="migrated")
             dst.domains[name] = moved
             src.postcopy_left.pop(name, None)
@@ -331,7 +355,10 @@ class FakeDriver:
 
     def start_postcopy(self, uri: str, name: str) -> None:
         self.calls.append(f"start_postcopy {name}")
-        self._job(uri, name).postcopy = True
+        job = self._job(uri, name)
+        job.switch_requested = True
+        job.switch_wait = self.postcopy_switch_delay_ticks
+        job.postcopy = job.postcopy or self.postcopy_switch_delay_ticks == 0
 
     def set_max_downtime(self, uri: str, name: str, downtime_ms: int) -> None:
         self.calls.append(f"set_max_downtime {name} {downtime_ms}")

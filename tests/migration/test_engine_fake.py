@@ -533,3 +533,67 @@ def test_pass_one_is_kept_and_the_next_plan_uses_it() -> None:
     driver.add_host(SRC)
     second = Migration(driver, request, sample_interval_s=TICK_S * 2).run()
     assert second.plan is not None and "a hot set of 4 MiB" in second.plan.prior, second.plan
+
+
+def test_post_copy_is_recorded_once_qemu_switched_not_when_asked() -> None:
+    """QEMU switches at its next iteration boundary: until then the phase stays pre-copy
+    (abort is refused already), and the samples say pre-copy."""
+    driver = _driver(SLOW)
+    driver.postcopy_switch_delay_ticks = 40  # 0.2 s between the request and the switch
+    m = _migration(driver, _postcopy_settings())
+    t = _run_in_thread(m)
+    _wait_for(lambda: m.result.switch_at_s is not None)
+    assert m.phase is Phase.RUNNING_PRECOPY
+    with pytest.raises(MigrationRefused):
+        m.abort()
+    _wait_phase(m, Phase.RUNNING_POSTCOPY)
+    assert driver.hosts[SRC].domains["vm"].reason == "postcopy"
+    t.join(10)
+    assert m.result.phase is Phase.COMPLETED, m.result.error
+    samples = m.result.samples
+    first_postcopy = next(i for i, s in enumerate(samples) if s.postcopy)
+    assert first_postcopy > 0 and all(s.postcopy for s in samples[first_postcopy:])
+
+
+def test_a_break_before_qemu_switched_fails_like_pre_copy_and_is_not_resumed(
+    fast_backoff: None,
+) -> None:
+    """The CI flake of stop 24: post-copy asked for, the link cut before QEMU switched,
+    libvirt cancelled the migration. The VM runs on the source alone: failed, no resume."""
+    driver = _driver(SLOW)
+    driver.postcopy_switch_delay_ticks = 10**6  # QEMU never reaches its next boundary
+    m = _migration(driver, _postcopy_settings())
+    t = _run_in_thread(m)
+    _wait_for(lambda: m.result.switch_at_s is not None)
+    driver.fail_job(SRC, "vm", "internal error: client socket is closed")
+    t.join(10)
+    assert m.result.phase is Phase.FAILED, m.result.error
+    assert "client socket is closed" in (m.result.error or "")
+    actions = [d.action for d in m.result.decisions]
+    assert Action.SWITCH_TO_POSTCOPY in actions and Action.RESUME_POSTCOPY not in actions
+    assert driver.hosts[SRC].domains["vm"].state is DomainState.RUNNING
+    assert "vm" not in driver.hosts[DST].domains
+
+
+def test_a_break_after_qemu_switched_pauses_and_resumes(fast_backoff: None) -> None:
+    driver = _driver(SLOW)
+    m = _migration(driver, _postcopy_settings())
+    t = _run_in_thread(m)
+    _wait_phase(m, Phase.RUNNING_POSTCOPY)
+    driver.fail_job(SRC, "vm", "internal error: client socket is closed")
+    t.join(10)
+    assert m.result.phase is Phase.COMPLETED, m.result.error
+    assert m.result.resume_attempts == 1
+    assert driver.hosts[DST].domains["vm"].state is DomainState.RUNNING
+
+
+def test_adopting_a_paused_record_whose_vm_runs_on_the_source_says_so() -> None:
+    """A record says postcopy-paused, yet the VM runs on the source alone (an operator
+    resumed it by hand): an error that says what the hosts say, not an internal one."""
+    driver = _driver(SLOW)
+    m = _migration(driver, _postcopy_settings())
+    m.adopt(Phase.POSTCOPY_PAUSED, 5.0)
+    assert m.result.phase is Phase.ERROR
+    assert "the record says postcopy-paused" in (m.result.error or "")
+    assert "operator must look" in (m.result.error or "")
+    assert driver.hosts[SRC].domains["vm"].state is DomainState.RUNNING
