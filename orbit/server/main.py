@@ -36,9 +36,19 @@ FAKE_TICK_S = 0.1
 FAKE_VM_MIB = 512
 
 
-def make_driver(name: str, *, fake_hosts: int = 0, fake_vms: int = 0) -> HypervisorDriver:
+def make_driver(
+    name: str, *, fake_hosts: int = 0, fake_vms: int = 0, fake_socket: Path | None = None
+) -> HypervisorDriver:
     """The hypervisor driver; ``fake`` with ``fake_hosts`` hosts fake://h1... holding
-    ``fake_vms`` VMs each (vm-h1-1, ...), for demos and the control-plane benchmark."""
+    ``fake_vms`` VMs each (vm-h1-1, ...), for demos and the control-plane benchmark; or
+    the fake hosts a ``python -m orbit.virt.fakehosts`` process serves on ``fake_socket`` (shared by
+    several orbit-server instances)."""
+    if name == "fake" and fake_socket is not None:
+        if fake_vms:
+            raise ConfigError("with --fake-socket, the VMs are orbit.virt.fakehosts --vms")
+        from orbit.virt.fakehosts import RemoteFakeDriver
+
+        return RemoteFakeDriver(fake_socket)
     if name == "fake":
         from orbit.virt.fake import MIB, FakeDriver, FakeWorkload
 
@@ -52,8 +62,8 @@ def make_driver(name: str, *, fake_hosts: int = 0, fake_vms: int = 0) -> Hypervi
                 )
                 driver.add_domain(uri, f"vm-h{i}-{j}", workload=workload)
         return driver
-    if fake_hosts or fake_vms:
-        raise ConfigError("--fake-hosts and --fake-vms need --driver fake")
+    if fake_hosts or fake_vms or fake_socket:
+        raise ConfigError("--fake-hosts, --fake-vms and --fake-socket need --driver fake")
     from orbit.virt.libvirt_driver import LibvirtDriver
 
     return LibvirtDriver()
@@ -74,6 +84,7 @@ def build(
     driver: HypervisorDriver | None = None,
     fake_hosts: int = 0,
     fake_vms: int = 0,
+    fake_socket: Path | None = None,
 ) -> Services:
     """Database (schema upgraded, admin ensured), driver and conductor, not yet started."""
     if fake_hosts < 0 or fake_vms < 0:
@@ -94,7 +105,9 @@ def build(
             f"(set {ADMIN_PASSWORD_ENV} to choose it)",
             flush=True,
         )
-    driver = driver or make_driver(config.driver, fake_hosts=fake_hosts, fake_vms=fake_vms)
+    driver = driver or make_driver(
+        config.driver, fake_hosts=fake_hosts, fake_vms=fake_vms, fake_socket=fake_socket
+    )
     if fake_hosts:
         register_fake_hosts(db, fake_hosts)
     conductor = Conductor(db, driver, config)
@@ -114,6 +127,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="with --driver fake: N fake hosts fake://h1..., registered")  # fmt: skip
     p.add_argument("--fake-vms", type=int, default=0, metavar="M",
                    help="with --fake-hosts: M fake VMs (512 MiB) on each host")  # fmt: skip
+    p.add_argument("--fake-socket", type=Path, metavar="PATH",
+                   help="with --driver fake: the fake hosts that `python -m orbit.virt.fakehosts` "
+                        "serves (with --fake-hosts N: registers fake://h1...hN)")  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -133,7 +149,12 @@ def main(argv: list[str] | None = None) -> int:
             level=config.log_level.upper(),
             format="%(asctime)s %(levelname)s %(name)s %(message)s",
         )
-        services = build(config, fake_hosts=args.fake_hosts, fake_vms=args.fake_vms)
+        services = build(
+            config,
+            fake_hosts=args.fake_hosts,
+            fake_vms=args.fake_vms,
+            fake_socket=args.fake_socket,
+        )
         host, port = config.host_port
         services.conductor.start()
     except OrbitError as err:

@@ -45,6 +45,25 @@ def test_versions_are_public_and_name_the_microversion_range(api: Api) -> None:
     _error(r, 406, "notAcceptable", "2.99")
 
 
+@pytest.mark.parametrize("path", ["/v2.1/servers", "/v2.1/servers/detail"])
+def test_server_lists_page_with_limit_and_marker(api: Api, path: str) -> None:
+    """Nova's paging: ``limit`` fills a page and links the next one (``marker``)."""
+    everyone = [s["id"] for s in api.get(path).json()["servers"]]
+    assert len(everyone) == 2
+    first = api.get(f"{path}?limit=1").json()
+    assert [s["id"] for s in first["servers"]] == everyone[:1]
+    link = first["servers_links"][0]
+    assert link["rel"] == "next" and f"marker={everyone[0]}" in link["href"]
+    second = api.get(f"{path}?limit=1&marker={everyone[0]}").json()
+    assert [s["id"] for s in second["servers"]] == everyone[1:]
+    last = api.get(f"{path}?limit=1&marker={everyone[1]}").json()
+    assert last["servers"] == [] and "servers_links" not in last
+    assert "servers_links" not in api.get(f"{path}?limit=5").json()
+    for bad in ("limit=-1", "limit=x", "marker=no-such-server"):
+        r = api.get(f"{path}?{bad}")
+        assert r.status_code == 400, (bad, r.text)
+
+
 def test_servers_are_discovered_from_the_hosts(api: Api) -> None:
     servers = api.get("/v2.1/servers/detail").json()["servers"]
     by_name = {s["name"]: s for s in servers}

@@ -218,7 +218,28 @@ def _servers(session: Session, request: Request, auth: AuthContext) -> list[Serv
     host = request.query_params.get("host")
     if host:
         query = query.join(Host, Server.host_id == Host.id).where(Host.name == host)
+    marker = request.query_params.get("marker")
+    if marker:  # Nova's paging: the servers after this one, in the list's order
+        at = session.scalar(visible_servers(select(Server), auth).where(Server.id == marker))
+        if at is None:
+            raise ApiError(400, f"marker {marker[:40]!r} could not be found")
+        query = query.where(
+            or_(Server.name > at.name, and_(Server.name == at.name, Server.id > at.id))
+        )
+    limit = _limit(request.query_params)
+    if limit is not None:
+        query = query.limit(limit)
     return list(session.scalars(query))
+
+
+def _servers_page(
+    body: dict[str, Any], servers: list[Server], request: Request, base: str
+) -> dict[str, Any]:
+    """Nova's ``servers_links`` when a ``limit`` filled the page."""
+    limit = _limit(request.query_params)
+    if limit and len(servers) == limit:
+        body["servers_links"] = _next_link(request, base, servers[-1].id)
+    return body
 
 
 @router.get("/servers")
@@ -227,7 +248,9 @@ def list_servers(
 ) -> dict[str, Any]:
     """List servers (filters: name, status, host; an admin's: project_id)."""
     base = services.config.base_url
-    return {"servers": [server_summary(s, base) for s in _servers(session, request, auth)]}
+    servers = _servers(session, request, auth)
+    body = {"servers": [server_summary(s, base) for s in servers]}
+    return _servers_page(body, servers, request, base)
 
 
 @router.get("/servers/detail")
@@ -238,11 +261,12 @@ def list_servers_detail(
     base = services.config.base_url
     servers = _servers(session, request, auth)
     active = _active_migrations(session, servers)
-    return {
+    body = {
         "servers": [
             server_detail(s, base, active.get(s.id), v, admin=auth.is_admin) for s in servers
         ]
     }
+    return _servers_page(body, servers, request, base)
 
 
 @router.get("/servers/{server_id}")

@@ -1,0 +1,495 @@
+"""The control plane under load (issue 12): two orbit-server instances on one PostgreSQL,
+fake hosts shared by both, many migrations at once, a fixed-rate API load, one instance
+killed with SIGKILL in the middle.
+
+Everything runs on this machine: a private PostgreSQL (:mod:`orbit.lab.postgres`), one
+``python -m orbit.virt.fakehosts`` process holding 50 fake hosts of 4 GiB with 4 VMs of
+512 MiB each (a migration takes ~3.6 s: 512 MiB at 160 MiB/s, 20 MiB/s dirtied), and two
+``orbit-server --driver fake --fake-socket ...`` processes on 127.0.0.1. The fake hosts are
+their own process, so the migrations of a killed instance run on, as they would on
+libvirt hosts, and the other instance must take them over.
+
+Phases:
+
+1. **burst**: 200 ``os-migrateLive`` requests (``"host": null``) sent at the same instant,
+   half to each instance. Every answer's status and time; every 202 must have a record;
+   while they run, the VMs on each fake host are counted every 0.2 s: the most a host ever
+   held against what fits (8 x 512 MiB in 4 GiB; each host starts with 4, and all 200 must
+   move: the scheduler has to count the migrations already on their way).
+2. **sampling**: 50 migrations at once and no other load: the gaps between a migration's
+   samples (taken every 250 ms) and both instances' CPU use.
+3. **API load**: 200 requests/s at fixed times (a page of 50 of ``/servers/detail``, a page
+   of 50 of ``/os-migrations``, all 50 ``/os-hypervisors/detail`` in turn, both instances in
+   turn) for 10 s while 50 migrations run; the time of each from its scheduled start (a
+   late start counts), and errors.
+4. **kill**: 100 migrations; once both instances drive some, one is SIGKILLed. The take-over
+   time (from the kill until the other instance owns every unfinished migration; lease 6 s),
+   every migration's outcome, and how often each VM's migration was started on the hosts
+   (more than once: it ran twice).
+
+Run: ``python -m benchmarks.control_plane [--quick] [--json FILE]`` (``--quick``: 3 s of API
+load instead of 10). The figures depend on the machine: 2 cores run the two instances,
+PostgreSQL, the fake hosts and this client together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import itertools
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from orbit.lab.postgres import free_port, private_postgres
+from orbit.virt.fakehosts import RemoteFakeDriver
+
+ADMIN_PASSWORD = "bench-root-pass-9"
+HOSTS = 50
+VMS_PER_HOST = 4
+HOST_MIB = 4096
+VM_MIB = 512
+BURST = 200
+SAMPLED = 50
+KILLED_RUN = 100
+API_RATE_S = 200
+API_WORKERS = 48
+START_TIMEOUT_S = 60.0
+SETTLE_TIMEOUT_S = 300.0
+ACTIVE = ("queued", "preparing", "running-precopy", "running-postcopy", "completing",
+          "postcopy-paused")  # fmt: skip
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Process:
+    """A process this benchmark started; ended by its PID."""
+
+    def __init__(self, argv: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+        self.log = log.open("ab")
+        self.proc = subprocess.Popen(
+            argv, stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_for(self, ready: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not ready():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{what} exited while starting (log: {self.log.name})")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start within {START_TIMEOUT_S:.0f} s")
+            time.sleep(0.1)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+
+
+class Instance(Process):
+    """orbit-server on the shared database and the shared fake hosts."""
+
+    def __init__(self, workdir: Path, db_url: str, socket_path: Path, name: str) -> None:
+        self.name = name
+        self.url = f"http://127.0.0.1:{free_port()}"
+        super().__init__(
+            [sys.executable, "-m", "orbit.server.main", "--bind", self.url.removeprefix("http://"),
+             "--database-url", db_url, "--driver", "fake", "--fake-socket", str(socket_path),
+             "--fake-hosts", str(HOSTS), "--log-level", "WARNING"],
+            workdir / f"orbit-server-{name}.log",
+            env={"ORBIT_ADMIN_PASSWORD": ADMIN_PASSWORD},
+        )  # fmt: skip
+        self.wait_for(self._answers, f"orbit-server {name}")
+        self.http = httpx.Client(base_url=self.url, timeout=30.0, trust_env=False)
+        r = self.http.post(
+            "/identity/v3/auth/tokens",
+            json={"auth": {"identity": {"methods": ["password"], "password": {
+                "user": {"name": "admin", "password": ADMIN_PASSWORD}}}}},
+        )  # fmt: skip
+        r.raise_for_status()
+        self.token = r.headers["X-Subject-Token"]
+        self.http.headers["X-Auth-Token"] = self.token
+
+    def _answers(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/", timeout=1.0, trust_env=False).is_success
+        except httpx.HTTPError:
+            return False
+
+    def servers(self) -> list[dict[str, Any]]:
+        r = self.http.get("/v2.1/servers/detail")
+        r.raise_for_status()
+        return list(r.json()["servers"])
+
+    def migrations(self) -> list[dict[str, Any]]:
+        r = self.http.get("/v2.1/os-migrations", headers={"OpenStack-API-Version": "compute 2.80"})
+        r.raise_for_status()
+        return list(r.json()["migrations"])
+
+    def orbit_migrations(self, server_id: str) -> list[dict[str, Any]]:
+        r = self.http.get(f"/v2.1/servers/{server_id}/migrations")
+        r.raise_for_status()
+        return list(r.json()["migrations"])
+
+    def samples(self, server_id: str, migration_id: int) -> list[dict[str, Any]]:
+        r = self.http.get(f"/v2.1/servers/{server_id}/migrations/{migration_id}/samples")
+        r.raise_for_status()
+        return list(r.json()["samples"])
+
+    def close(self) -> None:
+        self.http.close()
+        self.stop()
+
+
+def _migrate(inst: Instance, server_id: str) -> tuple[int, float, str]:
+    started = time.perf_counter()
+    r = inst.http.post(
+        f"/v2.1/servers/{server_id}/action",
+        json={"os-migrateLive": {"host": None, "block_migration": "auto"}},
+        headers={"OpenStack-API-Version": "compute 2.30"},
+    )
+    return r.status_code, time.perf_counter() - started, r.text[:200]
+
+
+def _send_at_once(instances: list[Instance], server_ids: list[str]) -> list[tuple[int, float, str]]:
+    """One request per server, all released together, spread over the instances."""
+    barrier = threading.Barrier(len(server_ids))
+    results: list[tuple[int, float, str]] = [(0, 0.0, "")] * len(server_ids)
+
+    def one(i: int) -> None:
+        barrier.wait()
+        results[i] = _migrate(instances[i % len(instances)], server_ids[i])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(server_ids))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def _wait_settled(inst: Instance, since_id: int) -> list[dict[str, Any]]:
+    """The migrations with an id above ``since_id``, once none of them is unfinished."""
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    while True:
+        ours = [m for m in inst.migrations() if m["id"] > since_id]
+        if ours and not any(m["status"] in ACTIVE for m in ours):
+            return ours
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"migrations still unfinished after {SETTLE_TIMEOUT_S:.0f} s")
+        time.sleep(0.5)
+
+
+def _last_id(inst: Instance) -> int:
+    return max((m["id"] for m in inst.migrations()), default=0)
+
+
+class HostWatch:
+    """Counts the VMs on every fake host every 0.2 s: the most any host held."""
+
+    def __init__(self, fake: RemoteFakeDriver) -> None:
+        self.fake = fake
+        self.most = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            for i in range(1, HOSTS + 1):
+                self.most = max(self.most, len(self.fake.list_domains(f"fake://h{i}")))
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        return self.most
+
+
+def burst(instances: list[Instance], fake: RemoteFakeDriver, ids: list[str]) -> dict[str, Any]:
+    since = _last_id(instances[0])
+    watch = HostWatch(fake)
+    answers = _send_at_once(instances, ids[:BURST])
+    settled = _wait_settled(instances[0], since)
+    most = watch.stop()
+    codes: dict[str, int] = {}
+    for code, _s, _text in answers:
+        codes[str(code)] = codes.get(str(code), 0) + 1
+    refusals = sorted({text for code, _s, text in answers if code != 202})[:3]
+    statuses: dict[str, int] = {}
+    for m in settled:
+        statuses[m["status"]] = statuses.get(m["status"], 0) + 1
+    return {
+        "requests": len(answers),
+        "answers": codes,
+        "server_errors": sum(1 for code, _s, _t in answers if code >= 500),
+        "slowest_answer_s": round(max(s for _c, s, _t in answers), 3),
+        "p50_answer_s": round(_pct([s for _c, s, _t in answers], 50), 3),
+        "accepted": codes.get("202", 0),
+        "records": len(settled),
+        "outcomes": statuses,
+        "refusals": refusals,
+        "most_vms_on_a_host": most,
+        "vms_that_fit_on_a_host": HOST_MIB // VM_MIB,
+    }
+
+
+def sampling(instances: list[Instance], ids: list[str]) -> dict[str, Any]:
+    since = _last_id(instances[0])
+    cpu0 = [_cpu_s(i.pid) for i in instances]
+    t0 = time.monotonic()
+    _send_at_once(instances, ids[:SAMPLED])
+    settled = _wait_settled(instances[0], since)
+    wall = time.monotonic() - t0
+    cpu = [(_cpu_s(i.pid) - c) / wall * 100 for i, c in zip(instances, cpu0, strict=True)]
+    gaps: list[float] = []
+    for m in settled:
+        samples = instances[0].samples(m["instance_uuid"], m["id"])
+        times = [s["elapsed_s"] for s in samples]
+        gaps += [b - a for a, b in itertools.pairwise(times)]
+    return {
+        "migrations": len(settled),
+        "completed": sum(1 for m in settled if m["status"] == "completed"),
+        "samples": len(gaps) + len(settled),
+        "sample_gap_p50_ms": round(_pct(gaps, 50) * 1000),
+        "sample_gap_p99_ms": round(_pct(gaps, 99) * 1000),
+        "sample_gap_max_ms": round(max(gaps, default=0) * 1000),
+        "wall_s": round(wall, 1),
+        "cpu_percent_of_a_core": [round(c, 1) for c in cpu],
+    }
+
+
+def api_load(instances: list[Instance], ids: list[str], seconds: float) -> dict[str, Any]:
+    since = _last_id(instances[0])
+    _send_at_once(instances, ids[:SAMPLED])
+    paths = [  # a page of each, as a dashboard or a client pages them
+        "/v2.1/servers/detail?limit=50",
+        "/v2.1/os-migrations?limit=50",
+        "/v2.1/os-hypervisors/detail",
+    ]
+    n = int(API_RATE_S * seconds)
+    latencies: list[float] = []
+    service: list[float] = []
+    errors: dict[str, int] = {}
+    lock = threading.Lock()
+    local = threading.local()
+
+    def client(inst: Instance) -> httpx.Client:
+        clients = getattr(local, "clients", None)
+        if clients is None:
+            clients = local.clients = {
+                i.name: httpx.Client(base_url=i.url, timeout=30.0, trust_env=False,
+                                     headers={"X-Auth-Token": i.token,
+                                              "OpenStack-API-Version": "compute 2.80"})
+                for i in instances
+            }  # fmt: skip
+        return clients[inst.name]  # type: ignore[no-any-return]
+
+    def one(k: int, due: float) -> None:
+        inst = instances[k % len(instances)]
+        began = time.perf_counter()
+        try:
+            code = client(inst).get(paths[k % len(paths)]).status_code
+        except httpx.HTTPError as err:
+            code = type(err).__name__  # type: ignore[assignment]
+        done = time.perf_counter()
+        with lock:
+            latencies.append(done - due)
+            service.append(done - began)
+            if code != 200:
+                errors[str(code)] = errors.get(str(code), 0) + 1
+
+    start = time.perf_counter() + 0.2
+    with ThreadPoolExecutor(API_WORKERS) as pool:
+        for k in range(n):
+            due = start + k / API_RATE_S
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            pool.submit(one, k, due)
+    elapsed = time.perf_counter() - start
+    settled = _wait_settled(instances[0], since)
+    return {
+        "rate_per_s": API_RATE_S,
+        "requests": n,
+        "achieved_per_s": round(n / elapsed, 1),
+        "errors": errors,
+        "p50_ms": round(_pct(latencies, 50) * 1000, 1),
+        "p99_ms": round(_pct(latencies, 99) * 1000, 1),
+        "p99_service_ms": round(_pct(service, 99) * 1000, 1),
+        "max_ms": round(max(latencies) * 1000, 1),
+        "migrations_meanwhile": len(settled),
+    }
+
+
+def kill_one(instances: list[Instance], fake: RemoteFakeDriver, ids: list[str]) -> dict[str, Any]:
+    since = _last_id(instances[0])
+    calls_before = fake.migrate_calls()
+    _send_at_once(instances, ids[:KILLED_RUN])
+    deadline = time.monotonic() + 30
+
+    def owners() -> dict[str, int]:
+        count: dict[str, int] = {}
+        for m in instances[0].migrations():
+            if m["id"] > since and m["status"] in ACTIVE:
+                owner = str(m["orbit"].get("owner") or "")
+                count[owner] = count.get(owner, 0) + 1
+        return count
+
+    while True:  # both instances drive some migrations
+        by_owner = owners()
+        killed = next((i for i in instances[1:] if any(f":{i.pid}:" in o for o in by_owner)), None)
+        if killed is not None:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the second instance drives no migration: {by_owner}")
+        time.sleep(0.1)
+    running = sum(n for o, n in by_owner.items() if f":{killed.pid}:" in o)
+    killed.kill()
+    killed_at = time.monotonic()
+    survivor = instances[0]
+    while any(f":{killed.pid}:" in o for o in owners()):
+        if time.monotonic() - killed_at > 60:
+            raise RuntimeError("no take-over within 60 s")
+        time.sleep(0.1)
+    takeover = time.monotonic() - killed_at
+    settled = _wait_settled(survivor, since)
+    calls = fake.migrate_calls()
+    started = {name: calls.get(name, 0) - calls_before.get(name, 0) for name in calls}
+    statuses: dict[str, int] = {}
+    for m in settled:
+        statuses[m["status"]] = statuses.get(m["status"], 0) + 1
+    return {
+        "migrations": len(settled),
+        "driven_by_the_killed_instance": running,
+        "takeover_s": round(takeover, 1),
+        "outcomes": statuses,
+        "started_twice": sum(1 for n in started.values() if n > 1),
+    }
+
+
+def run(quick: bool) -> dict[str, Any]:
+    with (
+        tempfile.TemporaryDirectory(prefix="orbit-cp-") as tmp,
+        private_postgres("orbit_bench") as db_url,
+    ):
+        workdir = Path(tmp)
+        socket_path = workdir / "fake-hosts.sock"
+        fake_proc = Process(
+            [sys.executable, "-m", "orbit.virt.fakehosts", "--socket", str(socket_path),
+             "--hosts", str(HOSTS), "--vms", str(VMS_PER_HOST), "--host-mib", str(HOST_MIB)],
+            workdir / "fake-hosts.log",
+        )  # fmt: skip
+        instances: list[Instance] = []
+        try:
+            fake_proc.wait_for(socket_path.exists, "the fake hosts")
+            fake = RemoteFakeDriver(socket_path)
+            instances.append(Instance(workdir, db_url, socket_path, "a"))
+            instances.append(Instance(workdir, db_url, socket_path, "b"))
+            want = HOSTS * VMS_PER_HOST
+            instances[0].wait_for(lambda: len(instances[0].servers()) >= want, "the inventory")
+            ids = [s["id"] for s in instances[0].servers()]
+            result: dict[str, Any] = {
+                "hosts": HOSTS,
+                "vms": len(ids),
+                "instances": len(instances),
+                "burst": burst(instances, fake, ids),
+                "sampling": sampling(instances, ids),
+                "api_load": api_load(instances, ids, 3.0 if quick else 10.0),
+                "kill": kill_one(instances, fake, ids),
+            }
+        finally:
+            for inst in instances:
+                inst.close()
+            fake_proc.stop()
+    result["environment"] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "database": "PostgreSQL (private, fsync off)",
+        "driver": "fake (own process, shared by both instances)",
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "quick": quick,
+    }
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 s of API load instead of 10")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    r = run(args.quick)
+    b, s, a, k = r["burst"], r["sampling"], r["api_load"], r["kill"]
+    rows = [
+        ("burst: requests at once", str(b["requests"])),
+        ("burst: answers", ", ".join(f"{c} x {n}" for c, n in sorted(b["answers"].items()))),
+        ("burst: 5xx", str(b["server_errors"])),
+        ("burst: slowest answer", f"{b['slowest_answer_s']} s"),
+        ("burst: records for 202s", f"{b['records']} of {b['accepted']}"),
+        ("burst: outcomes", ", ".join(f"{o} {n}" for o, n in sorted(b["outcomes"].items()))),
+        (
+            "burst: most VMs on a host",
+            f"{b['most_vms_on_a_host']} (fit: {b['vms_that_fit_on_a_host']})",
+        ),
+        ("sampling: migrations", f"{s['completed']} of {s['migrations']} completed"),
+        (
+            "sampling: gap p50 / p99 / max",
+            f"{s['sample_gap_p50_ms']} / {s['sample_gap_p99_ms']} / {s['sample_gap_max_ms']} ms",
+        ),
+        ("sampling: CPU per instance", " / ".join(f"{c} %" for c in s["cpu_percent_of_a_core"])),
+        ("API: rate asked / achieved", f"{a['rate_per_s']} / {a['achieved_per_s']} per s"),
+        ("API: p50 / p99 (from due time)", f"{a['p50_ms']} / {a['p99_ms']} ms"),
+        ("API: p99 of the request alone", f"{a['p99_service_ms']} ms"),
+        ("API: errors", json.dumps(a["errors"])),
+        ("kill: migrations", str(k["migrations"])),
+        ("kill: driven by the killed one", str(k["driven_by_the_killed_instance"])),
+        ("kill: take-over", f"{k['takeover_s']} s"),
+        ("kill: outcomes", ", ".join(f"{o} {n}" for o, n in sorted(k["outcomes"].items()))),
+        ("kill: started twice", str(k["started_twice"])),
+    ]
+    print(f"{'figure':<34}{'value':>40}")
+    for name, value in rows:
+        print(f"{name:<34}{value:>40}")
+    if args.json:
+        args.json.write_text(json.dumps(r, indent=2) + "\n", encoding="utf-8")
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
