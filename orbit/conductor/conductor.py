@@ -82,6 +82,9 @@ from orbit.migration.predict import Link, Plan
 from orbit.scheduler.placement import HostView, pick_host
 from orbit.virt.driver import HypervisorDriver, Owner
 
+#: operator requests another instance forwards to the one driving a migration
+FORCE_COMPLETE, ABORT, RESUME = "force-complete", "abort", "resume"
+
 log = logging.getLogger(__name__)
 
 #: How often the dispatcher looks at the queue when nothing wakes it.
@@ -458,6 +461,10 @@ class Conductor:
         if phase.is_final:
             raise MigrationRefused(f"migration {record.id} is already {phase.value}")
         engine = self._engines.get(record.id)
+        if engine is None and phase.in_postcopy:
+            return "already in post-copy: it completes as the remaining pages arrive"
+        if engine is None and self._forward(session, record, FORCE_COMPLETE):
+            return f"asked {record.owner}, the orbit-server instance driving it, to force-complete"
         if engine is None:
             if phase is Phase.QUEUED:
                 raise MigrationRefused(f"migration {record.id} has not started yet: it is queued")
@@ -475,11 +482,33 @@ class Conductor:
                 "there is nothing to resume"
             )
         engine = self._engines.get(record.id)
+        if engine is None and self._forward(session, record, RESUME):
+            return f"asked {record.owner}, the orbit-server instance driving it, to resume now"
         if engine is None:
             raise MigrationRefused(
                 f"migration {record.id} is being taken over after a restart; try again shortly"
             )
         return engine.resume_now()
+
+    def _forward(self, session: Session, record: Migration, what: str) -> bool:
+        """Leave ``what`` for the live instance that drives ``record`` (True), which applies
+        it at its next lease renewal; False if this instance drives it, or nobody does
+        right now (it is about to be adopted). Commits ``session``."""
+        if record.owner in (None, self.instance_id) or record.lease_until is None:
+            return False
+        if record.lease_until < utcnow():
+            return False
+        asked = session.execute(
+            update(Migration)
+            .where(Migration.id == record.id, Migration.owner == record.owner)
+            .values(requested=what)
+            .execution_options(synchronize_session=False)
+        )
+        session.commit()
+        if _rowcount(asked) != 1:
+            return False
+        log.info("request forwarded id=%d request=%s owner=%s", record.id, what, record.owner)
+        return True
 
     def abort(self, session: Session, record: Migration) -> None:
         phase = record.phase
@@ -518,6 +547,8 @@ class Conductor:
             raise MigrationRefused(f"migration {record.id} is already {phase.value}")
         with self._lock:
             engine = self._engines.get(record.id)
+        if engine is None and self._forward(session, record, ABORT):
+            return
         if engine is None and phase is Phase.PREPARING:
             raise MigrationRefused(
                 f"migration {record.id} is starting this moment; try the abort again"
@@ -736,6 +767,7 @@ class Conductor:
             record.status = phase.value
             record.error = error
             if phase.is_final:
+                record.requested = None  # too late for a forwarded request
                 record.finished_at = utcnow()
             if result is not None:
                 record.total_s = result.total_s
@@ -834,6 +866,7 @@ class Conductor:
             try:
                 self._heartbeat()
                 self._renew_leases()
+                self._apply_requests()
                 self._adopt_unfinished()
             except OrbitError as err:
                 log.warning("lease renewal failed error=%s", err)
@@ -870,6 +903,48 @@ class Conductor:
                 engine = self._engines.get(mid)
             if engine is not None:
                 engine.stop()
+
+    def _apply_requests(self) -> None:
+        """Apply the operator requests other instances took for migrations this one drives
+        (each taken once: cleared by compare-and-set; kept while its engine is starting)."""
+        with self._lock:
+            held = list(self._fences)
+        if not held:
+            return
+        with self.db.session() as session:
+            asked = list(
+                session.execute(
+                    select(Migration.id, Migration.requested).where(
+                        Migration.id.in_(held), Migration.requested.is_not(None)
+                    )
+                )
+            )
+        for mid, what in asked:
+            with self._lock:
+                engine = self._engines.get(mid)
+            if engine is None:
+                continue
+            with self.db.session() as session:
+                taken = session.execute(
+                    update(Migration)
+                    .where(Migration.id == mid, Migration.requested == what)
+                    .values(requested=None)
+                    .execution_options(synchronize_session=False)
+                )
+                if _rowcount(taken) != 1:
+                    continue
+            try:
+                if what == FORCE_COMPLETE:
+                    done = engine.force_complete()
+                elif what == RESUME:
+                    done = engine.resume_now()
+                else:
+                    engine.abort("operator requested abort (through another instance)")
+                    done = "aborting"
+            except MigrationRefused as err:
+                log.warning("forwarded request refused id=%d request=%s why=%s", mid, what, err)
+                continue
+            log.info("forwarded request applied id=%d request=%s result=%s", mid, what, done)
 
     def _release_leases(self) -> None:
         with self._lock:

@@ -30,7 +30,7 @@ from orbit.dashboard.sessions import (
     SessionStore,
 )
 from orbit.errors import AuthError
-from orbit.identity.service import AuthContext, validate_token
+from orbit.identity.service import AuthContext, validate_token_id
 
 CSRF_FIELD = "csrf_token"
 #: a log-in cookie longer than this is not one ORBIT made: a new one replaces it
@@ -124,7 +124,8 @@ def current_viewer(request: Request, db: SessionDep) -> Viewer:
     if session is None:
         raise LoginRequired()
     try:
-        auth = validate_token(db, token=session.token)
+        auth = validate_token_id(db, token_id=session.token_id)
+        session.db = db  # its messages go with the request's work
     except AuthError as err:
         session_store(request).drop(session.id)
         raise LoginRequired(f"Your session ended ({err}); log in again.") from err

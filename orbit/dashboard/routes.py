@@ -62,7 +62,7 @@ from orbit.dashboard.render import page, path_for
 from orbit.dashboard.sessions import Flash, FlashLevel, SessionStore
 from orbit.db.models import Host, Server
 from orbit.errors import AuthError, MigrationRefused, TooManyAttempts
-from orbit.identity.service import issue_token, revoke_token
+from orbit.identity.service import issue_token, revoke_token_id, token_id_of
 from orbit.migration.model import MAX_POST_COPY_AFTER_ITERATIONS
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,9 @@ def login(request: Request, form: FormDep, services: ServicesDep, db: SessionDep
     old = browser_session(request)
     if old is not None:
         store.drop(old.id)  # a new id after log-in: no session fixation
-    session = store.new(token=token)
+    token_id = token_id_of(db, token=token)
+    assert token_id is not None  # issued and committed just above
+    session = store.new(token_id=token_id)
     log.info("dashboard log-in user=%s role=%s", ctx.user_name, ctx.role)
     response = _redirect(request, "instances")
     set_session_cookie(response, request, session)
@@ -193,9 +195,9 @@ def login(request: Request, form: FormDep, services: ServicesDep, db: SessionDep
 
 @router.post("/logout", name="logout")
 def logout(request: Request, viewer: ViewerDep, form: FormDep, db: SessionDep) -> Response:
-    revoke_token(db, token=viewer.session.token)
+    revoke_token_id(db, token_id=viewer.session.token_id)
     db.commit()
-    session_store(request).drop(viewer.session.id)
+    session_store(request).drop(viewer.session.id)  # gone with its token already
     log.info("dashboard log-out user=%s", viewer.auth.user_name)
     response = RedirectResponse(f"{path_for(request, 'login')}?notice=logged-out", status_code=303)
     end_session_cookie(response, request)
@@ -534,7 +536,7 @@ def create_dashboard(services: Services) -> FastAPI:
     """The dashboard as an application of its own (mounted under :data:`PREFIX`)."""
     app = FastAPI(title="ORBIT dashboard", openapi_url=None, docs_url=None, redoc_url=None)
     app.state.services = services
-    app.state.sessions = SessionStore()
+    app.state.sessions = SessionStore(services.db)
     errors.install(app)
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -2,7 +2,7 @@
 
 ::
 
-    projects <-- users <-- tokens
+    projects <-- users <-- tokens <-- dashboard_sessions (CASCADE)
        ^  ^  ^     ^
        |  |  +-- role_assignments (user, project, role; CASCADE both ways)
        |  |
@@ -14,6 +14,8 @@
                    |           +-- drains (host_id SET NULL; items name servers and
                    |                       migrations by id, in JSON)
                    +-- migration_samples (ON DELETE CASCADE)
+
+    instances, server_secrets: no references
 
 Conventions:
 
@@ -386,6 +388,9 @@ class Migration(Base):
     owner: Mapped[str | None] = mapped_column(String(OWNER_LEN))
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
     fence: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: an operator's request that another instance took for the owner: "force-complete",
+    #: "abort" or "resume"; the owner applies and clears it (within a lease renewal)
+    requested: Mapped[str | None] = mapped_column(String(STATUS_LEN))
 
     server: Mapped[Server] = relationship(back_populates="migrations")
     source_host: Mapped[Host | None] = relationship(foreign_keys=[source_host_id])
@@ -563,3 +568,36 @@ class Drain(Base):
 
     def __repr__(self) -> str:
         return f"Drain(id={self.id!r}, host={self.host_name!r}, status={self.status!r})"
+
+
+class DashboardSession(Base):
+    """A browser logged in to the dashboard. Only the SHA-256 (hex) of the id its cookie
+    holds is stored; the session ends with its ORBIT token (``ON DELETE CASCADE``). In the
+    database, so that any orbit-server instance serves any browser and a restart logs no
+    one out."""
+
+    __tablename__ = "dashboard_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(SHA256_HEX_LEN), primary_key=True)
+    token_id: Mapped[str] = mapped_column(ForeignKey("tokens.id", ondelete="CASCADE"))
+    #: one-time messages for the next page: [level, text] pairs
+    flashes: Mapped[list[list[str]]] = mapped_column(JSON(), default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_used_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+
+    def __repr__(self) -> str:
+        return f"DashboardSession(token_id={self.token_id!r}, last_used_at={self.last_used_at!r})"
+
+
+class ServerSecret(Base):
+    """A secret all orbit-server instances share (made by the first that needs it), e.g.
+    the key that signs the dashboard's log-in form."""
+
+    __tablename__ = "server_secrets"
+
+    name: Mapped[str] = mapped_column(String(NAME_LEN), primary_key=True)
+    value: Mapped[str] = mapped_column(String(NAME_LEN))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    def __repr__(self) -> str:
+        return f"ServerSecret(name={self.name!r})"  # never the value

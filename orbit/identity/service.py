@@ -189,6 +189,21 @@ def validate_token(session: Session, *, token: str | None) -> AuthContext:
     if not token:
         raise AuthError("this request needs a token: send X-Auth-Token")
     row = session.scalar(select(Token).where(Token.token_hash == token_hash(token)))
+    return _valid(session, row)
+
+
+def token_id_of(session: Session, *, token: str) -> str | None:
+    """The id of the token row for ``token`` (None: no such token)."""
+    return session.scalar(select(Token.id).where(Token.token_hash == token_hash(token)))
+
+
+def validate_token_id(session: Session, *, token_id: str) -> AuthContext:
+    """As :func:`validate_token`, for a token known by its row's id (a dashboard session
+    keeps only that)."""
+    return _valid(session, session.get(Token, token_id))
+
+
+def _valid(session: Session, row: Token | None) -> AuthContext:
     if row is None:
         raise AuthError("the token is not valid")
     if row.expires_at <= utcnow():
@@ -203,6 +218,10 @@ def validate_token(session: Session, *, token: str | None) -> AuthContext:
 
 def revoke_token(session: Session, *, token: str) -> None:
     session.execute(delete(Token).where(Token.token_hash == token_hash(token)))
+
+
+def revoke_token_id(session: Session, *, token_id: str) -> None:
+    session.execute(delete(Token).where(Token.id == token_id))
 
 
 def purge_expired(session: Session) -> int:

@@ -141,3 +141,58 @@ def test_each_migration_has_one_driver_and_a_silent_instances_are_taken_over(
                      if h.domains.get(f"vm{i}-{j}") is not None
                      and h.domains[f"vm{i}-{j}"].state is DomainState.RUNNING]  # fmt: skip
             assert where == [f"fake://h{i % HOSTS + 1}"], (f"vm{i}-{j}", where)
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_an_instance_forwards_operator_requests_to_the_one_driving(
+    db: Database, two_instances: tuple[Conductor, Conductor, FakeDriver]
+) -> None:
+    """Force-complete and abort sent to an instance that does not drive the migration are
+    left in the record for the one that does, which applies them at its next renewal."""
+    a, b, driver = two_instances
+    with db.session() as s:
+        first, second = list(s.scalars(select(Server).order_by(Server.name)))[:2]
+        for server in (first, second):
+            a.request_migration(
+                s, server=server, dest_host_name="h2",
+                settings=MigrationSettings.resolve(post_copy=True, policy="precopy"),
+                block_migration_auto=False, disk_over_commit=False, user_id=None,
+                project_id=None,
+            )  # fmt: skip
+    a.kick()
+    b.kick()
+
+    def running() -> list[Migration]:
+        with db.session() as s:
+            return [m for m in s.scalars(select(Migration)) if m.status == "running-precopy"]
+
+    deadline = time.monotonic() + 30
+    while len(running()) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    to_force, to_abort = sorted(running(), key=lambda m: m.id)
+    for record, what in ((to_force, "force"), (to_abort, "abort")):
+        owner = a if record.owner == a.instance_id else b
+        other = b if owner is a else a
+        with db.session() as s:
+            m = s.get_one(Migration, record.id)
+            if what == "force":
+                said = other.force_complete(s, m)
+                assert f"asked {owner.instance_id}" in said, said
+            else:
+                other.abort(s, m)
+    deadline = time.monotonic() + 30
+    while True:
+        with db.session() as s:
+            forced = s.get_one(Migration, to_force.id)
+            aborted = s.get_one(Migration, to_abort.id)
+            aborted_vm = aborted.server.name
+            if forced.phase.is_final and aborted.phase.is_final:
+                break
+        assert time.monotonic() < deadline, (forced.status, aborted.status)
+        time.sleep(0.1)
+    assert forced.status == "completed" and forced.switch_at_s is not None
+    assert any(d["source"] == "operator" for d in forced.decisions)
+    assert aborted.status == "cancelled", aborted.error
+    assert forced.requested is None and aborted.requested is None
+    assert driver.hosts["fake://h1"].domains[aborted_vm].state is DomainState.RUNNING

@@ -36,6 +36,8 @@ TABLES = {
     "projects",
     "users",
     "tokens",
+    "dashboard_sessions",
+    "server_secrets",
     "role_assignments",
     "hosts",
     "servers",
@@ -327,16 +329,17 @@ def test_upgrade_0004_ends_older_duplicates_of_an_unfinished_migration(db_url: s
     database = Database(db_url)
     try:
         database.upgrade("0003")
-        # 0004 adds only an index; 0005 adds two host columns and 0008 three migration
-        # columns, lent here for the models
+        # 0004 adds only an index; 0005 adds two host columns, 0008 three migration
+        # columns and 0009 one more, lent here for the models
         lent = {"hosts": ("disabled", "disabled_reason"),
-                "migrations": ("owner", "lease_until", "fence")}  # fmt: skip
+                "migrations": ("owner", "lease_until", "fence", "requested")}  # fmt: skip
         with database.session() as s:
             s.execute(text("ALTER TABLE hosts ADD COLUMN disabled BOOLEAN DEFAULT false"))
             s.execute(text("ALTER TABLE hosts ADD COLUMN disabled_reason VARCHAR(255)"))
             s.execute(text("ALTER TABLE migrations ADD COLUMN owner VARCHAR(128)"))
             s.execute(text("ALTER TABLE migrations ADD COLUMN lease_until TIMESTAMP"))
             s.execute(text("ALTER TABLE migrations ADD COLUMN fence INTEGER DEFAULT 0"))
+            s.execute(text("ALTER TABLE migrations ADD COLUMN requested VARCHAR(32)"))
         with database.session() as s:
             *_, server = add_world(s, members=False)
             for status in ("queued", "running-precopy", "completed"):
