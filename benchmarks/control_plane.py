@@ -157,8 +157,12 @@ class Instance(Process):
         r.raise_for_status()
         return list(r.json()["servers"])
 
-    def migrations(self) -> list[dict[str, Any]]:
-        r = self.http.get("/v2.1/os-migrations", headers={"OpenStack-API-Version": "compute 2.80"})
+    def migrations(self, newest: int) -> list[dict[str, Any]]:
+        """The ``newest`` migrations (a page: the benchmark's own polling stays light)."""
+        r = self.http.get(
+            f"/v2.1/os-migrations?limit={newest}",
+            headers={"OpenStack-API-Version": "compute 2.80"},
+        )
         r.raise_for_status()
         return list(r.json()["migrations"])
 
@@ -204,11 +208,12 @@ def _send_at_once(instances: list[Instance], server_ids: list[str]) -> list[tupl
     return results
 
 
-def _wait_settled(inst: Instance, since_id: int) -> list[dict[str, Any]]:
-    """The migrations with an id above ``since_id``, once none of them is unfinished."""
+def _wait_settled(inst: Instance, since_id: int, count: int) -> list[dict[str, Any]]:
+    """The migrations with an id above ``since_id`` (``count`` at most), once none of them
+    is unfinished."""
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while True:
-        ours = [m for m in inst.migrations() if m["id"] > since_id]
+        ours = [m for m in inst.migrations(count) if m["id"] > since_id]
         if ours and not any(m["status"] in ACTIVE for m in ours):
             return ours
         if time.monotonic() > deadline:
@@ -216,8 +221,18 @@ def _wait_settled(inst: Instance, since_id: int) -> list[dict[str, Any]]:
         time.sleep(0.5)
 
 
+def _errors(settled: list[dict[str, Any]]) -> dict[str, int]:
+    """The distinct errors of migrations that did not complete, with their counts."""
+    seen: dict[str, int] = {}
+    for m in settled:
+        if m["status"] != "completed":
+            why = str(m["orbit"].get("error") or m["status"])[:160]
+            seen[why] = seen.get(why, 0) + 1
+    return dict(sorted(seen.items(), key=lambda kv: -kv[1])[:5])
+
+
 def _last_id(inst: Instance) -> int:
-    return max((m["id"] for m in inst.migrations()), default=0)
+    return max((m["id"] for m in inst.migrations(1)), default=0)
 
 
 class HostWatch:
@@ -245,7 +260,7 @@ def burst(instances: list[Instance], fake: RemoteFakeDriver, ids: list[str]) -> 
     since = _last_id(instances[0])
     watch = HostWatch(fake)
     answers = _send_at_once(instances, ids[:BURST])
-    settled = _wait_settled(instances[0], since)
+    settled = _wait_settled(instances[0], since, BURST)
     most = watch.stop()
     codes: dict[str, int] = {}
     for code, _s, _text in answers:
@@ -263,6 +278,7 @@ def burst(instances: list[Instance], fake: RemoteFakeDriver, ids: list[str]) -> 
         "accepted": codes.get("202", 0),
         "records": len(settled),
         "outcomes": statuses,
+        "errors": _errors(settled),
         "refusals": refusals,
         "most_vms_on_a_host": most,
         "vms_that_fit_on_a_host": HOST_MIB // VM_MIB,
@@ -274,7 +290,7 @@ def sampling(instances: list[Instance], ids: list[str]) -> dict[str, Any]:
     cpu0 = [_cpu_s(i.pid) for i in instances]
     t0 = time.monotonic()
     _send_at_once(instances, ids[:SAMPLED])
-    settled = _wait_settled(instances[0], since)
+    settled = _wait_settled(instances[0], since, SAMPLED)
     wall = time.monotonic() - t0
     cpu = [(_cpu_s(i.pid) - c) / wall * 100 for i, c in zip(instances, cpu0, strict=True)]
     gaps: list[float] = []
@@ -285,6 +301,7 @@ def sampling(instances: list[Instance], ids: list[str]) -> dict[str, Any]:
     return {
         "migrations": len(settled),
         "completed": sum(1 for m in settled if m["status"] == "completed"),
+        "errors": _errors(settled),
         "samples": len(gaps) + len(settled),
         "sample_gap_p50_ms": round(_pct(gaps, 50) * 1000),
         "sample_gap_p99_ms": round(_pct(gaps, 99) * 1000),
@@ -343,7 +360,7 @@ def api_load(instances: list[Instance], ids: list[str], seconds: float) -> dict[
                 time.sleep(delay)
             pool.submit(one, k, due)
     elapsed = time.perf_counter() - start
-    settled = _wait_settled(instances[0], since)
+    settled = _wait_settled(instances[0], since, SAMPLED)
     return {
         "rate_per_s": API_RATE_S,
         "requests": n,
@@ -365,7 +382,7 @@ def kill_one(instances: list[Instance], fake: RemoteFakeDriver, ids: list[str]) 
 
     def owners() -> dict[str, int]:
         count: dict[str, int] = {}
-        for m in instances[0].migrations():
+        for m in instances[0].migrations(KILLED_RUN):
             if m["id"] > since and m["status"] in ACTIVE:
                 owner = str(m["orbit"].get("owner") or "")
                 count[owner] = count.get(owner, 0) + 1
@@ -378,7 +395,7 @@ def kill_one(instances: list[Instance], fake: RemoteFakeDriver, ids: list[str]) 
             break
         if time.monotonic() > deadline:
             raise RuntimeError(f"the second instance drives no migration: {by_owner}")
-        time.sleep(0.1)
+        time.sleep(0.2)
     running = sum(n for o, n in by_owner.items() if f":{killed.pid}:" in o)
     killed.kill()
     killed_at = time.monotonic()
@@ -386,9 +403,9 @@ def kill_one(instances: list[Instance], fake: RemoteFakeDriver, ids: list[str]) 
     while any(f":{killed.pid}:" in o for o in owners()):
         if time.monotonic() - killed_at > 60:
             raise RuntimeError("no take-over within 60 s")
-        time.sleep(0.1)
+        time.sleep(0.2)
     takeover = time.monotonic() - killed_at
-    settled = _wait_settled(survivor, since)
+    settled = _wait_settled(survivor, since, KILLED_RUN)
     calls = fake.migrate_calls()
     started = {name: calls.get(name, 0) - calls_before.get(name, 0) for name in calls}
     statuses: dict[str, int] = {}
@@ -399,6 +416,7 @@ def kill_one(instances: list[Instance], fake: RemoteFakeDriver, ids: list[str]) 
         "driven_by_the_killed_instance": running,
         "takeover_s": round(takeover, 1),
         "outcomes": statuses,
+        "errors": _errors(settled),
         "started_twice": sum(1 for n in started.values() if n > 1),
     }
 

@@ -22,6 +22,7 @@ the most specific class here with ``raise Mapped(...) from err``, so the root ca
      |    +-- MigrationRefused  an action the current phase forbids (abort in post-copy)
      |    +-- InvalidTransition a phase change the state machine forbids (a bug if seen)
      |    +-- MigrationFailed   the migration ended without moving the VM
+     |    +-- JobNeverStarted   an adopted migration had not reached the hypervisor yet
      |    +-- InvalidState      the VM's state does not allow it (not running)   409
      |    +-- MigrationInProgress  the VM is already migrating                   409
      +-- DatabaseError          the database is unreachable, or its schema could not be set up
@@ -108,6 +109,11 @@ class InvalidTransition(MigrationError):
 
 class MigrationFailed(MigrationError):
     """The migration ended without moving the VM (it keeps running on the source)."""
+
+
+class JobNeverStarted(MigrationError):
+    """An adopted migration whose instance died before its job reached the hypervisor:
+    nothing moved or runs, so it is started afresh (not failed, not run twice)."""
 
 
 class DatabaseError(OrbitError):

@@ -59,13 +59,16 @@ from orbit.db.models import (
 )
 from orbit.db.types import utcnow
 from orbit.errors import (
+    DatabaseError,
     HypervisorError,
     InvalidMigration,
     InvalidState,
     InvalidTransition,
+    JobNeverStarted,
     MigrationInProgress,
     MigrationNotFound,
     MigrationRefused,
+    NoValidHost,
     OrbitError,
 )
 from orbit.identity.service import purge_expired
@@ -186,6 +189,51 @@ def reserved_mib(session: Session) -> dict[str, int]:
         .group_by(Migration.dest_host_id)
     )
     return {host_id: int(mib or 0) for host_id, mib in rows if host_id is not None}
+
+
+def _host_views(session: Session) -> tuple[list[Host], dict[str, HostView]]:
+    """The hosts (re-read) and what the scheduler sees of each, by name."""
+    hosts = list(
+        session.scalars(select(Host).order_by(Host.name).execution_options(populate_existing=True))
+    )
+    reserved = reserved_mib(session)
+    views = {
+        h.name: HostView(
+            h.name,
+            h.state == HostState.UP.value,
+            h.memory_free_mib,
+            reserved.get(h.id, 0),
+            disabled=h.disabled,
+        )
+        for h in hosts
+    }
+    return hosts, views
+
+
+def _check_room(session: Session, source: str, memory_mib: int) -> None:
+    """NoValidHost unless a VM of ``memory_mib`` would find a host after the queued VMs
+    still to be placed took theirs (placed the dispatcher's way, oldest first). Without a
+    lock: two requests at the same instant may both pass, and the dispatcher, which
+    places under the lock, then keeps the later one waiting or fails it with the numbers."""
+    hosts, views = _host_views(session)
+    names = {h.id: h.name for h in hosts}
+    waiting = session.execute(
+        select(Migration.source_host_id, Server.memory_mib)
+        .join(Server, Migration.server_id == Server.id)
+        .where(Migration.status == Phase.QUEUED.value, Migration.dest_host_id.is_(None))
+        .order_by(Migration.id)
+    )
+    for source_id, mib in waiting:
+        try:
+            name = pick_host(
+                list(views.values()), source=names.get(source_id or "", ""), memory_mib=mib
+            )
+        except NoValidHost:
+            continue
+        views[name] = replace(
+            views[name], memory_reserved_mib=views[name].memory_reserved_mib + mib
+        )
+    pick_host(list(views.values()), source=source, memory_mib=memory_mib)
 
 
 def merged_decisions(
@@ -344,27 +392,17 @@ class Conductor:
                 f"cannot live-migrate server {server.name} while it is {server.status}: "
                 "only a running (ACTIVE) server can be live-migrated"
             )
-        serialize_placement(session)  # until commit: one placement at a time, any process
-        hosts = list(
-            session.scalars(
-                select(Host).order_by(Host.name).execution_options(populate_existing=True)
-            )
-        )
-        reserved = reserved_mib(session)
-        views = {
-            h.name: HostView(
-                h.name,
-                h.state == HostState.UP.value,
-                h.memory_free_mib,
-                reserved.get(h.id, 0),
-                disabled=h.disabled,
-            )
-            for h in hosts
-        }
         if dest_host_name is None:
-            dest_host_name = pick_host(
-                list(views.values()), source=source.name, memory_mib=server.memory_mib
-            )
+            # The scheduler's choice: checked now (no host with room: refused at once) but
+            # made by the dispatcher as the migration starts, one placement at a time
+            # across instances. A request waits for no lock, however many arrive at once.
+            _check_room(session, source.name, server.memory_mib)
+            return self._queue(
+                session, server, source, None, settings, block_migration_auto,
+                disk_over_commit=disk_over_commit, user_id=user_id, project_id=project_id,
+            )  # fmt: skip
+        serialize_placement(session)  # until commit: one placement at a time, any process
+        hosts, views = _host_views(session)
         dest = next((h for h in hosts if h.name == dest_host_name), None)
         if dest is None:
             raise InvalidMigration(f"compute host {dest_host_name!r} could not be found")
@@ -386,12 +424,31 @@ class Conductor:
                 f"compute host {dest.name} cannot take server {server.name} "
                 f"({server.memory_mib} MiB): it has {room.room()}"
             )
+        return self._queue(
+            session, server, source, dest, settings, block_migration_auto,
+            disk_over_commit=disk_over_commit, user_id=user_id, project_id=project_id,
+        )  # fmt: skip
+
+    def _queue(
+        self,
+        session: Session,
+        server: Server,
+        source: Host,
+        dest: Host | None,
+        settings: MigrationSettings,
+        block_migration_auto: bool,
+        *,
+        disk_over_commit: bool,
+        user_id: str | None,
+        project_id: str | None,
+    ) -> Migration:
+        """Add the queued record (``dest`` None: the dispatcher places it)."""
         if block_migration_auto:
             settings = MigrationSettings(**{**asdict(settings), "block_migration": True})
         record = Migration(
             server_id=server.id,
             source_host_id=source.id,
-            dest_host_id=dest.id,
+            dest_host_id=dest.id if dest is not None else None,
             status=Phase.QUEUED.value,
             disk_over_commit=disk_over_commit,
             user_id=user_id,
@@ -419,7 +476,7 @@ class Conductor:
             record.id,
             server.name,
             source.name,
-            dest.name,
+            dest.name if dest is not None else "(the scheduler's, at its start)",
             settings.policy.value,
             settings.post_copy,
         )
@@ -603,19 +660,27 @@ class Conductor:
                         Migration.source_host_id,
                         Migration.dest_host_id,
                         Migration.fence,
+                        Server.memory_mib,
                     )
+                    .join(Server, Migration.server_id == Server.id)
                     .where(Migration.status == Phase.QUEUED.value)
                     .order_by(Migration.id)
                 )
             )
             quota = self._fair_share(session, len(queued))
+            placer = _Placer(session, incoming, self.config.max_incoming_per_host, bool(running))
             to_start: list[tuple[int, int]] = []
-            for mid, src, dst, fence in queued:
+            for mid, src, dst, fence, memory_mib in queued:
                 if len(to_start) >= quota:
                     break  # the rest is for less busy instances (their next pass: <= 1 s)
                 if outgoing.get(src, 0) >= self.config.max_outgoing_per_host:
                     continue
-                if incoming.get(dst, 0) >= self.config.max_incoming_per_host:
+                placing = dst is None
+                if placing:  # the scheduler's choice, made now
+                    dst = placer.place(mid, src, memory_mib)
+                    if dst is None:
+                        continue
+                elif incoming.get(dst, 0) >= self.config.max_incoming_per_host:
                     continue
                 claimed = session.execute(
                     update(Migration)
@@ -626,6 +691,7 @@ class Conductor:
                     )
                     .values(
                         status=Phase.PREPARING.value,
+                        dest_host_id=dst,
                         started_at=utcnow(),
                         owner=self.instance_id,
                         lease_until=utcnow() + timedelta(seconds=self.config.lease_s),
@@ -637,6 +703,8 @@ class Conductor:
                     continue  # aborted meanwhile, or another instance claimed it
                 outgoing[src] = outgoing.get(src, 0) + 1
                 incoming[dst] = incoming.get(dst, 0) + 1
+                if placing and dst is not None:
+                    placer.reserve(dst, memory_mib)
                 to_start.append((mid, fence + 1))
         for mid, fence in to_start:
             with self._lock:
@@ -699,11 +767,20 @@ class Conductor:
             return request, record.server.name
 
     def _run(self, mid: int) -> None:
-        try:
-            request, name = self._request_for(mid)
-        except OrbitError as err:
-            self._finish_record(mid, Phase.FAILED, str(err), None)
-            return
+        delay_s = FINAL_WRITE_RETRY_FIRST_S
+        while True:
+            try:
+                request, name = self._request_for(mid)
+                break
+            except DatabaseError as err:  # busy or down: nothing has moved, try again
+                log.warning("cannot read migration id=%d retry_in_s=%.0f error=%s",
+                            mid, delay_s, err)  # fmt: skip
+                if self._stop.wait(delay_s):
+                    return  # a restart adopts it
+                delay_s = min(FINAL_WRITE_RETRY_MAX_S, delay_s * 2)
+            except OrbitError as err:
+                self._finish_record(mid, Phase.FAILED, str(err), None)
+                return
         recorder = _Recorder(self.db, mid, self._claim(mid))
         engine = EngineMigration(self.driver, request, listener=recorder)
         with self._lock:
@@ -743,10 +820,7 @@ class Conductor:
         with self._lock:
             self._threads.pop(mid, None)
             self._fences.pop(mid, None)
-        try:
-            self.sync()
-        except OrbitError as err:
-            log.warning("inventory sync after migration failed error=%s", err)
+        self._sync_now.set()  # one sync for however many migrations just ended
         self._wake.set()
 
     def _write_outcome(
@@ -989,9 +1063,13 @@ class Conductor:
             engine.result.samples.append(last)  # the policy sees where it was
         with self._lock:
             self._engines[mid] = engine
+        afresh = False
         try:
             result = engine.adopt(phase, elapsed)
             outcome, error = result.phase, result.error
+        except JobNeverStarted as err:
+            log.info("starting adopted migration afresh id=%d why=%s", mid, err)
+            afresh = True
         except Exception as err:
             log.exception("adopted migration crashed id=%d server=%s", mid, name)
             outcome, error, result = Phase.ERROR, f"internal error: {err!r}", engine.result
@@ -999,7 +1077,86 @@ class Conductor:
             with self._lock:
                 self._engines.pop(mid, None)
             recorder.close()
+        if afresh:
+            self._run(mid)
+            return
         self._finish_record(mid, outcome, error, result)
+
+
+class _Placer:
+    """The scheduler's choices during one dispatch pass (under the placement lock): each
+    placed VM's memory is reserved on its host for the next choice of the same pass."""
+
+    def __init__(
+        self, session: Session, incoming: dict[str | None, int], max_incoming: int, busy: bool
+    ) -> None:
+        self.session = session
+        self.incoming = incoming
+        self.max_incoming = max_incoming
+        #: migrations are running: memory frees up and slots open as they end
+        self.busy = busy
+        self._hosts: list[Host] | None = None
+        self._views: dict[str, HostView] = {}
+
+    def _load(self) -> list[Host]:
+        if self._hosts is None:
+            self._hosts, self._views = _host_views(self.session)
+        return self._hosts
+
+    def place(self, mid: int, source_id: str | None, memory_mib: int) -> str | None:
+        """The host id for migration ``mid``, or None: it waits for a slot or for memory
+        (or, when nothing could ever free some, it is failed with the reason)."""
+        hosts = self._load()
+        names = {h.id: h.name for h in hosts}
+        source = names.get(source_id or "", "")
+        open_views = [
+            v for h in hosts if self.incoming.get(h.id, 0) < self.max_incoming
+            for v in (self._views[h.name],)
+        ]  # fmt: skip
+        try:
+            name = pick_host(open_views, source=source, memory_mib=memory_mib)
+        except NoValidHost as err:
+            try:  # a host is only out of slots: wait for one
+                pick_host(list(self._views.values()), source=source, memory_mib=memory_mib)
+                return None
+            except NoValidHost:
+                pass
+            if self.busy:
+                return None  # running migrations will free memory (or take it): look again
+            self._fail(mid, str(err))
+            return None
+        host_id = next(h.id for h in hosts if h.name == name)
+        log.info(
+            "migration placed id=%d dest=%s available_mib=%d memory_mib=%d",
+            mid, name, self._views[name].available_mib, memory_mib,
+        )  # fmt: skip
+        return host_id
+
+    def reserve(self, host_id: str, memory_mib: int) -> None:
+        """Count a VM just placed on ``host_id`` (the views predate it)."""
+        name = next((h.name for h in self._load() if h.id == host_id), None)
+        if name is not None:
+            view = self._views[name]
+            self._views[name] = replace(
+                view, memory_reserved_mib=view.memory_reserved_mib + memory_mib
+            )
+
+    def _fail(self, mid: int, why: str) -> None:
+        failed = self.session.execute(
+            update(Migration)
+            .where(Migration.id == mid, Migration.status == Phase.QUEUED.value)
+            .values(status=Phase.FAILED.value, error=why, finished_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        if _rowcount(failed) == 1:
+            server_id = self.session.scalar(select(Migration.server_id).where(Migration.id == mid))
+            self.session.execute(
+                update(Server)
+                .where(Server.id == server_id, Server.status == ServerStatus.MIGRATING.value)
+                .values(status=ServerStatus.ACTIVE.value)
+                .execution_options(synchronize_session=False)
+            )
+            log.warning("migration not placed id=%d why=%s", mid, why)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ with no database session open) and :func:`apply_survey` updates the ``hosts`` an
   incoming migration on the destination). The server's host is the best-ranked copy:
   running, then paused for another reason, then paused for the migration, then shut off.
 - Servers with a migration in progress belong to the conductor: sync leaves their status
-  (``MIGRATING``) and host alone.
+  (``MIGRATING``) and host alone; so does a survey older than a server's last migration's
+  end (it saw the VM where it was before, or nowhere while it moved): the next one tells.
 - A server belongs to the project its domain's metadata names (by id, else by name;
   :class:`~orbit.virt.driver.Owner`), to none when it names none or one ORBIT does not
   know: only admins see a server without a project.
@@ -162,6 +163,11 @@ def apply_survey(session: Session, surveys: dict[str, Survey]) -> SyncReport:
     migrating = set(
         session.scalars(select(Migration.server_id).where(Migration.status.in_(ACTIVE_PHASES)))
     )
+    if surveys:  # moved since the oldest answer was given: that answer may predate the move
+        oldest = min(said.asked_at for said in surveys.values())
+        migrating |= set(
+            session.scalars(select(Migration.server_id).where(Migration.finished_at >= oldest))
+        )
     projects = ProjectIndex(session) if found else None
     for uuid, (_rank_value, host, info) in found.items():
         server = session.get(Server, uuid)

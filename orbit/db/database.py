@@ -60,6 +60,11 @@ URL_ENV = "ORBIT_DATABASE_URL"
 SQLITE_BUSY_TIMEOUT_S = 30.0
 #: How long a session waits for a pooled connection before the request answers 503.
 POOL_TIMEOUT_S = 10.0
+#: Connections kept open, and how many more may open at a busy moment: together as many as
+#: the API's worker threads (40), so that a burst of requests waits for the processor, not
+#: for a connection (two instances on one PostgreSQL stay within its default 100).
+POOL_SIZE = 10
+POOL_OVERFLOW = 30
 #: Alembic's scripts: env.py and versions/, next to this file.
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -190,9 +195,13 @@ class Database:
                 kwargs["poolclass"] = StaticPool
             else:
                 kwargs["pool_timeout"] = pool_timeout_s
+                kwargs["pool_size"] = POOL_SIZE
+                kwargs["max_overflow"] = POOL_OVERFLOW
         else:
             kwargs["pool_pre_ping"] = True  # a restarted server costs one retry, not an error
             kwargs["pool_timeout"] = pool_timeout_s
+            kwargs["pool_size"] = POOL_SIZE
+            kwargs["max_overflow"] = POOL_OVERFLOW
         try:
             self.engine: Engine = create_engine(self.url, **kwargs)
         except (ArgumentError, NoSuchModuleError, ImportError) as err:

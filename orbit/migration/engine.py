@@ -43,6 +43,7 @@ from orbit.errors import (
     HostUnreachable,
     HypervisorError,
     InvalidMigration,
+    JobNeverStarted,
     MigrationFailed,
     MigrationRefused,
     OrbitError,
@@ -635,6 +636,11 @@ class Migration:
         if phase in (Phase.QUEUED, Phase.PREPARING):
             self._set_phase(Phase.RUNNING_PRECOPY, "adopted after a restart")
         self._learn_resume_defect()
+        if self._phase is Phase.RUNNING_PRECOPY and self._job_never_started():
+            raise JobNeverStarted(
+                f"the migration of {req.domain} had not reached {req.src_uri} when its "
+                "orbit-server instance stopped: nothing moved, it starts afresh"
+            )
         if self._phase is Phase.RUNNING_PRECOPY and self._source_in_postcopy():
             # the earlier process asked for post-copy but died before recording it
             self.result.switch_at_s = round(self._elapsed(), 3)
@@ -701,6 +707,22 @@ class Migration:
         except HypervisorError:
             return False
         return info.state is DomainState.SHUTOFF
+
+    def _job_never_started(self) -> bool:
+        """No migration job on the source, the VM runs there untouched, and the destination
+        has no copy: the earlier process died before (or as) it asked libvirt. A lease runs
+        out long after such a call would have reached libvirt, so none is on its way."""
+        src, dst, error = self._where()
+        if error is not None or src is None or dst is not None:
+            return False
+        if src.state is not DomainState.RUNNING or src.reason in ("postcopy", "postcopy-failed"):
+            return False
+        try:
+            return not self.driver.job_stats(self.request.src_uri, self.request.domain).active
+        except (DomainNotFound, HostUnreachable):
+            return False
+        except HypervisorError:
+            return True  # no job to report on a running domain
 
     def _source_in_postcopy(self) -> bool:
         try:

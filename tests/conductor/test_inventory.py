@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 
-from orbit.conductor.inventory import survey_hosts
+from orbit.conductor.inventory import Survey, apply_survey, survey_hosts
+from orbit.db.database import Database
+from orbit.db.models import Host, Server
+from orbit.db.types import utcnow
 from orbit.errors import HostUnreachable
-from orbit.virt.driver import HostInfo
+from orbit.virt.driver import DomainInfo, DomainState, HostInfo
 from orbit.virt.fake import FakeDriver
+from tests.db.test_models import add_migration, add_world
 
 
 class _TogetherDriver(FakeDriver):
@@ -43,3 +48,39 @@ def test_a_host_that_does_not_answer_is_reported_with_its_error() -> None:
     assert surveys["fake://h1"].capacity is not None
     assert surveys["fake://h2"].capacity is None
     assert "does not answer" in (surveys["fake://h2"].error or "")
+
+
+def _survey_of(asked_at: datetime, uri_domains: dict[str, list[DomainInfo]]) -> dict[str, Survey]:
+    return {
+        uri: Survey(asked_at, HostInfo(16384, 8192, 4), tuple(domains))
+        for uri, domains in uri_domains.items()
+    }
+
+
+def test_a_survey_older_than_a_move_does_not_undo_it(db: Database) -> None:
+    """The survey saw vm1 on h1; the migration to h2 then completed (the record moved vm1 to
+    h2); the survey is applied after that. vm1 stays on h2, and a survey that saw it
+    nowhere while it moved does not make it gone; a fresh survey is applied."""
+    with db.session() as s:
+        _project, _user, h1, h2, server = add_world(s)
+        server_id, h1_uri, h2_uri, h2_id = server.id, h1.uri, h2.uri, h2.id
+        info = DomainInfo(name="vm1", uuid=server_id, state=DomainState.RUNNING, reason="",
+                          memory_mib=512, vcpus=1, persistent=True)  # fmt: skip
+    before = utcnow()
+    with db.session() as s:  # the migration completes after the survey was taken
+        server = s.get_one(Server, server_id)
+        add_migration(s, server, dest_host=s.get_one(Host, h2_id), finished_at=utcnow())
+        server.host_id = h2_id
+    for stale in (
+        _survey_of(before, {h1_uri: [info], h2_uri: []}),  # where it was
+        _survey_of(before, {h1_uri: [], h2_uri: []}),  # nowhere: between the two asks
+    ):
+        with db.session() as s:
+            apply_survey(s, stale)
+        with db.session() as s:
+            server = s.get_one(Server, server_id)
+            assert (server.host_id, server.status) == (h2_id, "ACTIVE")
+    with db.session() as s:  # asked after the move: it is the truth
+        apply_survey(s, _survey_of(utcnow(), {h1_uri: [], h2_uri: []}))
+    with db.session() as s:
+        assert s.get_one(Server, server_id).status == "SHUTOFF"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
@@ -22,6 +23,7 @@ from orbit.conductor.conductor import LEASE_RENEWALS, Claim, Conductor, _Recorde
 from orbit.config import ServerConfig
 from orbit.db.database import Database
 from orbit.db.models import Host, Migration, Server
+from orbit.db.types import utcnow
 from orbit.migration.model import MIB, MigrationSettings
 from orbit.migration.phase import Phase
 from orbit.virt.driver import DomainState
@@ -196,3 +198,46 @@ def test_an_instance_forwards_operator_requests_to_the_one_driving(
     assert aborted.status == "cancelled", aborted.error
     assert forced.requested is None and aborted.requested is None
     assert driver.hosts["fake://h1"].domains[aborted_vm].state is DomainState.RUNNING
+
+
+def test_a_migration_whose_instance_died_before_it_started_is_started_afresh(
+    db: Database,
+) -> None:
+    """The record says running-precopy, its owner is gone (lease over), and no job ever
+    reached the host: the adopter starts it (once) and it completes."""
+    driver = FakeDriver(tick_s=0.01)
+    quick = FakeWorkload(memory_bytes=64 * MIB, bandwidth_bytes=16 * MIB, dirty_bytes=0)
+    with db.session() as s:
+        for i in (1, 2):
+            driver.add_host(f"fake://h{i}")
+            s.add(Host(name=f"h{i}", uri=f"fake://h{i}"))
+        driver.add_domain("fake://h1", "vm", workload=quick)
+    config = ServerConfig(driver="fake", sync_interval_s=0.5, lease_s=LEASE_S)
+    conductor = Conductor(db, driver, config)
+    conductor.sync()
+    with db.session() as s:
+        server = s.scalars(select(Server)).one()
+        record = conductor.request_migration(
+            s, server=server, dest_host_name="h2",
+            settings=MigrationSettings.resolve(post_copy=False), block_migration_auto=False,
+            disk_over_commit=False, user_id=None, project_id=None,
+        )  # fmt: skip
+        record.status = Phase.RUNNING_PRECOPY.value  # claimed by an instance that then died
+        record.owner, record.fence = "dead-instance", 1
+        record.lease_until = utcnow() - timedelta(seconds=1)
+        mid = record.id
+    conductor.start()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with db.session() as s:
+                m = s.get_one(Migration, mid)
+                if m.phase.is_final:
+                    break
+            assert time.monotonic() < deadline, m.status
+            time.sleep(0.05)
+    finally:
+        conductor.stop()
+    assert m.status == "completed", m.error
+    assert driver.calls.count("migrate vm post_copy=False") == 1
+    assert "vm" in driver.hosts["fake://h2"].domains

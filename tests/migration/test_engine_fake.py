@@ -14,6 +14,7 @@ from orbit.errors import (
     HostUnreachable,
     HypervisorError,
     InvalidMigration,
+    JobNeverStarted,
     MigrationRefused,
 )
 from orbit.migration.engine import DecisionRecord, Migration, MigrationListener, MigrationRequest
@@ -597,3 +598,14 @@ def test_adopting_a_paused_record_whose_vm_runs_on_the_source_says_so() -> None:
     assert "the record says postcopy-paused" in (m.result.error or "")
     assert "operator must look" in (m.result.error or "")
     assert driver.hosts[SRC].domains["vm"].state is DomainState.RUNNING
+
+
+@pytest.mark.parametrize("phase", [Phase.PREPARING, Phase.RUNNING_PRECOPY])
+def test_adopting_a_migration_whose_job_never_started_says_so(phase: Phase) -> None:
+    """Its instance died before libvirt got the job: nothing moved, so the adopter is told
+    to start it afresh (instead of calling it failed)."""
+    driver = _driver(SLOW)
+    m = _migration(driver, _postcopy_settings())
+    with pytest.raises(JobNeverStarted, match="starts afresh"):
+        m.adopt(phase, 3.0)
+    assert driver.calls == []  # nothing was asked of the hosts but questions
