@@ -18,10 +18,10 @@ Phases:
    move: the scheduler has to count the migrations already on their way).
 2. **sampling**: 50 migrations at once and no other load: the gaps between a migration's
    samples (taken every 250 ms) and both instances' CPU use.
-3. **API load**: 200 requests/s at fixed times (a page of 50 of ``/servers/detail``, a page
-   of 50 of ``/os-migrations``, all 50 ``/os-hypervisors/detail`` in turn, both instances in
-   turn) for 10 s while 50 migrations run; the time of each from its scheduled start (a
-   late start counts), and errors.
+3. **API load**: 200 requests/s, then 50/s, at fixed times (a page of 50 of
+   ``/servers/detail``, a page of 50 of ``/os-migrations``, all 50 ``/os-hypervisors/detail``
+   in turn, both instances in turn) for 10 s each while 50 migrations run; the time of
+   each from its scheduled start (a late start counts), and errors.
 4. **kill**: 100 migrations; once both instances drive some, one is SIGKILLed. The take-over
    time (from the kill until the other instance owns every unfinished migration; lease 6 s),
    every migration's outcome, and how often each VM's migration was started on the hosts
@@ -64,7 +64,8 @@ VM_MIB = 512
 BURST = 200
 SAMPLED = 50
 KILLED_RUN = 100
-API_RATE_S = 200
+#: requests per second: the issue's figure, and one this 2-core machine can serve
+API_RATES_S = (200, 50)
 API_WORKERS = 48
 START_TIMEOUT_S = 60.0
 SETTLE_TIMEOUT_S = 300.0
@@ -311,7 +312,9 @@ def sampling(instances: list[Instance], ids: list[str]) -> dict[str, Any]:
     }
 
 
-def api_load(instances: list[Instance], ids: list[str], seconds: float) -> dict[str, Any]:
+def api_load(
+    instances: list[Instance], ids: list[str], seconds: float, rate_s: int
+) -> dict[str, Any]:
     since = _last_id(instances[0])
     _send_at_once(instances, ids[:SAMPLED])
     paths = [  # a page of each, as a dashboard or a client pages them
@@ -319,7 +322,7 @@ def api_load(instances: list[Instance], ids: list[str], seconds: float) -> dict[
         "/v2.1/os-migrations?limit=50",
         "/v2.1/os-hypervisors/detail",
     ]
-    n = int(API_RATE_S * seconds)
+    n = int(rate_s * seconds)
     latencies: list[float] = []
     service: list[float] = []
     errors: dict[str, int] = {}
@@ -354,17 +357,19 @@ def api_load(instances: list[Instance], ids: list[str], seconds: float) -> dict[
     start = time.perf_counter() + 0.2
     with ThreadPoolExecutor(API_WORKERS) as pool:
         for k in range(n):
-            due = start + k / API_RATE_S
+            due = start + k / rate_s
             delay = due - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
             pool.submit(one, k, due)
-    elapsed = time.perf_counter() - start
+        sent_s = time.perf_counter() - start
+    answered_s = time.perf_counter() - start
     settled = _wait_settled(instances[0], since, SAMPLED)
     return {
-        "rate_per_s": API_RATE_S,
+        "rate_per_s": rate_s,
         "requests": n,
-        "achieved_per_s": round(n / elapsed, 1),
+        "sent_per_s": round(n / sent_s, 1),
+        "answered_per_s": round(n / answered_s, 1),
         "errors": errors,
         "p50_ms": round(_pct(latencies, 50) * 1000, 1),
         "p99_ms": round(_pct(latencies, 99) * 1000, 1),
@@ -448,7 +453,9 @@ def run(quick: bool) -> dict[str, Any]:
                 "instances": len(instances),
                 "burst": burst(instances, fake, ids),
                 "sampling": sampling(instances, ids),
-                "api_load": api_load(instances, ids, 3.0 if quick else 10.0),
+                "api_load": [
+                    api_load(instances, ids, 3.0 if quick else 10.0, rate) for rate in API_RATES_S
+                ],
                 "kill": kill_one(instances, fake, ids),
             }
         finally:
@@ -472,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     r = run(args.quick)
-    b, s, a, k = r["burst"], r["sampling"], r["api_load"], r["kill"]
+    b, s, k = r["burst"], r["sampling"], r["kill"]
     rows = [
         ("burst: requests at once", str(b["requests"])),
         ("burst: answers", ", ".join(f"{c} x {n}" for c, n in sorted(b["answers"].items()))),
@@ -490,10 +497,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{s['sample_gap_p50_ms']} / {s['sample_gap_p99_ms']} / {s['sample_gap_max_ms']} ms",
         ),
         ("sampling: CPU per instance", " / ".join(f"{c} %" for c in s["cpu_percent_of_a_core"])),
-        ("API: rate asked / achieved", f"{a['rate_per_s']} / {a['achieved_per_s']} per s"),
-        ("API: p50 / p99 (from due time)", f"{a['p50_ms']} / {a['p99_ms']} ms"),
-        ("API: p99 of the request alone", f"{a['p99_service_ms']} ms"),
-        ("API: errors", json.dumps(a["errors"])),
+        *[
+            row
+            for a in r["api_load"]
+            for row in (
+                (f"API {a['rate_per_s']}/s: answered", f"{a['answered_per_s']} per s"),
+                (f"API {a['rate_per_s']}/s: p50 / p99", f"{a['p50_ms']} / {a['p99_ms']} ms"),
+                (f"API {a['rate_per_s']}/s: p99 request alone", f"{a['p99_service_ms']} ms"),
+                (f"API {a['rate_per_s']}/s: errors", json.dumps(a["errors"])),
+            )
+        ],
         ("kill: migrations", str(k["migrations"])),
         ("kill: driven by the killed one", str(k["driven_by_the_killed_instance"])),
         ("kill: take-over", f"{k['takeover_s']} s"),

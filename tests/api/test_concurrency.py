@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +24,7 @@ from orbit.api.deps import Services
 from orbit.conductor.conductor import Conductor
 from orbit.config import ServerConfig
 from orbit.db.database import Database
-from orbit.db.models import Migration
+from orbit.db.models import Host, Migration, Server
 from orbit.identity.service import ensure_admin
 from orbit.virt.fake import MIB, FakeWorkload
 from tests.api.conftest import ADMIN_PASSWORD, H1, Api, LiveServer, make_driver
@@ -302,3 +303,25 @@ def test_servers_detail_runs_the_same_queries_for_ten_servers_or_thirty(api: Api
     many = _statements_for(api, "/v2.1/servers/detail")
     assert many == few, (few, many)
     assert len(api.get("/v2.1/servers/detail").json()["servers"]) >= 30
+
+
+def test_os_migrations_runs_the_same_queries_for_two_migrations_or_twelve(api: Api) -> None:
+    """Each migration's hosts come with it: O(1) queries per page."""
+    api.conductor.stop()
+
+    def add(count: int) -> None:
+        with api.db.session() as s:
+            server = s.scalars(select(Server).where(Server.name == "vm1")).one()
+            for _ in range(count):  # each between hosts of its own
+                src, dst = (Host(name=f"x{uuid.uuid4().hex[:8]}", uri="fake://x") for _ in "ab")
+                s.add_all([src, dst])
+                s.flush()
+                s.add(Migration(server_id=server.id, source_host_id=src.id,
+                                dest_host_id=dst.id, status="completed"))  # fmt: skip
+
+    add(2)
+    few = _statements_for(api, "/v2.1/os-migrations")
+    add(10)
+    many = _statements_for(api, "/v2.1/os-migrations")
+    assert many == few, (few, many)
+    assert len(api.get("/v2.1/os-migrations").json()["migrations"]) == 12

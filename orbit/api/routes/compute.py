@@ -545,7 +545,11 @@ def list_migrations(
     """All migrations (filters: host, source_compute, status, instance_uuid, migration_type;
     2.59: limit, marker, changes-since; 2.66: changes-before; 2.80: user_id, project_id)."""
     auth.require_admin("listing all migrations")
-    query = select(Migration).order_by(Migration.created_at.desc(), Migration.id.desc())
+    query = (
+        select(Migration)
+        .options(joinedload(Migration.source_host), joinedload(Migration.dest_host))
+        .order_by(Migration.created_at.desc(), Migration.id.desc())
+    )
     q = request.query_params
     if q.get("status"):
         query = query.where(Migration.status == q["status"])
