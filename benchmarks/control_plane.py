@@ -86,6 +86,40 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far (``/proc/stat``)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    total = sum(fields[:8])
+    tick = os.sysconf("SC_CLK_TCK")
+    return (total - idle) / tick, total / tick
+
+
+class CpuWatch:
+    """Where the processor went during a phase: each process's share of one core, the
+    machine's busy share of all its cores."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self._t0 = time.monotonic()
+        self._cpu0 = {name: _cpu_s(pid) for name, pid in pids.items()}
+        self._self0 = sum(os.times()[:2])
+        self._busy0, self._total0 = _machine_busy()
+
+    def report(self) -> dict[str, float]:
+        wall = time.monotonic() - self._t0
+        out = {
+            name: round((_cpu_s(pid) - self._cpu0[name]) / wall * 100, 1)
+            for name, pid in self.pids.items()
+        }
+        out["this client"] = round((sum(os.times()[:2]) - self._self0) / wall * 100, 1)
+        busy, total = _machine_busy()
+        out["machine busy, all cores"] = round(
+            (busy - self._busy0) / (total - self._total0) * 100, 1
+        )
+        return out
+
+
 class Process:
     """A process this benchmark started; ended by its PID."""
 
@@ -313,9 +347,10 @@ def sampling(instances: list[Instance], ids: list[str]) -> dict[str, Any]:
 
 
 def api_load(
-    instances: list[Instance], ids: list[str], seconds: float, rate_s: int
+    instances: list[Instance], ids: list[str], seconds: float, rate_s: int, pids: dict[str, int]
 ) -> dict[str, Any]:
     since = _last_id(instances[0])
+    cpu = CpuWatch(pids)
     _send_at_once(instances, ids[:SAMPLED])
     paths = [  # a page of each, as a dashboard or a client pages them
         "/v2.1/servers/detail?limit=50",
@@ -364,6 +399,7 @@ def api_load(
             pool.submit(one, k, due)
         sent_s = time.perf_counter() - start
     answered_s = time.perf_counter() - start
+    cpu_percent = cpu.report()
     settled = _wait_settled(instances[0], since, SAMPLED)
     return {
         "rate_per_s": rate_s,
@@ -376,6 +412,7 @@ def api_load(
         "p99_service_ms": round(_pct(service, 99) * 1000, 1),
         "max_ms": round(max(latencies) * 1000, 1),
         "migrations_meanwhile": len(settled),
+        "cpu_percent_of_a_core": cpu_percent,
     }
 
 
@@ -447,6 +484,8 @@ def run(quick: bool) -> dict[str, Any]:
             want = HOSTS * VMS_PER_HOST
             instances[0].wait_for(lambda: len(instances[0].servers()) >= want, "the inventory")
             ids = [s["id"] for s in instances[0].servers()]
+            pids = {"instance a": instances[0].pid, "instance b": instances[1].pid,
+                    "fake hosts": fake_proc.pid}  # fmt: skip
             result: dict[str, Any] = {
                 "hosts": HOSTS,
                 "vms": len(ids),
@@ -454,7 +493,8 @@ def run(quick: bool) -> dict[str, Any]:
                 "burst": burst(instances, fake, ids),
                 "sampling": sampling(instances, ids),
                 "api_load": [
-                    api_load(instances, ids, 3.0 if quick else 10.0, rate) for rate in API_RATES_S
+                    api_load(instances, ids, 3.0 if quick else 10.0, rate, pids)
+                    for rate in API_RATES_S
                 ],
                 "kill": kill_one(instances, fake, ids),
             }
@@ -505,6 +545,10 @@ def main(argv: list[str] | None = None) -> int:
                 (f"API {a['rate_per_s']}/s: p50 / p99", f"{a['p50_ms']} / {a['p99_ms']} ms"),
                 (f"API {a['rate_per_s']}/s: p99 request alone", f"{a['p99_service_ms']} ms"),
                 (f"API {a['rate_per_s']}/s: errors", json.dumps(a["errors"])),
+                (
+                    f"API {a['rate_per_s']}/s: CPU % of a core",
+                    ", ".join(f"{k} {v}" for k, v in a["cpu_percent_of_a_core"].items()),
+                ),
             )
         ],
         ("kill: migrations", str(k["migrations"])),

@@ -92,6 +92,8 @@ log = logging.getLogger(__name__)
 
 #: How often the dispatcher looks at the queue when nothing wakes it.
 DISPATCH_INTERVAL_S = 1.0
+#: the shortest time between two dispatch passes (requests kick the dispatcher)
+DISPATCH_MIN_GAP_S = 0.1
 #: Back-off when the final write of a migration's outcome fails (database down or locked).
 FINAL_WRITE_RETRY_FIRST_S = 1.0
 FINAL_WRITE_RETRY_MAX_S = 30.0
@@ -622,9 +624,10 @@ class Conductor:
     def _dispatch_loop(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(DISPATCH_INTERVAL_S)
-            self._wake.clear()
-            if self._stop.is_set():
+            # a burst of requests (each kicks) makes one pass, not one per request
+            if self._stop.wait(DISPATCH_MIN_GAP_S):
                 return
+            self._wake.clear()
             try:
                 self.drains.step()
             except Exception:

@@ -6,6 +6,7 @@ talks to it over HTTP like an operator's would.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ from orbit.lab.libvirt_util import list_domains
 from orbit.lab.network import Shaping
 from orbit.virt.driver import Owner
 from orbit.virt.libvirt_driver import LibvirtDriver
+from tests.conftest import require_root
 from tests.helpers import run_orbit
 
 ADMIN_PASSWORD = "lab-root-secret-7"
@@ -109,6 +111,15 @@ class OrbitServer:
         proc = self.orbit(*args, "--format", "json")
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    """A three-host lab for this module: h3 is the host that freezes (issue 12)."""
+    require_root()
+    the_lab = Lab.from_env()
+    with the_lab.session(3):
+        yield the_lab
 
 
 @pytest.fixture
@@ -284,3 +295,42 @@ def test_sigkill_while_postcopy_is_paused(lab: Lab, guests: Guests, server: Orbi
     finally:
         lab.restore("h2")
         lab.shape("h1", Shaping())
+
+
+def _samples(srv: OrbitServer, record: dict[str, Any]) -> list[dict[str, Any]]:
+    with httpx.Client(base_url=srv.url, timeout=30.0, trust_env=False) as http:
+        r = http.post(
+            "/identity/v3/auth/tokens",
+            json={"auth": {"identity": {"methods": ["password"], "password": {
+                "user": {"name": "admin", "password": ADMIN_PASSWORD}}}}},
+        )  # fmt: skip
+        token = r.headers["X-Subject-Token"]
+        path = f"/v2.1/servers/{record['server_uuid']}/migrations/{record['id']}/samples"
+        samples = http.get(path, headers={"X-Auth-Token": token}).json()["samples"]
+    return list(samples)
+
+
+def test_a_frozen_third_host_does_not_delay_a_migration(
+    lab: Lab, guests: Guests, server: OrbitServer, shaped: None
+) -> None:
+    """h3's libvirtd is stopped (SIGSTOP: its port still accepts, it never answers). A
+    migration h1 -> h2 is sampled every 250 ms without a gap over 1 s, and completes; the
+    API answers meanwhile."""
+    h3 = next(h for h in lab.hosts() if h.name == "h3")
+    assert h3.libvirtd_pid is not None
+    guests.start("h1", HOT)
+    _wait_listed(server, "hot")
+    os.kill(h3.libvirtd_pid, signal.SIGSTOP)
+    try:
+        proc = server.orbit("live-migration", "--post-copy", "--post-copy-after", "1",
+                            "hot", "h2")  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        record = _wait_status(server, "hot", *FINAL)
+        assert record["status"] == "completed", record["orbit"]["error"]
+        times = [s["elapsed_s"] for s in _samples(server, record)]
+        assert len(times) >= 4, times
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert max(gaps) <= 1.0, gaps
+    finally:
+        os.kill(h3.libvirtd_pid, signal.SIGCONT)
+    _assert_only_on(lab, guests, "h2", "hot")
