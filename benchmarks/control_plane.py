@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import bindparam, create_engine, text
 
 from orbit.lab.postgres import free_port, private_postgres
 from orbit.virt.fakehosts import RemoteFakeDriver
@@ -416,18 +417,23 @@ def api_load(
     }
 
 
-def kill_one(instances: list[Instance], fake: RemoteFakeDriver, ids: list[str]) -> dict[str, Any]:
+def kill_one(
+    instances: list[Instance], fake: RemoteFakeDriver, ids: list[str], db_url: str
+) -> dict[str, Any]:
     since = _last_id(instances[0])
     calls_before = fake.migrate_calls()
     _send_at_once(instances, ids[:KILLED_RUN])
     deadline = time.monotonic() + 30
+    engine = create_engine(db_url)  # the owners, read where they are written (no API lag)
 
     def owners() -> dict[str, int]:
         count: dict[str, int] = {}
-        for m in instances[0].migrations(KILLED_RUN):
-            if m["id"] > since and m["status"] in ACTIVE:
-                owner = str(m["orbit"].get("owner") or "")
-                count[owner] = count.get(owner, 0) + 1
+        query = text(
+            "SELECT owner FROM migrations WHERE id > :since AND status IN :active"
+        ).bindparams(bindparam("active", expanding=True))
+        with engine.connect() as conn:
+            for (owner,) in conn.execute(query, {"since": since, "active": list(ACTIVE)}):
+                count[str(owner or "")] = count.get(str(owner or ""), 0) + 1
         return count
 
     while True:  # both instances drive some migrations
@@ -437,7 +443,7 @@ def kill_one(instances: list[Instance], fake: RemoteFakeDriver, ids: list[str]) 
             break
         if time.monotonic() > deadline:
             raise RuntimeError(f"the second instance drives no migration: {by_owner}")
-        time.sleep(0.2)
+        time.sleep(0.1)
     running = sum(n for o, n in by_owner.items() if f":{killed.pid}:" in o)
     killed.kill()
     killed_at = time.monotonic()
@@ -445,8 +451,9 @@ def kill_one(instances: list[Instance], fake: RemoteFakeDriver, ids: list[str]) 
     while any(f":{killed.pid}:" in o for o in owners()):
         if time.monotonic() - killed_at > 60:
             raise RuntimeError("no take-over within 60 s")
-        time.sleep(0.2)
+        time.sleep(0.1)
     takeover = time.monotonic() - killed_at
+    engine.dispose()
     settled = _wait_settled(survivor, since, KILLED_RUN)
     calls = fake.migrate_calls()
     started = {name: calls.get(name, 0) - calls_before.get(name, 0) for name in calls}
@@ -496,7 +503,7 @@ def run(quick: bool) -> dict[str, Any]:
                     api_load(instances, ids, 3.0 if quick else 10.0, rate, pids)
                     for rate in API_RATES_S
                 ],
-                "kill": kill_one(instances, fake, ids),
+                "kill": kill_one(instances, fake, ids, db_url),
             }
         finally:
             for inst in instances:

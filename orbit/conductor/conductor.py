@@ -99,6 +99,9 @@ FINAL_WRITE_RETRY_FIRST_S = 1.0
 FINAL_WRITE_RETRY_MAX_S = 30.0
 #: How long a finished migration waits for its recorder to write what is pending.
 RECORDER_CLOSE_TIMEOUT_S = 30.0
+#: samples are written this often (a second's worth in one transaction); phases and
+#: decisions at once
+SAMPLE_WRITE_EVERY_S = 1.0
 #: How long a stopping conductor waits for each migration thread.
 STOP_JOIN_TIMEOUT_S = 5.0
 #: an instance renews its claims (and looks for expired ones) this often, in parts of
@@ -1196,26 +1199,36 @@ class _Recorder(MigrationListener):
         #: the engine's latest phase: every later write repairs a status that failed to land
         self._phase: Phase | None = None
         self._pending: queue.Queue[Callable[[Session, Migration], Any] | None] = queue.Queue()
+        #: something waiting must be written now (not only samples)
+        self._now = threading.Event()
         self._writer = threading.Thread(
             target=self._write_loop, name=f"record-{migration_id}", daemon=True
         )
         self._writer.start()
 
-    def _update(self, fn: Callable[[Session, Migration], Any]) -> None:
+    def _update(self, fn: Callable[[Session, Migration], Any], *, gather: bool = False) -> None:
+        """Queue a change; ``gather``: it may wait for the next ones (samples)."""
         self._pending.put(fn)
+        if not gather:
+            self._now.set()
 
     def flush(self) -> None:
         """Return once every change queued so far has been written (or dropped)."""
+        self._now.set()
         self._pending.join()
 
     def close(self) -> None:
         """Write what is pending and stop the writer."""
         self._pending.put(None)
+        self._now.set()
         self._writer.join(RECORDER_CLOSE_TIMEOUT_S)
 
     def _write_loop(self) -> None:
         while True:
             batch = [self._pending.get()]
+            if batch[0] is not None:
+                self._now.wait(SAMPLE_WRITE_EVERY_S)  # samples: gather a second's worth
+            self._now.clear()
             while True:  # what else is waiting goes into the same transaction
                 try:
                     batch.append(self._pending.get_nowait())
@@ -1284,7 +1297,7 @@ class _Recorder(MigrationListener):
             record.iterations = sample.iteration
             record.postcopy_requests = sample.postcopy_requests
 
-        self._update(apply)
+        self._update(apply, gather=True)
 
     def on_plan(self, plan: Plan) -> None:
         prediction = plan.to_dict()

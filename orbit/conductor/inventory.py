@@ -169,8 +169,9 @@ def apply_survey(session: Session, surveys: dict[str, Survey]) -> SyncReport:
             session.scalars(select(Migration.server_id).where(Migration.finished_at >= oldest))
         )
     projects = ProjectIndex(session) if found else None
+    known = {s.id: s for s in session.scalars(select(Server))}  # one query, not one each
     for uuid, (_rank_value, host, info) in found.items():
-        server = session.get(Server, uuid)
+        server = known.get(uuid)
         if server is None:
             server = Server(id=uuid, name=info.name)
             session.add(server)
@@ -187,7 +188,7 @@ def apply_survey(session: Session, surveys: dict[str, Survey]) -> SyncReport:
         server.status = status.value
         server.power_state = power.value
 
-    for server in session.scalars(select(Server)):
+    for server in known.values():
         if server.id in found or server.id in migrating:
             continue
         if server.host_id is not None and server.host_id not in answering:
