@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI, Request, Response
 
 from orbit.api import errors, limits, microversion, openapi
@@ -14,6 +16,16 @@ from orbit.api.routes import compute, directory, drains, identity, metrics
 from orbit.dashboard import routes as dashboard
 
 COMPUTE_PREFIXES = ("/v2.1", "/v2.1/{project_id}", "/v2/{project_id}")
+#: Requests handled at once (the others wait their turn, holding nothing). The handlers are
+#: Python, bound by the processor: 40 at once (the default) made each 40 times slower and
+#: held 40 database connections, so a burst timed out waiting for one (503).
+API_THREADS = 12
+
+
+@asynccontextmanager
+async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    anyio.to_thread.current_default_thread_limiter().total_tokens = API_THREADS
+    yield
 
 
 def create_app(services: Services) -> FastAPI:
@@ -24,6 +36,7 @@ def create_app(services: Services) -> FastAPI:
         openapi_url="/openapi.json",
         docs_url=None,  # Swagger UI would load its scripts from a CDN: nothing from elsewhere
         redoc_url=None,
+        lifespan=_lifespan,
     )
     app.state.services = services
     errors.install(app)

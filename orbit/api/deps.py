@@ -54,7 +54,13 @@ SessionDep = Annotated[Session, Depends(get_session)]
 def get_auth(
     session: SessionDep, x_auth_token: Annotated[str | None, Header()] = None
 ) -> AuthContext:
-    return validate_token(session, token=x_auth_token)
+    try:
+        return validate_token(session, token=x_auth_token)
+    finally:
+        # Nothing was written: give the connection back. The request may now wait for a
+        # worker thread (or read its body); holding a connection meanwhile starved the
+        # pool in a burst (503) while the connections sat idle in their transactions.
+        session.rollback()
 
 
 AuthDep = Annotated[AuthContext, Depends(get_auth)]

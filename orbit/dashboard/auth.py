@@ -126,6 +126,7 @@ def current_viewer(request: Request, db: SessionDep) -> Viewer:
     try:
         auth = validate_token_id(db, token_id=session.token_id)
         session.db = db  # its messages go with the request's work
+        db.rollback()  # nothing written: no connection held while the page waits its turn
     except AuthError as err:
         session_store(request).drop(session.id)
         raise LoginRequired(f"Your session ended ({err}); log in again.") from err
