@@ -470,6 +470,13 @@ def kill_one(
     }
 
 
+def _commit() -> str:
+    proc = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    )
+    return proc.stdout.strip() or "unknown"
+
+
 def run(quick: bool) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory(prefix="orbit-cp-") as tmp,
@@ -515,6 +522,7 @@ def run(quick: bool) -> dict[str, Any]:
         "database": "PostgreSQL (private, fsync off)",
         "driver": "fake (own process, shared by both instances)",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "commit": _commit(),
         "quick": quick,
     }
     return result

@@ -32,3 +32,14 @@ def test_kvm_results_say_where_they_ran(name: str) -> None:
                 "link", "commit", "date"):  # fmt: skip
         assert env.get(key), (name, key)
     assert env["accelerator"] == "kvm"
+
+
+def test_the_control_plane_result_is_whole() -> None:
+    """benchmarks/control_plane.py's committed run: every figure the README quotes."""
+    doc = json.loads((RESULTS / "control_plane.json").read_text())
+    burst, kill = doc["burst"], doc["kill"]
+    assert burst["requests"] == 200 and burst["records"] == burst["accepted"]
+    assert burst["most_vms_on_a_host"] <= burst["vms_that_fit_on_a_host"]
+    assert kill["migrations"] == 100 and kill["started_twice"] == 0
+    assert {a["rate_per_s"] for a in doc["api_load"]} == {200, 50}
+    assert doc["environment"]["commit"] and doc["environment"]["cpus"]
