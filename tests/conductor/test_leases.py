@@ -154,7 +154,10 @@ def test_an_instance_forwards_operator_requests_to_the_one_driving(
     a, b, driver = two_instances
     with db.session() as s:
         first, second = list(s.scalars(select(Server).order_by(Server.name)))[:2]
-        for server in (first, second):
+        for server in (first, second):  # ~3 s each: longer than a lease renewal (0.7 s)
+            driver.hosts["fake://h1"].workloads[server.name] = FakeWorkload(
+                memory_bytes=256 * MIB, bandwidth_bytes=4 * MIB, dirty_bytes=0
+            )
             a.request_migration(
                 s, server=server, dest_host_name="h2",
                 settings=MigrationSettings.resolve(post_copy=True, policy="precopy"),

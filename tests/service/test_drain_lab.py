@@ -16,6 +16,7 @@ from typing import Any
 from orbit.lab.guest import Guests, GuestSpec
 from orbit.lab.lab import Lab
 from orbit.lab.libvirt_util import list_domains
+from orbit.lab.network import Shaping
 from tests.service.test_server_lab import (  # noqa: F401 - fixtures used by name
     HOT,
     RECORD_TIMEOUT_S,
@@ -75,6 +76,7 @@ def test_drain_survives_a_link_cut_and_an_orbit_server_kill(
     before_kill = {i["name"]: i["state"] for i in _drain(server, drain_id)["items"]}
     assert before_kill["quiet"] == "pending", before_kill  # the restarted server starts it
     server.kill()
+    lab.shape("h1", Shaping())  # the rest at full speed: the test is about the kill
     server.start()
     done = _until("the drain to end", lambda: (d := _drain(server, drain_id))["status"] in (
         "completed", "incomplete", "cancelled") and d)  # fmt: skip

@@ -286,6 +286,7 @@ def test_sigkill_while_postcopy_is_paused(lab: Lab, guests: Guests, server: Orbi
         assert any(d["action"] == "pause-postcopy" for d in paused["orbit"]["decisions"])
         server.kill()
         lab.restore("h2")
+        lab.shape("h1", Shaping())  # the rest at full speed: the test is about the kill
         server.start()
         record = _wait_status(server, "hot", *FINAL)
         assert record["status"] == "completed", record["orbit"]["error"]
@@ -322,7 +323,7 @@ def test_a_frozen_third_host_does_not_delay_a_migration(
     _wait_listed(server, "hot")
     os.kill(h3.libvirtd_pid, signal.SIGSTOP)
     try:
-        proc = server.orbit("live-migration", "--post-copy", "--post-copy-after", "1",
+        proc = server.orbit("live-migration", "--post-copy", "--post-copy-after", "0",
                             "hot", "h2")  # fmt: skip
         assert proc.returncode == 0, proc.stderr
         record = _wait_status(server, "hot", *FINAL)
