@@ -280,7 +280,13 @@ def test_packet_loss_throughout(
     settings = MigrationSettings.resolve(post_copy=True, post_copy_after_iterations=1)
     m = Migration(driver, MigrationRequest(small.name, src.uri, dst.uri, settings,
                                            dst.migration_uri))  # fmt: skip
-    result = m.run()
+    t = _start(m)
+    t.join(TIMEOUT_S)
+    if t.is_alive():  # a failure with what the engine decided, never a hung suite
+        m.stop()
+        t.join(TIMEOUT_S)
+        pytest.fail(f"still {m.phase.value} after {TIMEOUT_S:.0f} s: {m.result.decisions[-5:]}")
+    result = m.result
     assert result.phase is Phase.COMPLETED, result.error
     assert result.switched
     _assert_ends_on(lab, guests, "h2")
