@@ -21,14 +21,15 @@ the guest's own time) is stamped as it arrives in the serial log
 
 Per run:
 - ``converged``: the migration completed (pre-copy may give up at its completion timeout);
-- ``total_s`` and ``limit_ratio``: the total (above; auto's measurement included) and its
+- ``total_s`` and ``limit_ratio``: the total (above; auto measures beside the first pass) and its
   ratio to the physical limit (RAM / link rate);
 - ``postcopy_s``: seconds in post-copy (the VM depends on both hosts), from the switch (the
   source's post-copy phase entered) to the end; ``score`` = ``total_s + postcopy_s``
   (auto's default objective, post-copy weight 1);
 - ``predicted_total_s``: the model's total (orbit/migration/predict.py) for this policy,
-  from a dirty-rate measurement taken just before the run (auto: its own plan; no
-  prediction when auto made no plan; none also when the model says it never finishes);
+  from a dirty-rate measurement taken just before the run (auto: its own plan, made about
+  a second in; pre-copy's when auto made no plan; none when the model says it never
+  finishes);
   ``prediction_ok``: within +-25 %, or, for a run that did not finish, the model said it
   would not finish within the completion timeout;
 - ``downtime_ms``: QEMU's measure of the pause at the switch-over (for post-copy the
@@ -76,6 +77,7 @@ from orbit.migration.predict import (
     Link,
     Plan,
     Strategy,
+    configured_link,
     guest_bytes,
     predict,
 )
@@ -361,7 +363,7 @@ def one_run(
     name = re.sub(r"[^A-Za-z0-9.-]", "-", f"{workload.name}-{policy}")
     spec = workload.spec(name, memory_mib, link_bits_s)
     limit_s = memory_mib * MIB * 8 / link_bits_s
-    link = Link(link_bits_s / 8, f"configured: {link_name}")
+    link = configured_link(link_bits_s / 8, f"configured: {link_name}")
     with HeartbeatClock(guests, name) as clock:
         first = guests.start(src.name, spec)
         assert first is not None
@@ -395,6 +397,8 @@ def one_run(
             predicted = out.plan.chosen
         elif policy in STRATEGY_OF:
             predicted = predict(facts, STRATEGY_OF[policy])
+        elif policy == "auto":  # no plan: it ran pre-copy, deciding from its evidence
+            predicted = predict(facts, Strategy.PRECOPY)
         run = Run(
             workload=workload.name,
             policy=policy,

@@ -81,7 +81,7 @@ from orbit.migration.engine import (
 from orbit.migration.engine import Migration as EngineMigration
 from orbit.migration.model import MIB, MigrationSettings, Sample
 from orbit.migration.phase import Phase
-from orbit.migration.predict import Link, Plan
+from orbit.migration.predict import Link, Plan, configured_link
 from orbit.scheduler.placement import HostView, pick_host
 from orbit.virt.driver import HypervisorDriver, Owner
 
@@ -143,7 +143,7 @@ def link_between(session: Session, src: Host, dst: Host) -> Link | None:
             f"median of {len(rates)} past migration(s) {src.name} <-> {dst.name}",
         )
     if dst.link_mib_s:
-        return Link(dst.link_mib_s * MIB, f"configured for {dst.name}")
+        return configured_link(dst.link_mib_s * MIB, f"configured for {dst.name}")
     return None
 
 

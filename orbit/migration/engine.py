@@ -9,8 +9,9 @@ How it runs:
 
 1. *Preflight* (phase ``preparing``): the domain runs on the source, the destination is
    another host and answers. A failure here raises a specific error and changes nothing.
-   Policy ``auto`` then measures the guest and makes its plan (:meth:`Migration._make_plan`,
-   orbit/migration/predict.py); the migration's clock starts before that.
+   Policy ``auto`` then starts measuring the guest's dirty rate, which goes on beside the
+   first pass; once measured (about a second in), the plan is made
+   (:meth:`Migration._make_plan`, orbit/migration/predict.py).
 2. *Start*: ``migrate`` (peer-to-peer, ``LIVE|PERSIST_DEST|UNDEFINE_SOURCE``, plus
    ``POSTCOPY`` when permitted, ``NON_SHARED_DISK`` for block migration) in a thread of its
    own, since the call blocks until the migration ends.
@@ -62,16 +63,17 @@ from orbit.migration.predict import (
     DEFAULT_FINISH_S,
     DEFAULT_LINK_BYTES_S,
     DEFAULT_START_S,
+    MEASURE_PERIOD_S,
     Facts,
     Link,
     Plan,
     guest_bytes,
     make_plan,
-    worth_measuring,
 )
 from orbit.virt.driver import (
     EVENT_JOB_COMPLETED,
     EVENT_POSTCOPY_FAILED,
+    DirtyRate,
     DomainInfo,
     DomainState,
     HypervisorDriver,
@@ -92,6 +94,8 @@ HOST_POLL_S = 0.5
 #: probes of the destination before a migration starts: one lost SYN on a lossy link (and
 #: its retransmission 1 s later) must not refuse the migration
 PREFLIGHT_PROBES = 3
+#: A dirty-rate measurement not there this long after its period never will be.
+MEASURE_GRACE_S = 2.0
 #: How long the engine waits for the job-completed event (final statistics) after the end.
 FINAL_STATS_TIMEOUT_S = 2.0
 
@@ -110,6 +114,18 @@ class MigrationRequest:
     link: Link | None = None
     #: (bytes dirtied, seconds) in pass 1 of the guest's previous migration, for auto's plan
     previous_pass1: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class _Measuring:
+    """auto's dirty-rate measurement, started just before the migration."""
+
+    ram: int
+    #: what the guest has written (its first pass), from the resident memory
+    written: int
+    link: Link
+    #: on the migration's clock
+    started_s: float
 
 
 @dataclass(frozen=True)
@@ -212,6 +228,8 @@ class Migration:
         self._pause_sent = False
         #: why the destination cannot take a post-copy resume (None: it can)
         self._resume_defect: str | None = None
+        #: auto's dirty-rate measurement until it is read
+        self._measuring: _Measuring | None = None
         self.result = MigrationResult(
             domain=request.domain,
             src_uri=request.src_uri,
@@ -357,15 +375,21 @@ class Migration:
         thread = threading.Thread(
             target=self._migrate, args=(outcome,), name=f"migrate-{req.domain}", daemon=True
         )
-        self._t0 = self._clock()  # the measurement counts in the migration's time
+        self._t0 = self._clock()
         self.result.started_at = time.time()
         if req.settings.post_copy and req.settings.policy is Policy.AUTO:
-            self.result.plan = self._make_plan()
+            self._measuring = self._start_measuring()
         thread.start()
         self._set_phase(Phase.RUNNING_PRECOPY, f"policy {req.settings.policy.value}")
         try:
             self._monitor(thread)
             thread.join()
+            if self._measuring is not None:
+                self._measuring = None
+                self._no_plan(
+                    f"the migration's job ended {self._elapsed():.1f} s in, before the "
+                    "dirty rate was measured"
+                )
             self._finish(outcome[0] if outcome else None, watching=unwatch is not None)
             self._recover(watching=unwatch is not None)
         finally:
@@ -374,63 +398,95 @@ class Migration:
                 unwatch()
         return self.result
 
-    def _make_plan(self) -> Plan | None:
-        """auto: measure the guest's dirty rate, then choose the strategy (predict.py).
+    def _start_measuring(self) -> _Measuring | None:
+        """auto: start measuring the guest's dirty rate, just before the migration starts.
 
-        It cannot be measured while the migration job runs, so it is measured first; it
-        takes about a second, counted in the migration's time. No plan (auto then decides
-        from pre-copy's own evidence) when the first pass would be over before measuring
-        could pay off, or when the hypervisor cannot measure.
+        libvirt cannot start a measurement while a migration job runs, but one started
+        just before goes on beside the first pass: the plan (:meth:`_make_plan`) comes
+        about a second in, and the measurement costs the migration nothing. None (auto
+        then decides from pre-copy's own evidence) when the hypervisor cannot measure.
         """
         req = self.request
-        s = req.settings
-        started = self._clock()
         link = req.link or Link(DEFAULT_LINK_BYTES_S, "assumed: no history, none configured")
         try:
             ram = self.driver.domain_info(req.src_uri, req.domain).memory_mib * MIB
-            rate = None
             try:
                 written = guest_bytes(self.driver.resident_bytes(req.src_uri, req.domain), ram)
             except HypervisorError as err:  # then assume it has written all its RAM
                 log.warning("no resident memory domain=%s error=%s", req.domain, err)
                 written = ram
-            if worth_measuring(written, link.bytes_s):
-                rate = self.driver.measure_dirty_rate(req.src_uri, req.domain, period_s=1)
+            self.driver.start_dirty_rate(req.src_uri, req.domain, period_s=MEASURE_PERIOD_S)
         except HypervisorError as err:
-            self._record(
-                Action.PLAN,
-                f"no plan: the dirty rate could not be measured ({err}); "
-                "deciding from pre-copy's own evidence",
-                rule="plan",
-            )
+            self._no_plan(f"the dirty rate could not be measured ({err})")
             return None
+        return _Measuring(ram, written, link, self._elapsed())
+
+    def _no_plan(self, why: str) -> None:
+        self._record(
+            Action.PLAN, f"no plan: {why}; deciding from pre-copy's own evidence", rule="plan"
+        )
+
+    def _poll_measurement(self, now: float) -> None:
+        """Read the measurement :meth:`_start_measuring` started; plan once it is there."""
+        m = self._measuring
+        if m is None:
+            return
+        req = self.request
+        if self._switching or self._phase is not Phase.RUNNING_PRECOPY:
+            self._measuring = None
+            self._no_plan(f"{self._phase.value} {now:.1f} s in, before the dirty rate was measured")
+            return
+        try:
+            rate = self.driver.read_dirty_rate(req.src_uri, req.domain)
+        except DomainNotFound:
+            return  # the migration is ending: the domain left the source
+        except HypervisorError as err:
+            self._measuring = None
+            self._no_plan(f"the dirty rate could not be read ({err})")
+            return
         if rate is None:
-            self._record(
-                Action.PLAN,
-                f"no plan: the first pass ({written / MIB:.0f} MiB at "
-                f"{link.bytes_s / MIB:.1f} MiB/s, {link.source}) takes "
-                f"{written / link.bytes_s:.1f} s, too short for measuring to pay off; "
-                "deciding from pre-copy's own evidence",
-                rule="plan",
-            )
-            return None
+            if now - m.started_s > MEASURE_PERIOD_S + MEASURE_GRACE_S:
+                self._measuring = None
+                self._no_plan(
+                    f"the dirty rate was not measured within "
+                    f"{MEASURE_PERIOD_S + MEASURE_GRACE_S:.0f} s"
+                )
+            return
+        self._measuring = None
+        self.result.plan = self._make_plan(m, rate, now)
+
+    def _make_plan(self, m: _Measuring, rate: DirtyRate, now: float) -> Plan:
+        """The plan from the measured dirty rate, made ``now`` (predict.py): from what the
+        first pass has left and how long it has run, if it has started."""
+        s = self.request.settings
+        pass1 = [x for x in self.result.samples if x.iteration <= 1]
+        sent = 0
+        if self.result.samples and not pass1:  # pass 1 is over: plan what is left
+            left, ran = self.result.samples[-1].memory_remaining_bytes, 0.0
+        elif pass1:
+            sent = pass1[-1].memory_processed_bytes
+            left, ran = max(0, m.written - sent), now - pass1[0].elapsed_s
+        else:  # libvirt is still preparing the destination
+            left, ran = m.written, 0.0
         facts = Facts(
-            ram_bytes=ram,
+            ram_bytes=m.ram,
             dirty_rate_bytes_s=float(rate.bytes_s),
-            bandwidth_bytes_s=link.bytes_s,
+            bandwidth_bytes_s=m.link.bytes_s,
             downtime_limit_ms=s.downtime_limit_ms,
-            first_pass_bytes=written,
-            start_s=DEFAULT_START_S,
+            first_pass_bytes=left,
+            first_pass_elapsed_s=ran,
+            first_pass_sent_bytes=sent,
+            start_s=now if self.result.samples else max(now, DEFAULT_START_S),
             finish_s=DEFAULT_FINISH_S,
         )
         plan = make_plan(
             facts,
-            link_source=link.source,
+            link_source=m.link.source,
             dirty_rate_mode=rate.mode,
             timeout_s=s.completion_timeout_s,
             postcopy_weight=s.postcopy_weight,
-            measured_in_s=self._clock() - started,
-            previous_pass1=req.previous_pass1,
+            made_at_s=now,
+            previous_pass1=self.request.previous_pass1,
         )
         self._record(Action.PLAN, plan.reason(), rule="plan")
         self._tell(self.listener.on_plan, plan)
@@ -856,6 +912,7 @@ class Migration:
                 sample = self._sample(stats, now)
                 self.result.samples.append(sample)
                 self._tell(self.listener.on_sample, sample)
+            self._poll_measurement(now)
             self._step(now)
 
     def _sample(self, stats: JobStats, now: float) -> Sample:

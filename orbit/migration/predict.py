@@ -27,6 +27,11 @@ The model
     (``hot_set``) is a working set rewritten faster than any pass is short: every pass,
     however short, finds all of it dirty again.
 
+    A plan made while pass 1 runs (the dirty rate is measured beside it) predicts from
+    then: ``start_s`` is the time spent so far, ``first_pass_bytes`` what pass 1 has left
+    and ``first_pass_elapsed_s`` how long it has run, ``first_pass_sent_bytes`` what it
+    has sent; post-copy at once then also pulls again what the guest dirtied of that.
+
 The objective
     ``score = total_s + postcopy_weight * postcopy_s``: each second in which the VM runs
     on the destination with memory still on the source counts ``1 + postcopy_weight``
@@ -73,8 +78,12 @@ class Facts:
     downtime_limit_ms: int
     #: memory dirtied between two passes is at most this; None = the whole RAM
     wss_bytes: int | None = None
-    #: what pass 1 sends; None = the whole RAM
+    #: what pass 1 sends; None = the whole RAM (what it has left, once it has run a while)
     first_pass_bytes: int | None = None
+    #: seconds pass 1 has run already, and what it has sent (a plan made during it;
+    #: start_s then counts those seconds)
+    first_pass_elapsed_s: float = 0.0
+    first_pass_sent_bytes: int = 0
     #: every pass finds the whole working set dirty again, however short it is
     hot_set: bool = False
     #: seconds before the first byte moves, and after the last one
@@ -127,18 +136,21 @@ def predict(facts: Facts, strategy: Strategy) -> Prediction:
     switch_after = strategy.switch_after
     start, finish = facts.start_s, facts.finish_s
 
+    ran = facts.first_pass_elapsed_s
     if switch_after == 0:
-        pull_s = first / b + finish
+        # what pass 1 has left, and what it sent and the guest dirtied again meanwhile
+        again = min(float(wss), facts.dirty_rate_bytes_s * ran, facts.first_pass_sent_bytes)
+        pulled = first + round(again)
+        pull_s = pulled / b + finish
         return Prediction(
-            strategy, True, start + pull_s, pull_s, first, SWITCH_DOWNTIME_MS, passes=0
+            strategy, True, start + pull_s, pull_s, pulled, SWITCH_DOWNTIME_MS, passes=0
         )
     elapsed = start + first / b  # pass 1
     sent = float(first)
     last = float(first)
+    span = ran + first / b  # the seconds of the pass whose dirtied pages the next one sends
     for passes in range(1, MAX_PASSES + 1):
-        dirtied = (
-            float(wss) if facts.hot_set else min(float(wss), facts.dirty_rate_bytes_s * (last / b))
-        )
+        dirtied = float(wss) if facts.hot_set else min(float(wss), facts.dirty_rate_bytes_s * span)
         if dirtied <= limit_bytes:  # converged: stop and copy the rest
             downtime_ms = round(dirtied / b * 1000)
             return Prediction(
@@ -165,6 +177,7 @@ def predict(facts: Facts, strategy: Strategy) -> Prediction:
         elapsed += dirtied / b
         sent += dirtied
         last = dirtied
+        span = dirtied / b
     return Prediction(strategy, False, math.inf, 0.0, round(sent), 0, MAX_PASSES)
 
 
@@ -194,16 +207,19 @@ def choose(
 #: Assumed link rate when there is neither history nor a configured rate (1 Gbit/s).
 DEFAULT_LINK_BYTES_S = 125_000_000
 #: Seconds before a migration's first byte and after its last (libvirt's preparation of
-#: the destination; the take-over and the source's confirmation), measured on the lab
-#: (KVM, QEMU 7.2, libvirt 9.0): 0.4-0.7 s before, 1.2-2.2 s after, whatever the size.
-DEFAULT_START_S = 0.5
-DEFAULT_FINISH_S = 1.5
+#: the destination; the take-over and the source's confirmation), fitted to the lab's
+#: totals (KVM, QEMU 7.2, libvirt 9.0, 512 MiB, 400 mbit/s; benchmarks/results/kvm/
+#: policies.json of 5f05846): a quiet guest's 10 MiB took 0.87-0.93 s in all, so 0.7 s
+#: is fixed, whatever the size; the first switch to post-copy came 0.4-0.5 s after the
+#: request.
+DEFAULT_START_S = 0.3
+DEFAULT_FINISH_S = 0.4
+#: Share of a configured link rate that carries migration data (TCP/IP headers, the
+#: shaper's own accounting): 481 MiB pulled in 10.37 s over 400 mbit/s = 0.97 x 47.7 MiB/s.
+LINK_PAYLOAD_SHARE = 0.97
 #: A QEMU process's own resident memory (code, libraries, buffers) beside the guest's RAM:
 #: 35-45 MiB on the lab. Resident memory less this is what the guest has written.
 QEMU_OWN_BYTES = 40 * MIB
-#: auto measures only when the first pass would take longer than this: measuring costs
-#: about a second, and the most a plan saves over waiting for pass 1 is about pass 1.
-MEASURE_WORTH_S = 2.0
 #: Re-plan when a measured rate differs from the plan's by more than this share.
 DRIFT = 0.25
 #: Seconds of pre-copy transfer before its rate replaces the plan's link rate.
@@ -236,8 +252,9 @@ class Plan:
     timeout_s: float
     chosen: Prediction
     predictions: tuple[Prediction, ...]
-    #: seconds the measurement took (counted in the migration's total)
-    measured_in_s: float = 0.0
+    #: seconds after the request when the plan was made (the measurement runs beside the
+    #: first pass, so it costs the migration nothing)
+    made_at_s: float = 0.0
     #: what the guest's previous migration told of its working set ("" when nothing)
     prior: str = ""
 
@@ -270,7 +287,7 @@ class Plan:
             "link_bytes_s": round(self.facts.bandwidth_bytes_s),
             "link_source": self.link_source,
             "first_pass_bytes": self.facts.first_pass_bytes_or_ram,
-            "measured_in_s": round(self.measured_in_s, 2),
+            "made_at_s": round(self.made_at_s, 2),
             "prior": self.prior,
             "others": {
                 p.strategy.value: (round(p.total_s, 2) if p.finishes else None)
@@ -285,8 +302,9 @@ def guest_bytes(resident_bytes: int, ram_bytes: int) -> int:
     return max(0, min(ram_bytes, resident_bytes - QEMU_OWN_BYTES))
 
 
-def worth_measuring(first_pass_bytes: int, bandwidth_bytes_s: float) -> bool:
-    return first_pass_bytes / bandwidth_bytes_s > MEASURE_WORTH_S
+def configured_link(bytes_s: float, source: str) -> Link:
+    """A link whose line rate an operator configured: the rate migration data gets."""
+    return Link(bytes_s * LINK_PAYLOAD_SHARE, source)
 
 
 def make_plan(
@@ -296,7 +314,7 @@ def make_plan(
     dirty_rate_mode: str,
     timeout_s: float,
     postcopy_weight: float = DEFAULT_POSTCOPY_WEIGHT,
-    measured_in_s: float = 0.0,
+    made_at_s: float = 0.0,
     previous_pass1: tuple[float, float] | None = None,
 ) -> Plan:
     """The plan: every strategy predicted, the least score chosen. ``previous_pass1`` (what
@@ -318,7 +336,7 @@ def make_plan(
         timeout_s,
         chosen,
         predictions,
-        measured_in_s,
+        made_at_s,
         prior,
     )
 

@@ -150,8 +150,22 @@ class HypervisorDriver(Protocol):
     def measure_dirty_rate(self, uri: str, name: str, *, period_s: int = 1) -> DirtyRate:
         """Measure how fast the running domain dirties memory; blocks about ``period_s``.
 
-        Not while a migration job runs on the domain (libvirt refuses): measure, then start.
+        Not while a migration job runs on the domain (libvirt waits for the job to end).
         """
+        ...
+
+    def start_dirty_rate(self, uri: str, name: str, *, period_s: int = 1) -> None:
+        """Start measuring the dirty rate over ``period_s`` and return at once.
+
+        Start it just before the migration: libvirt cannot start one while a migration job
+        runs, but one already started goes on beside the migration, and
+        :meth:`read_dirty_rate` reads its result while the migration runs.
+        """
+        ...
+
+    def read_dirty_rate(self, uri: str, name: str) -> DirtyRate | None:
+        """The result of the measurement :meth:`start_dirty_rate` started; None while it
+        is still measuring."""
         ...
 
     def resident_bytes(self, uri: str, name: str) -> int:

@@ -90,6 +90,9 @@ class FakeDriver:
         self.resume_defects: dict[str, str] = {}
         self.hosts: dict[str, FakeHost] = {}
         self.calls: list[str] = []
+        #: seconds before a started dirty-rate measurement has its result
+        self.dirty_rate_delay_s = 0.0
+        self._dirty_rates: dict[tuple[str, str], tuple[float, DirtyRate]] = {}
         self._lock = threading.Lock()
         self._watchers: dict[tuple[str, str], list[EventCallback]] = {}
 
@@ -341,6 +344,29 @@ class FakeDriver:
             raise HypervisorError(f"cannot measure the dirty rate of {name}: it is not running")
         workload = host.workloads.get(name, FakeWorkload())
         return DirtyRate(round(workload.dirty_bytes / self.tick_s), "fake", float(period_s))
+
+    def start_dirty_rate(self, uri: str, name: str, *, period_s: int = 1) -> None:
+        """As libvirt: refused during a migration; the result is ready after
+        ``dirty_rate_delay_s`` real seconds, and readable while a migration runs."""
+        self.calls.append(f"start_dirty_rate {name}")
+        host = self._host(uri)
+        dom = self._dom(uri, name)
+        if name in host.jobs:
+            raise HypervisorError(f"cannot measure the dirty rate of {name}: a job is running")
+        if dom.state is not DomainState.RUNNING:
+            raise HypervisorError(f"cannot measure the dirty rate of {name}: it is not running")
+        workload = host.workloads.get(name, FakeWorkload())
+        rate = DirtyRate(round(workload.dirty_bytes / self.tick_s), "fake", float(period_s))
+        with self._lock:
+            self._dirty_rates[(uri, name)] = (time.monotonic() + self.dirty_rate_delay_s, rate)
+
+    def read_dirty_rate(self, uri: str, name: str) -> DirtyRate | None:
+        self._dom(uri, name)
+        with self._lock:
+            entry = self._dirty_rates.get((uri, name))
+        if entry is None or time.monotonic() < entry[0]:
+            return None
+        return entry[1]
 
     def resident_bytes(self, uri: str, name: str) -> int:
         """All of the guest's RAM plus what a QEMU process holds of its own."""

@@ -48,6 +48,8 @@ CALLS = frozenset(
         "migrate",
         "job_stats",
         "measure_dirty_rate",
+        "start_dirty_rate",
+        "read_dirty_rate",
         "resident_bytes",
         "start_postcopy",
         "set_max_downtime",
@@ -154,6 +156,13 @@ class RemoteFakeDriver:
 
     def measure_dirty_rate(self, uri: str, name: str, *, period_s: int = 1) -> DirtyRate:
         result: DirtyRate = self._call("measure_dirty_rate", uri, name, period_s=period_s)
+        return result
+
+    def start_dirty_rate(self, uri: str, name: str, *, period_s: int = 1) -> None:
+        self._call("start_dirty_rate", uri, name, period_s=period_s)
+
+    def read_dirty_rate(self, uri: str, name: str) -> DirtyRate | None:
+        result: DirtyRate | None = self._call("read_dirty_rate", uri, name)
         return result
 
     def resident_bytes(self, uri: str, name: str) -> int:

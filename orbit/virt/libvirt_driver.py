@@ -186,6 +186,8 @@ class LibvirtDriver:
         self._start_event_loop()
         self._lock = threading.Lock()
         self._conns: dict[str, libvirt.virConnect] = {}
+        #: the mode of each domain's last dirty-rate calculation (libvirt 9.0 reports none)
+        self._dirty_rate_modes: dict[tuple[str, str], str] = {}
 
     # -- connections ---------------------------------------------------------------------
 
@@ -448,7 +450,22 @@ class LibvirtDriver:
         return stats_from_libvirt(raw)
 
     def measure_dirty_rate(self, uri: str, name: str, *, period_s: int = 1) -> DirtyRate:
-        """libvirt's dirty-rate calculation (``virDomainStartDirtyRateCalc``, libvirt >= 8.1).
+        """libvirt's dirty-rate calculation, started and waited for (see
+        :meth:`start_dirty_rate`)."""
+        self.start_dirty_rate(uri, name, period_s=period_s)
+        deadline = time.monotonic() + period_s + DIRTY_RATE_GRACE_S
+        while (rate := self.read_dirty_rate(uri, name)) is None:
+            if time.monotonic() > deadline:
+                raise HypervisorError(
+                    f"the dirty rate of {name} on {host_of(uri)} was not measured within "
+                    f"{period_s + DIRTY_RATE_GRACE_S:.0f} s"
+                )
+            time.sleep(DIRTY_RATE_POLL_S)
+        return rate
+
+    def start_dirty_rate(self, uri: str, name: str, *, period_s: int = 1) -> None:
+        """Start libvirt's dirty-rate calculation (``virDomainStartDirtyRateCalc``, libvirt
+        >= 8.1); QEMU measures in a thread of its own, beside a migration started after it.
 
         Mode ``dirty-bitmap`` (QEMU counts the pages KVM's dirty log marks: exact, distinct
         pages, so at most the working set per second) for a KVM domain; ``page-sampling``
@@ -471,25 +488,22 @@ class LibvirtDriver:
             dom.startDirtyRateCalc(period_s, flag)
         except libvirt.libvirtError as err:
             raise _mapped(err, uri, f"measuring the dirty rate of {name}") from err
-        deadline = time.monotonic() + period_s + DIRTY_RATE_GRACE_S
-        while True:
-            try:
-                [(_dom, stats)] = self._conn(uri).domainListGetStats(
-                    [dom], libvirt.VIR_DOMAIN_STATS_DIRTYRATE
-                )
-            except libvirt.libvirtError as err:
-                raise _mapped(err, uri, f"reading the dirty rate of {name}") from err
-            if stats.get("dirtyrate.calc_status") == libvirt.VIR_DOMAIN_DIRTYRATE_MEASURED:
-                mib_s = int(stats.get("dirtyrate.megabytes_per_second", 0))  # QEMU: MiB/s
-                return DirtyRate(
-                    mib_s * MIB, mode, float(stats.get("dirtyrate.calc_period", period_s))
-                )
-            if time.monotonic() > deadline:
-                raise HypervisorError(
-                    f"the dirty rate of {name} on {host_of(uri)} was not measured within "
-                    f"{period_s + DIRTY_RATE_GRACE_S:.0f} s"
-                )
-            time.sleep(DIRTY_RATE_POLL_S)
+        self._dirty_rate_modes[(uri, name)] = mode
+
+    def read_dirty_rate(self, uri: str, name: str) -> DirtyRate | None:
+        dom = self._domain(uri, name)
+        try:
+            found = self._conn(uri).domainListGetStats([dom], libvirt.VIR_DOMAIN_STATS_DIRTYRATE)
+        except libvirt.libvirtError as err:
+            raise _mapped(err, uri, f"reading the dirty rate of {name}") from err
+        if not found:
+            raise DomainNotFound(f"{name} is not on {host_of(uri)} any more")
+        stats = found[0][1]
+        if stats.get("dirtyrate.calc_status") != libvirt.VIR_DOMAIN_DIRTYRATE_MEASURED:
+            return None
+        mode = str(stats.get("dirtyrate.calc_mode") or self._dirty_rate_modes.get((uri, name), ""))
+        mib_s = int(stats.get("dirtyrate.megabytes_per_second", 0))  # QEMU: MiB/s
+        return DirtyRate(mib_s * MIB, mode, float(stats.get("dirtyrate.calc_period", 0)))
 
     def resident_bytes(self, uri: str, name: str) -> int:
         dom = self._domain(uri, name)

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from orbit.migration.predict import LINK_PAYLOAD_SHARE
 from tests.api.conftest import Api
 
 
@@ -135,7 +136,9 @@ def test_live_migration_with_post_copy_completes(api: Api) -> None:
     plan = done["orbit"]["prediction"]  # auto measured the guest and chose before starting
     assert plan is not None and plan["strategy"].startswith("postcopy-after-"), plan
     assert plan["dirty_rate_bytes_s"] > 0 and plan["total_s"] > 0
-    assert plan["link_source"] == "configured for h2" and plan["link_bytes_s"] == 8 * 2**20
+    assert plan["link_source"] == "configured for h2" and plan["link_bytes_s"] == round(
+        8 * 2**20 * LINK_PAYLOAD_SHARE
+    )
     assert done["orbit"]["decisions"][0]["action"] == "plan"
     assert done["orbit"]["settings"]["postcopy_weight"] == 1.0
     assert done["memory_processed_bytes"] > 0 and done["memory_remaining_bytes"] == 0

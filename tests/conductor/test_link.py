@@ -8,7 +8,7 @@ from orbit.conductor.conductor import LINK_HISTORY, link_between, previous_pass1
 from orbit.db.database import Database
 from orbit.db.models import Migration
 from orbit.migration.model import MIB
-from orbit.migration.predict import Facts, make_plan
+from orbit.migration.predict import LINK_PAYLOAD_SHARE, Facts, make_plan
 from tests.conductor.test_recorder import claimed_recorder
 from tests.db.test_models import add_migration, add_world
 
@@ -24,7 +24,7 @@ def test_the_destinations_configured_rate_without_history(db: Database) -> None:
         _p, _u, h1, h2, _server = add_world(s)
         h2.link_mib_s = 100
         link = link_between(s, h1, h2)
-        assert link is not None and link.bytes_s == 100 * MIB
+        assert link is not None and link.bytes_s == 100 * MIB * LINK_PAYLOAD_SHARE
         assert link.source == "configured for h2"
 
 

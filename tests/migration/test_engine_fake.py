@@ -442,7 +442,7 @@ def test_resume_now_is_refused_unless_paused() -> None:
         m.resume_now()
 
 
-def test_auto_measures_first_and_plans_post_copy_for_a_hot_guest() -> None:
+def test_auto_starts_measuring_first_and_plans_post_copy_for_a_hot_guest() -> None:
     driver = _driver(HOT)
     settings = MigrationSettings.resolve(
         post_copy=True, downtime_limit_ms=10, completion_timeout_s=30
@@ -450,7 +450,7 @@ def test_auto_measures_first_and_plans_post_copy_for_a_hot_guest() -> None:
     result = _migration(driver, settings, link=SLOW_LINK).run()
     assert result.phase is Phase.COMPLETED and result.switched
     assert result.switch_at_s is not None and result.switch_at_s < 5
-    assert driver.calls.index("measure_dirty_rate vm") < driver.calls.index(
+    assert driver.calls.index("start_dirty_rate vm") < driver.calls.index(
         "migrate vm post_copy=True"
     )
     assert result.plan is not None and result.plan.chosen.strategy.value == "postcopy-after-0"
@@ -471,7 +471,7 @@ def test_auto_plans_pre_copy_for_a_quiet_guest() -> None:
 def test_other_policies_do_not_measure() -> None:
     driver = _driver(QUIET)
     result = _migration(driver, MigrationSettings.resolve(post_copy=True, policy="postcopy")).run()
-    assert result.plan is None and "measure_dirty_rate vm" not in driver.calls
+    assert result.plan is None and "start_dirty_rate vm" not in driver.calls
 
 
 def test_auto_without_a_measurement_decides_from_precopy_evidence(
@@ -482,24 +482,40 @@ def test_auto_without_a_measurement_decides_from_precopy_evidence(
     def refuse(uri: str, name: str, *, period_s: int = 1) -> None:
         raise HypervisorError("dirty rate calculation unsupported")
 
-    monkeypatch.setattr(driver, "measure_dirty_rate", refuse)
+    monkeypatch.setattr(driver, "start_dirty_rate", refuse)
     result = _migration(driver, MigrationSettings.resolve(post_copy=True), link=SLOW_LINK).run()
     assert result.phase is Phase.COMPLETED and result.plan is None
     assert result.decisions[0].action is Action.PLAN
     assert "no plan" in result.decisions[0].reason and "unsupported" in result.decisions[0].reason
 
 
-def test_auto_does_not_measure_when_the_first_pass_is_short() -> None:
-    """64 MiB at 100 MiB/s: pass 1 is over in 0.6 s, sooner than measuring could pay off."""
+def test_auto_plans_while_the_first_pass_runs() -> None:
+    """The measurement goes on beside the migration: pass 1 runs meanwhile, and the plan,
+    made once the rate is there, predicts from what pass 1 has left; the switch follows."""
     driver = _driver(HOT)
+    driver.dirty_rate_delay_s = 0.03  # 6 of pass 1's 16 ticks
     settings = MigrationSettings.resolve(
         post_copy=True, downtime_limit_ms=10, completion_timeout_s=30
     )
-    result = _migration(driver, settings, link=Link(100 * MIB, "test")).run()
+    result = _migration(driver, settings, link=SLOW_LINK).run()
+    assert result.phase is Phase.COMPLETED and result.switched
+    plan = result.plan
+    assert plan is not None and plan.chosen.strategy.value == "postcopy-after-0"
+    assert plan.made_at_s >= 0.03 and plan.facts.first_pass_elapsed_s > 0
+    assert plan.facts.first_pass_bytes is not None and plan.facts.first_pass_bytes < 64 * MIB
+    actions = [d.action for d in result.decisions]
+    assert actions[0] is Action.CONTINUE  # first pass in progress, no plan yet
+    assert actions.index(Action.PLAN) < actions.index(Action.SWITCH_TO_POSTCOPY)
+    assert result.switch_at_s is not None and result.switch_at_s >= plan.made_at_s
+
+
+def test_a_migration_over_before_the_measurement_has_no_plan() -> None:
+    driver = _driver(QUIET)
+    driver.dirty_rate_delay_s = 60.0
+    result = _migration(driver, MigrationSettings.resolve(post_copy=True), link=SLOW_LINK).run()
     assert result.phase is Phase.COMPLETED and result.plan is None
-    assert "measure_dirty_rate vm" not in driver.calls
-    assert result.decisions[0].action is Action.PLAN
-    assert result.decisions[0].reason.startswith("no plan: the first pass (64 MiB at 100.0 MiB/s")
+    plans = [d for d in result.decisions if d.action is Action.PLAN]
+    assert len(plans) == 1 and "before the dirty rate was measured" in plans[0].reason
 
 
 def test_continue_decisions_are_recorded_once_per_rule() -> None:

@@ -21,7 +21,6 @@ from orbit.migration.predict import (
     predict,
     predict_all,
     refine,
-    worth_measuring,
 )
 
 LINK = 50 * MIB  # bytes/s: 512 MiB take 10.24 s
@@ -201,9 +200,33 @@ def test_guest_bytes_is_resident_memory_less_qemus_own(resident_mib: int, writte
     assert guest_bytes(resident_mib * MIB, RAM) == written_mib * MIB
 
 
-def test_measuring_pays_off_only_for_a_long_first_pass() -> None:
-    assert not worth_measuring(100 * MIB, LINK)  # 2.0 s: not more than MEASURE_WORTH_S
-    assert worth_measuring(101 * MIB, LINK)
+def test_a_plan_made_during_pass_1_predicts_from_what_it_has_left() -> None:
+    """Planned 2 s in: pass 1 ran 1.5 s and has 400 MiB left (8 s at 50 MiB/s), the guest
+    dirties 10 MiB/s of a large set. Pre-copy's pass 2 sends what the whole of pass 1
+    (9.5 s) dirtied: 95 MiB; post-copy at once pulls the 400 MiB left and the 15 MiB that
+    the guest dirtied again of what pass 1 sent."""
+    f = facts(
+        10,
+        first_pass_bytes=400 * MIB,
+        first_pass_elapsed_s=1.5,
+        first_pass_sent_bytes=75 * MIB,
+        start_s=2.0,
+    )
+    pre = predict(f, Strategy.PRECOPY)
+    # passes: 400 MiB (8 s) -> 95 MiB (1.9 s) -> 19 MiB (0.38 s) -> 3.8 MiB fits 300 ms
+    assert pre.finishes and pre.passes == 3
+    assert pre.total_s == pytest.approx(2.0 + 8 + 1.9 + 0.38 + 0.076)
+    assert pre.bytes_sent == round((400 + 95 + 19 + 3.8) * MIB)
+    now = predict(f, Strategy.POSTCOPY_AFTER_0)
+    assert now.bytes_sent == 415 * MIB
+    assert now.total_s == pytest.approx(2.0 + 415 / 50) and now.postcopy_s == pytest.approx(8.3)
+    # never more again than pass 1 has sent; planned before it ran, no page twice
+    assert predict(
+        replace(f, first_pass_sent_bytes=5 * MIB), Strategy.POSTCOPY_AFTER_0
+    ).bytes_sent == (405 * MIB)
+    assert predict(
+        replace(f, first_pass_elapsed_s=0.0, first_pass_sent_bytes=0), Strategy.POSTCOPY_AFTER_0
+    ).bytes_sent == (400 * MIB)
 
 
 def test_the_previous_migrations_first_pass_reveals_a_hot_set() -> None:

@@ -92,7 +92,7 @@ def test_the_planner_chooses_how_many_at_once() -> None:
 
 
 def test_parallelism_is_capped_by_the_hosts_limit_and_the_vm_count() -> None:
-    plan = _plan([_vm("a", 128), _vm("b", 128), _vm("c", 128)], max_parallel=4, host_limit=2)
+    plan = _plan([_vm("a", 16), _vm("b", 16), _vm("c", 16)], max_parallel=4, host_limit=2)
     assert plan.parallel == 2
     assert "max_outgoing_per_host" in plan.notes[0]
     assert _plan([_vm("a", 128)], max_parallel=4, host_limit=8).parallel == 1
