@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from orbit.lab import network
 from orbit.lab.lab import Lab
+from orbit.migration.model import MIB
 
 DEMO_TIMEOUT_S = 300.0
 EXIT_TIMEOUT_S = 60.0
@@ -58,6 +60,11 @@ def test_demo_migrates_and_sigterm_removes_everything(no_lab: Lab) -> None:
     output = "".join(out)
     assert proc.returncode == 0, output
     assert "Traceback" not in output
+    # auto's plan, with its prediction, printed before the first pass would have ended
+    # (128 MiB at 400 mbit/s: 2.7 s), then the prediction against the outcome
+    plan = re.search(r"t=\s*([\d.]+) s  plan: plan postcopy-after-0: [\d.]+ s", output)
+    assert plan is not None and float(plan.group(1)) < 128 * MIB * 8 / 400e6, output
+    assert re.search(r"prediction +: postcopy-after-0, predicted [\d.]+ s .* took", output), output
     assert not no_lab.is_up(), "the demo left its lab state behind"
     assert not network.link_exists(network.BRIDGE)
     for h in hosts:
