@@ -331,7 +331,8 @@ def _mib_s(bytes_s: float | None) -> str:
 
 
 def prediction_line(m: dict[str, Any]) -> str:
-    """``postcopy-after-0, predicted 10.2 s (10.2 s in post-copy), took 9.8 s``."""
+    """``postcopy-after-0, predicted 10.2 s (10.2 s in post-copy), planned 1.1 s in, took
+    9.8 s``."""
     o = m["orbit"]
     plan = o.get("prediction")
     if not plan:
@@ -342,7 +343,10 @@ def prediction_line(m: dict[str, Any]) -> str:
     took = "-" if o.get("total_s") is None else f"{o['total_s']:.1f} s"
     if o.get("total_s") is not None and m["status"] != "completed":
         took += f" ({m['status']})"
-    return f"{plan['strategy']}, predicted {plan['total_s']:.1f} s{in_postcopy}, took {took}"
+    made = f", planned {plan['made_at_s']:.1f} s in" if plan.get("made_at_s") else ""
+    return (
+        f"{plan['strategy']}, predicted {plan['total_s']:.1f} s{in_postcopy}{made}, took {took}"
+    )
 
 
 def _plan_reason(o: dict[str, Any]) -> str | None:

@@ -116,7 +116,7 @@ def action_label(action: str | None) -> str:
 
 
 def prediction_text(m: Migration) -> str:
-    """``Predicted 10.2 s (postcopy-after-0), took 9.8 s``, or why there is no prediction."""
+    """``Predicted 10.2 s (postcopy-after-0) 1.1 s in, took 9.8 s``, or why there is none."""
     plan = m.prediction
     if not plan:
         if m.policy != Policy.AUTO.value:
@@ -125,7 +125,10 @@ def prediction_text(m: Migration) -> str:
     took = fmt_seconds(m.total_s)
     if m.total_s is not None and m.phase is not Phase.COMPLETED:
         took += f" ({m.phase.value})"
-    return f"Predicted {fmt_seconds(plan.get('total_s'))} ({plan.get('strategy')}), took {took}"
+    made = plan.get("made_at_s")
+    when = f" {fmt_seconds(made)} in" if made else ""
+    predicted = f"Predicted {fmt_seconds(plan.get('total_s'))} ({plan.get('strategy')})"
+    return f"{predicted}{when}, took {took}"
 
 
 def plan_reason(m: Migration) -> str:

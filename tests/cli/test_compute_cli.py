@@ -17,7 +17,7 @@ from tests.helpers import assert_one_line_error, run_orbit
 #: the line ``server-migration-show`` prints for auto's plan of a guest that needs post-copy
 PREDICTION_LINE = re.compile(
     r"^  prediction +: (postcopy-after-\d), predicted (\d+\.\d) s"
-    r"(?: \(\d+\.\d s in post-copy\))?, took (\d+\.\d) s$",
+    r"(?: \(\d+\.\d s in post-copy\))?(?:, planned \d+\.\d s in)?, took (\d+\.\d) s$",
     re.MULTILINE,
 )
 
@@ -163,7 +163,8 @@ def test_bad_link_rate_is_one_line() -> None:
 
 def _record(status: str, total_s: float | None, rate: int | None) -> dict[str, Any]:
     plan = {"strategy": "postcopy-after-1", "total_s": 10.24, "postcopy_s": 3.0,
-            "link_bytes_s": 50 * 1024**2, "link_source": "configured for h2"}  # fmt: skip
+            "link_bytes_s": 50 * 1024**2, "link_source": "configured for h2",
+            "made_at_s": 1.1}  # fmt: skip
     return {
         "status": status,
         "orbit": {
@@ -180,7 +181,7 @@ def test_prediction_and_link_lines_while_running_and_after() -> None:
 
     running = _record("running-precopy", None, None)
     assert prediction_line(running) == (
-        "postcopy-after-1, predicted 10.2 s (3.0 s in post-copy), took -"
+        "postcopy-after-1, predicted 10.2 s (3.0 s in post-copy), planned 1.1 s in, took -"
     )
     assert _link_line(running["orbit"]) == (
         "not measured in pre-copy (planned with 50.0 MiB/s, configured for h2)"

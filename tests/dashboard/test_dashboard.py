@@ -182,8 +182,8 @@ def test_live_migrate_with_post_copy_through_the_browser(
         assert server.host is not None and server.host.name == "h2"
         assert m.prediction is not None and m.total_s is not None
         predicted = (
-            f"Predicted {m.prediction['total_s']:.1f} s ({m.prediction['strategy']}), "
-            f"took {m.total_s:.1f} s"
+            f"Predicted {m.prediction['total_s']:.1f} s ({m.prediction['strategy']}) "
+            f"{m.prediction['made_at_s']:.1f} s in, took {m.total_s:.1f} s"
         )
     _shows_the_prediction(page, predicted)  # as the polling left it
     page.reload()
@@ -428,7 +428,9 @@ def _shows_the_prediction(page: Page, predicted: str) -> None:
     """auto's plan of 'hot' (post-copy after N passes), its reason and rates, with units."""
     plan = page.locator("#plan")
     expect(plan.locator("[data-field=prediction]")).to_have_text(predicted)
-    assert re.fullmatch(r"Predicted \d+\.\d s \(postcopy-after-\d\), took \d+\.\d s", predicted)
+    assert re.fullmatch(
+        r"Predicted \d+\.\d s \(postcopy-after-\d\) \d+\.\d s in, took \d+\.\d s", predicted
+    )
     expect(plan.locator("[data-field=plan_reason]")).to_contain_text(
         re.compile(r"^plan postcopy-after-\d: .* from dirty rate \d+\.\d MiB/s \(")
     )

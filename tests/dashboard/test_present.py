@@ -83,7 +83,7 @@ PLAN = {
     "link_bytes_s": round(47.7 * MIB),
     "link_source": "configured for h2",
     "first_pass_bytes": 480 * MIB,
-    "measured_in_s": 1.5,
+    "made_at_s": 1.5,
     "others": {"precopy": None},
 }
 PLAN_REASON = "plan postcopy-after-0: 10.2 s (10.2 s in post-copy), 512 MiB, downtime 10 ms"
@@ -111,7 +111,7 @@ def _auto_migration(phase: Phase, **fields: object) -> Migration:
 
 def test_the_prediction_and_what_it_took() -> None:
     running = migration_state(_auto_migration(Phase.RUNNING_POSTCOPY), None)
-    assert running["text"]["prediction"] == "Predicted 10.2 s (postcopy-after-0), took —"
+    assert running["text"]["prediction"] == "Predicted 10.2 s (postcopy-after-0) 1.5 s in, took —"
     assert running["text"]["plan_reason"] == PLAN_REASON
     assert running["text"]["plan_dirty_rate"] == "3.71 GiB/s (dirty-bitmap)"
     assert running["text"]["plan_link_rate"] == "47.7 MiB/s (configured for h2)"
@@ -121,7 +121,7 @@ def test_the_prediction_and_what_it_took() -> None:
 
     done = _auto_migration(Phase.COMPLETED, total_s=9.81, transfer_rate_bytes_s=45 * MIB)
     text = migration_state(done, None)["text"]
-    assert text["prediction"] == "Predicted 10.2 s (postcopy-after-0), took 9.8 s"
+    assert text["prediction"] == "Predicted 10.2 s (postcopy-after-0) 1.5 s in, took 9.8 s"
     assert text["achieved_link_rate"] == "45.0 MiB/s"
     failed = _auto_migration(Phase.FAILED, total_s=4.0)
     assert migration_state(failed, None)["text"]["prediction"].endswith("took 4.0 s (failed)")
