@@ -545,9 +545,13 @@ def list_migrations(
     """All migrations (filters: host, source_compute, status, instance_uuid, migration_type;
     2.59: limit, marker, changes-since; 2.66: changes-before; 2.80: user_id, project_id)."""
     auth.require_admin("listing all migrations")
-    query = (
+    query = (  # the servers (for their names) and hosts in the same query: no query per row
         select(Migration)
-        .options(joinedload(Migration.source_host), joinedload(Migration.dest_host))
+        .options(
+            joinedload(Migration.server, innerjoin=True),
+            joinedload(Migration.source_host),
+            joinedload(Migration.dest_host),
+        )
         .order_by(Migration.created_at.desc(), Migration.id.desc())
     )
     q = request.query_params
