@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
+from starlette.datastructures import MutableHeaders
 
 from orbit.api import microversion as mv
 from orbit.api.deps import AuthDep, BodyDep, Services, ServicesDep, SessionDep
@@ -975,7 +976,7 @@ def remove_host(name: str, auth: AuthDep, session: SessionDep) -> Response:
     return Response(status_code=204)
 
 
-def microversion_headers(response: Response, version: str) -> None:
-    response.headers["OpenStack-API-Version"] = f"compute {version}"
-    response.headers["X-OpenStack-Nova-API-Version"] = version
-    response.headers["Vary"] = "OpenStack-API-Version, X-OpenStack-Nova-API-Version"
+def microversion_headers(headers: MutableHeaders, version: str) -> None:
+    headers["OpenStack-API-Version"] = f"compute {version}"
+    headers["X-OpenStack-Nova-API-Version"] = version
+    headers["Vary"] = "OpenStack-API-Version, X-OpenStack-Nova-API-Version"
