@@ -30,7 +30,13 @@ NOVA_VM_STATES = {
 
 
 def iso(ts: datetime | None) -> str | None:
-    return ts.strftime("%Y-%m-%dT%H:%M:%SZ") if ts is not None else None
+    """``2026-11-30T12:00:00Z`` (the UTC timestamps of the database, to the second)."""
+    if ts is None:
+        return None
+    if ts.year < 1000:  # isoformat pads the year to 4 digits, strftime does not
+        return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # the same text as strftime("%Y-%m-%dT%H:%M:%SZ"), several times faster
+    return ts.replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
 def server_link(base: str, server_id: str) -> list[dict[str, str]]:
