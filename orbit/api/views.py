@@ -90,10 +90,10 @@ ADMIN_SERVER_FIELDS = ("OS-EXT-SRV-ATTR:", "host_status")
 
 
 def server_detail(
-    server: Server, base: str, active: Migration | None, v: Version = mv.MIN, *, admin: bool = True
+    server: Server, base: str, active_id: int | None, v: Version = mv.MIN, *, admin: bool = True
 ) -> dict[str, Any]:
     """A server as Nova shows it at microversion ``v``, plus ORBIT's ``orbit:`` fields; the
-    host it runs on only to an admin."""
+    host it runs on only to an admin. ``active_id``: its unfinished migration's id."""
     host = server.host.name if server.host else None
     view: dict[str, Any] = {
         **server_summary(server, base),
@@ -120,7 +120,7 @@ def server_detail(
         "OS-EXT-SRV-ATTR:instance_name": server.name,
         "OS-EXT-STS:power_state": server.power_state,
         "OS-EXT-STS:vm_state": NOVA_VM_STATES.get(server.status, "active"),
-        "OS-EXT-STS:task_state": "migrating" if active is not None else None,
+        "OS-EXT-STS:task_state": "migrating" if active_id is not None else None,
         "OS-SRV-USG:launched_at": iso(server.created_at),
         "OS-SRV-USG:terminated_at": None,
         "os-extended-volumes:volumes_attached": [],
@@ -151,7 +151,7 @@ def server_detail(
     # ORBIT extension: what the dashboard and CLI show without a second request
     view["orbit:memory_mib"] = server.memory_mib
     view["orbit:vcpus"] = server.vcpus
-    view["orbit:migration_id"] = active.id if active is not None else None
+    view["orbit:migration_id"] = active_id
     if not admin:
         view = {k: val for k, val in view.items() if not k.startswith(ADMIN_SERVER_FIELDS)}
     return view

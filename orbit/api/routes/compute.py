@@ -189,17 +189,18 @@ def _bool(body: dict[str, Any], key: str, default: bool) -> bool:
 # -- servers -------------------------------------------------------------------------------
 
 
-def _active_migrations(session: Session, servers: list[Server]) -> dict[str, Migration]:
-    """Each listed server's unfinished migration (at most one each), in one query."""
+def _active_migrations(session: Session, servers: list[Server]) -> dict[str, int]:
+    """The id of each listed server's unfinished migration (at most one each), in one
+    query (the ids only: the view needs no more)."""
     if not servers:
         return {}
-    rows = session.scalars(
-        select(Migration).where(
+    rows = session.execute(
+        select(Migration.server_id, Migration.id).where(
             Migration.server_id.in_([s.id for s in servers]),
             Migration.status.in_(ACTIVE_PHASES),
         )
     )
-    return {m.server_id: m for m in rows}
+    return {server_id: migration_id for server_id, migration_id in rows}
 
 
 def _servers(session: Session, request: Request, auth: AuthContext) -> list[Server]:
@@ -277,8 +278,9 @@ def show_server(
     """Show one server."""
     server = _server(session, server_id, auth)
     active = _active_migration(session, server.id)
+    active_id = active.id if active is not None else None
     return {
-        "server": server_detail(server, services.config.base_url, active, v, admin=auth.is_admin)
+        "server": server_detail(server, services.config.base_url, active_id, v, admin=auth.is_admin)
     }
 
 
