@@ -612,10 +612,19 @@ def list_migrations(
 
 
 def _hosts(session: Session) -> list[tuple[int, Host, int]]:
-    rows = session.execute(select(Server.host_id, func.count(Server.id)).group_by(Server.host_id))
-    counts: dict[str | None, int] = {host_id: int(n) for host_id, n in rows}
-    hosts = session.scalars(select(Host).order_by(Host.created_at, Host.name))
-    return [(i, h, counts.get(h.id, 0)) for i, h in enumerate(hosts, start=1)]
+    """Every host with its index (a hypervisor's id before 2.53) and its number of servers,
+    in one query."""
+    counts = (
+        select(Server.host_id, func.count(Server.id).label("servers"))
+        .group_by(Server.host_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Host, func.coalesce(counts.c.servers, 0))
+        .outerjoin(counts, counts.c.host_id == Host.id)
+        .order_by(Host.created_at, Host.name)
+    )
+    return [(i, h, int(n)) for i, (h, n) in enumerate(rows, start=1)]
 
 
 def _query_bool(q: Mapping[str, str], key: str) -> bool:
