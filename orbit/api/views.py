@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from orbit.api import microversion as mv
 from orbit.api.microversion import Version
@@ -18,6 +18,107 @@ from orbit.db.models import (
     ServerStatus,
 )
 from orbit.db.types import utcnow
+from orbit.migration.phase import Phase
+
+
+class MigrationRecord(Protocol):
+    """What the migration views read of a migration: a :class:`Migration`, or a row of
+    the migrations table (a list reads rows: building ORM objects cost more than the
+    views)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def uuid(self) -> str: ...
+    @property
+    def server_id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def migration_type(self) -> str: ...
+    @property
+    def post_copy(self) -> bool: ...
+    @property
+    def policy(self) -> str: ...
+    @property
+    def post_copy_after_iterations(self) -> int: ...
+    @property
+    def block_migration(self) -> bool: ...
+    @property
+    def disk_over_commit(self) -> bool: ...
+    @property
+    def completion_timeout_s(self) -> float: ...
+    @property
+    def downtime_limit_ms(self) -> int: ...
+    @property
+    def bandwidth_mib_s(self) -> int: ...
+    @property
+    def postcopy_weight(self) -> float: ...
+    @property
+    def memory_total_bytes(self) -> int: ...
+    @property
+    def memory_processed_bytes(self) -> int: ...
+    @property
+    def memory_remaining_bytes(self) -> int: ...
+    @property
+    def disk_total_bytes(self) -> int: ...
+    @property
+    def disk_processed_bytes(self) -> int: ...
+    @property
+    def disk_remaining_bytes(self) -> int: ...
+    @property
+    def iterations(self) -> int: ...
+    @property
+    def postcopy_requests(self) -> int: ...
+    @property
+    def downtime_ms(self) -> int | None: ...
+    @property
+    def switch_at_s(self) -> float | None: ...
+    @property
+    def total_s(self) -> float | None: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def decisions(self) -> list[dict[str, Any]]: ...
+    @property
+    def phase_times(self) -> dict[str, float]: ...
+    @property
+    def prediction(self) -> dict[str, Any] | None: ...
+    @property
+    def transfer_rate_bytes_s(self) -> int | None: ...
+    @property
+    def pass1_dirtied_bytes(self) -> int | None: ...
+    @property
+    def pass1_s(self) -> float | None: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def updated_at(self) -> datetime: ...
+    @property
+    def started_at(self) -> datetime | None: ...
+    @property
+    def finished_at(self) -> datetime | None: ...
+    @property
+    def user_id(self) -> str | None: ...
+    @property
+    def project_id(self) -> str | None: ...
+    @property
+    def owner(self) -> str | None: ...
+
+
+class MigrationListing(MigrationRecord, Protocol):
+    """A migration with the names /os-migrations shows: its server's, its hosts' and the
+    destination's migration address (None where a host was removed)."""
+
+    @property
+    def server_name(self) -> str: ...
+    @property
+    def source_name(self) -> str | None: ...
+    @property
+    def dest_name(self) -> str | None: ...
+    @property
+    def dest_address(self) -> str | None: ...
+
 
 NOVA_VM_STATES = {
     ServerStatus.ACTIVE.value: "active",
@@ -157,10 +258,10 @@ def server_detail(
     return view
 
 
-def _orbit_record(m: Migration) -> dict[str, Any]:
+def _orbit_record(m: MigrationRecord, server_name: str) -> dict[str, Any]:
     """ORBIT's record of a migration: settings, plan, decisions and timings."""
     return {
-        "server_name": m.server.name,
+        "server_name": server_name,
         "settings": {
             "post_copy": m.post_copy,
             "migration_policy": m.policy,
@@ -193,19 +294,25 @@ def _orbit_record(m: Migration) -> dict[str, Any]:
     }
 
 
-def _hosts_of(m: Migration) -> dict[str, Any]:
-    src = m.source_host.name if m.source_host else None
-    dst = m.dest_host.name if m.dest_host else None
+def _hosts_of(src: str | None, dst: str | None, dest_address: str | None) -> dict[str, Any]:
     return {
         "source_compute": src,
         "source_node": src,
         "dest_compute": dst,
         "dest_node": dst,
-        "dest_host": m.dest_host.migration_address if m.dest_host else None,
+        "dest_host": dest_address,
     }
 
 
-def _versioned(m: Migration, v: Version) -> dict[str, Any]:
+def _hosts_of_migration(m: Migration) -> dict[str, Any]:
+    return _hosts_of(
+        m.source_host.name if m.source_host else None,
+        m.dest_host.name if m.dest_host else None,
+        m.dest_host.migration_address if m.dest_host else None,
+    )
+
+
+def _versioned(m: MigrationRecord, v: Version) -> dict[str, Any]:
     view: dict[str, Any] = {}
     if v >= mv.MIGRATION_PAGINATION:
         view["uuid"] = m.uuid
@@ -221,8 +328,8 @@ def server_migration_view(
     """A server's migration as Nova shows it (GET /servers/{id}/migrations, 2.23+), with the
     memory and disk counters, plus ORBIT's record under ``orbit``. A member (who may read
     its own servers' migrations) is not told the hosts."""
-    hosts = _hosts_of(m) if admin else dict.fromkeys(_hosts_of(m))
-    record = _orbit_record(m)
+    hosts = _hosts_of_migration(m) if admin else dict.fromkeys(_hosts_of(None, None, None))
+    record = _orbit_record(m, m.server.name)
     if not admin:
         record["owner"] = None  # names a control-plane machine
     return {
@@ -243,13 +350,13 @@ def server_migration_view(
     }
 
 
-def os_migration_view(m: Migration, base: str, v: Version = mv.MIN) -> dict[str, Any]:
+def os_migration_view(m: MigrationListing, base: str, v: Version = mv.MIN) -> dict[str, Any]:
     """A migration as Nova's GET /os-migrations shows it, plus ORBIT's record."""
     view: dict[str, Any] = {
         "id": m.id,
         "instance_uuid": m.server_id,
         "status": m.status,
-        **_hosts_of(m),
+        **_hosts_of(m.source_name, m.dest_name, m.dest_address),
         "old_instance_type_id": None,
         "new_instance_type_id": None,
         "created_at": iso(m.created_at),
@@ -257,11 +364,11 @@ def os_migration_view(m: Migration, base: str, v: Version = mv.MIN) -> dict[str,
     }
     if v >= mv.MIGRATION_TYPE:
         view["migration_type"] = m.migration_type
-        if not m.phase.is_final:  # Nova links only in-progress live migrations
+        if not Phase(m.status).is_final:  # Nova links only in-progress live migrations
             href = f"{base}/v2.1/servers/{m.server_id}/migrations/{m.id}"
             view["links"] = [{"rel": "self", "href": href}]
     view.update(_versioned(m, v))
-    view["orbit"] = _orbit_record(m)
+    view["orbit"] = _orbit_record(m, m.server_name)
     return view
 
 
@@ -389,7 +496,7 @@ def _address_of(h: Host) -> str:
     return urlsplit(h.uri).hostname or ""
 
 
-def resume_attempts(m: Migration) -> int:
+def resume_attempts(m: MigrationRecord) -> int:
     """Resumes of a paused post-copy that were made (not those skipped while a host did not
     answer): the engine's count."""
     return sum(
@@ -399,7 +506,7 @@ def resume_attempts(m: Migration) -> int:
     )
 
 
-def paused_for_s(m: Migration) -> float | None:
+def paused_for_s(m: MigrationRecord) -> float | None:
     """How long a postcopy-paused migration has been paused (None unless paused)."""
     if m.status != "postcopy-paused" or m.started_at is None:
         return None

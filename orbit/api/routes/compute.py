@@ -10,14 +10,14 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, aliased, joinedload
 from starlette.datastructures import MutableHeaders
 
 from orbit.api import microversion as mv
@@ -25,6 +25,7 @@ from orbit.api.deps import AuthDep, BodyDep, Services, ServicesDep, SessionDep
 from orbit.api.errors import ApiError
 from orbit.api.microversion import VersionDep
 from orbit.api.views import (
+    MigrationListing,
     host_view,
     hypervisor_id,
     hypervisor_view,
@@ -548,13 +549,20 @@ def list_migrations(
     """All migrations (filters: host, source_compute, status, instance_uuid, migration_type;
     2.59: limit, marker, changes-since; 2.66: changes-before; 2.80: user_id, project_id)."""
     auth.require_admin("listing all migrations")
-    query = (  # the servers (for their names) and hosts in the same query: no query per row
-        select(Migration)
-        .options(
-            joinedload(Migration.server, innerjoin=True),
-            joinedload(Migration.source_host),
-            joinedload(Migration.dest_host),
+    # rows, not ORM objects (building those cost more than the views); the names of the
+    # server and the hosts in the same query
+    source, dest = aliased(Host), aliased(Host)
+    query = (
+        select(
+            *Migration.__table__.c,
+            Server.name.label("server_name"),
+            source.name.label("source_name"),
+            dest.name.label("dest_name"),
+            dest.migration_address.label("dest_address"),
         )
+        .join(Server, Server.id == Migration.server_id)
+        .outerjoin(source, source.id == Migration.source_host_id)
+        .outerjoin(dest, dest.id == Migration.dest_host_id)
         .order_by(Migration.created_at.desc(), Migration.id.desc())
     )
     q = request.query_params
@@ -601,7 +609,8 @@ def list_migrations(
         if limit is not None:
             query = query.limit(limit)
     base = services.config.base_url
-    rows = list(session.scalars(query))
+    # each row has the migrations table's columns and the names: a MigrationListing
+    rows = cast("list[MigrationListing]", session.execute(query).all())
     body: dict[str, Any] = {"migrations": [os_migration_view(m, base, v) for m in rows]}
     if limit and len(rows) == limit:
         body["migrations_links"] = _next_link(request, base, rows[-1].uuid)
