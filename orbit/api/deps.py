@@ -76,10 +76,21 @@ async def get_session(services: ServicesDep) -> AsyncIterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
+def reads_only(session: Session) -> None:
+    """For a route that only reads, called before its first statement: its statements run
+    without a transaction around them (autocommit: no BEGIN and COMMIT sent to the
+    database). Each statement still sees the committed data of its own start, as in a
+    READ COMMITTED transaction; the connection's isolation level is put back when it
+    returns to the pool."""
+    session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+
 def get_auth(
     session: SessionDep, x_auth_token: Annotated[str | None, Header()] = None
 ) -> AuthContext:
     try:
+        if x_auth_token:
+            reads_only(session)  # one read, nothing written
         return validate_token(session, token=x_auth_token)
     finally:
         # Nothing was written: give the connection back. The request may now wait for a

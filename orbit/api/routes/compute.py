@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, aliased, joinedload
 from starlette.datastructures import MutableHeaders
 
 from orbit.api import microversion as mv
-from orbit.api.deps import AuthDep, BodyDep, Services, ServicesDep, SessionDep
+from orbit.api.deps import AuthDep, BodyDep, Services, ServicesDep, SessionDep, reads_only
 from orbit.api.errors import ApiError
 from orbit.api.microversion import VersionDep
 from orbit.api.views import (
@@ -250,6 +250,7 @@ def list_servers(
     request: Request, auth: AuthDep, session: SessionDep, services: ServicesDep
 ) -> dict[str, Any]:
     """List servers (filters: name, status, host; an admin's: project_id)."""
+    reads_only(session)
     base = services.config.base_url
     servers = _servers(session, request, auth)
     body = {"servers": [server_summary(s, base) for s in servers]}
@@ -261,6 +262,7 @@ def list_servers_detail(
     request: Request, v: VersionDep, auth: AuthDep, session: SessionDep, services: ServicesDep
 ) -> dict[str, Any]:
     """List servers with details."""
+    reads_only(session)
     base = services.config.base_url
     servers = _servers(session, request, auth)
     active = _active_migrations(session, servers)
@@ -549,6 +551,7 @@ def list_migrations(
     """All migrations (filters: host, source_compute, status, instance_uuid, migration_type;
     2.59: limit, marker, changes-since; 2.66: changes-before; 2.80: user_id, project_id)."""
     auth.require_admin("listing all migrations")
+    reads_only(session)
     # rows, not ORM objects (building those cost more than the views); the names of the
     # server and the hosts in the same query
     source, dest = aliased(Host), aliased(Host)
@@ -706,6 +709,7 @@ def list_hypervisors(
 ) -> dict[str, Any]:
     """Hypervisors (one per registered host); 2.53: hypervisor_hostname_pattern, with_servers."""
     auth.require_admin("listing hypervisors")
+    reads_only(session)
     return _hypervisors(request, v, session, services.config.base_url, detail=False)
 
 
@@ -715,6 +719,7 @@ def list_hypervisors_detail(
 ) -> dict[str, Any]:
     """Hypervisors with details (before 2.88: memory and VM counts)."""
     auth.require_admin("listing hypervisors")
+    reads_only(session)
     return _hypervisors(request, v, session, services.config.base_url, detail=True)
 
 
