@@ -120,6 +120,36 @@ class MigrationListing(MigrationRecord, Protocol):
     def dest_address(self) -> str | None: ...
 
 
+class ServerListing(Protocol):
+    """What the server views read of a server: a :class:`Server`, or a row of the servers
+    table with its host's name, state and switch (None without a host)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def power_state(self) -> int: ...
+    @property
+    def memory_mib(self) -> int: ...
+    @property
+    def vcpus(self) -> int: ...
+    @property
+    def project_id(self) -> str | None: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def updated_at(self) -> datetime: ...
+    @property
+    def host_name(self) -> str | None: ...
+    @property
+    def host_state(self) -> str | None: ...
+    @property
+    def host_disabled(self) -> bool | None: ...
+
+
 NOVA_VM_STATES = {
     ServerStatus.ACTIVE.value: "active",
     ServerStatus.MIGRATING.value: "active",
@@ -147,20 +177,20 @@ def server_link(base: str, server_id: str) -> list[dict[str, str]]:
     ]
 
 
-def server_summary(server: Server, base: str) -> dict[str, Any]:
+def server_summary(server: ServerListing, base: str) -> dict[str, Any]:
     return {"id": server.id, "name": server.name, "links": server_link(base, server.id)}
 
 
-def _host_status(host: Host | None) -> str:
+def _host_status(server: ServerListing) -> str:
     """Nova's ``host_status`` (2.16): UP, DOWN, MAINTENANCE (disabled) or UNKNOWN."""
-    if host is None:
+    if server.host_name is None:
         return ""
-    if host.state == HostState.UP.value:
-        return "MAINTENANCE" if host.disabled else "UP"
-    return "DOWN" if host.state == HostState.DOWN.value else "UNKNOWN"
+    if server.host_state == HostState.UP.value:
+        return "MAINTENANCE" if server.host_disabled else "UP"
+    return "DOWN" if server.host_state == HostState.DOWN.value else "UNKNOWN"
 
 
-def _flavor(server: Server, v: Version) -> dict[str, Any]:
+def _flavor(server: ServerListing, v: Version) -> dict[str, Any]:
     if v >= mv.EMBEDDED_FLAVOR:
         return {
             "original_name": _flavor_name(server),
@@ -174,7 +204,7 @@ def _flavor(server: Server, v: Version) -> dict[str, Any]:
     return {"id": _flavor_name(server), "links": []}
 
 
-def _flavor_name(server: Server) -> str:
+def _flavor_name(server: ServerListing) -> str:
     return f"orbit-{server.memory_mib}m-{server.vcpus}c"
 
 
@@ -191,11 +221,16 @@ ADMIN_SERVER_FIELDS = ("OS-EXT-SRV-ATTR:", "host_status")
 
 
 def server_detail(
-    server: Server, base: str, active_id: int | None, v: Version = mv.MIN, *, admin: bool = True
+    server: ServerListing,
+    base: str,
+    active_id: int | None,
+    v: Version = mv.MIN,
+    *,
+    admin: bool = True,
 ) -> dict[str, Any]:
     """A server as Nova shows it at microversion ``v``, plus ORBIT's ``orbit:`` fields; the
     host it runs on only to an admin. ``active_id``: its unfinished migration's id."""
-    host = server.host.name if server.host else None
+    host = server.host_name
     view: dict[str, Any] = {
         **server_summary(server, base),
         "status": server.status,
@@ -240,7 +275,7 @@ def server_detail(
         )
     optional: list[tuple[Version, str, Any]] = [
         (mv.SERVER_LOCKED, "locked", False),
-        (mv.SERVER_HOST_STATUS, "host_status", _host_status(server.host)),
+        (mv.SERVER_HOST_STATUS, "host_status", _host_status(server)),
         (mv.SERVER_DESCRIPTION, "description", None),
         (mv.SERVER_TAGS, "tags", []),
         (mv.SERVER_TRUSTED_CERTS, "trusted_image_certificates", None),
