@@ -5,12 +5,12 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from orbit.api import microversion as mv
 from orbit.api.microversion import Version
 from orbit.db.models import (
     Drain,
-    Host,
     HostState,
     Migration,
     MigrationSample,
@@ -148,6 +148,35 @@ class ServerListing(Protocol):
     def host_state(self) -> str | None: ...
     @property
     def host_disabled(self) -> bool | None: ...
+
+
+class HostRecord(Protocol):
+    """What the host views read of a host: a :class:`Host`, or a row of the hosts table."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def uri(self) -> str: ...
+    @property
+    def migration_address(self) -> str | None: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def last_seen_at(self) -> datetime | None: ...
+    @property
+    def memory_total_mib(self) -> int: ...
+    @property
+    def memory_free_mib(self) -> int: ...
+    @property
+    def vcpus(self) -> int: ...
+    @property
+    def link_mib_s(self) -> int | None: ...
+    @property
+    def disabled(self) -> bool: ...
+    @property
+    def disabled_reason(self) -> str | None: ...
 
 
 NOVA_VM_STATES = {
@@ -422,13 +451,13 @@ def sample_view(s: MigrationSample) -> dict[str, Any]:
     }
 
 
-def hypervisor_id(h: Host, index: int, v: Version) -> int | str:
+def hypervisor_id(h: HostRecord, index: int, v: Version) -> int | str:
     """A hypervisor's (and its service's) id: a number before 2.53, the host's UUID since."""
     return h.id if v >= mv.UUID_IDS else index
 
 
 def hypervisor_view(
-    h: Host,
+    h: HostRecord,
     index: int,
     *,
     detail: bool,
@@ -491,7 +520,7 @@ def hypervisor_view(
     return view
 
 
-def service_view(h: Host, index: int, v: Version = mv.MIN) -> dict[str, Any]:
+def service_view(h: HostRecord, index: int, v: Version = mv.MIN) -> dict[str, Any]:
     """A host as Nova's nova-compute service at ``v``."""
     view: dict[str, Any] = {
         "id": hypervisor_id(h, index, v),
@@ -508,7 +537,7 @@ def service_view(h: Host, index: int, v: Version = mv.MIN) -> dict[str, Any]:
     return view
 
 
-def host_view(h: Host, servers: int) -> dict[str, Any]:
+def host_view(h: HostRecord, servers: int) -> dict[str, Any]:
     return {
         "name": h.name,
         "uri": h.uri,
@@ -525,9 +554,7 @@ def host_view(h: Host, servers: int) -> dict[str, Any]:
     }
 
 
-def _address_of(h: Host) -> str:
-    from urllib.parse import urlsplit
-
+def _address_of(h: HostRecord) -> str:
     return urlsplit(h.uri).hostname or ""
 
 

@@ -25,6 +25,7 @@ from orbit.api.deps import AuthDep, BodyDep, Services, ServicesDep, SessionDep, 
 from orbit.api.errors import ApiError
 from orbit.api.microversion import VersionDep
 from orbit.api.views import (
+    HostRecord,
     MigrationListing,
     ServerListing,
     host_view,
@@ -635,20 +636,21 @@ def list_migrations(
 # -- hypervisors and services ----------------------------------------------------------------
 
 
-def _hosts(session: Session) -> list[tuple[int, Host, int]]:
+def _hosts(session: Session) -> list[tuple[int, HostRecord, int]]:
     """Every host with its index (a hypervisor's id before 2.53) and its number of servers,
-    in one query."""
+    in one query (rows, not ORM objects: the views only read them)."""
     counts = (
         select(Server.host_id, func.count(Server.id).label("servers"))
         .group_by(Server.host_id)
         .subquery()
     )
     rows = session.execute(
-        select(Host, func.coalesce(counts.c.servers, 0))
+        select(*Host.__table__.c, func.coalesce(counts.c.servers, 0).label("n_servers"))
         .outerjoin(counts, counts.c.host_id == Host.id)
         .order_by(Host.created_at, Host.name)
-    )
-    return [(i, h, int(n)) for i, (h, n) in enumerate(rows, start=1)]
+    ).all()
+    # each row has the hosts table's columns: a HostRecord
+    return [(i, cast("HostRecord", h), int(h.n_servers)) for i, h in enumerate(rows, start=1)]
 
 
 def _query_bool(q: Mapping[str, str], key: str) -> bool:
@@ -660,7 +662,7 @@ def _query_bool(q: Mapping[str, str], key: str) -> bool:
     raise ApiError(400, f"invalid input for query parameter {key}: {text[:20]!r} is not a boolean")
 
 
-def _servers_on(session: Session, hosts: list[Host]) -> dict[str, list[Server]]:
+def _servers_on(session: Session, hosts: list[HostRecord]) -> dict[str, list[Server]]:
     rows = session.scalars(
         select(Server).where(Server.host_id.in_([h.id for h in hosts])).order_by(Server.name)
     )
@@ -670,7 +672,9 @@ def _servers_on(session: Session, hosts: list[Host]) -> dict[str, list[Server]]:
     return on
 
 
-def _matching(hosts: list[tuple[int, Host, int]], pattern: str) -> list[tuple[int, Host, int]]:
+def _matching(
+    hosts: list[tuple[int, HostRecord, int]], pattern: str
+) -> list[tuple[int, HostRecord, int]]:
     """The hosts whose name contains ``pattern`` (Nova's LIKE %pattern%); 404 if none."""
     found = [(i, h, n) for i, h, n in hosts if pattern in h.name]
     if not found:
@@ -801,7 +805,7 @@ def hypervisor_servers(
 
 def _hypervisor(
     session: Session, hypervisor_id_or_name: str, v: mv.Version
-) -> tuple[int, Host, int]:
+) -> tuple[int, HostRecord, int]:
     for i, h, n in _hosts(session):
         if hypervisor_id_or_name in (str(hypervisor_id(h, i, v)), h.name):
             return i, h, n
@@ -927,7 +931,10 @@ def update_service(
     found = [(i, h) for i, h, _n in _hosts(session) if h.id == action]
     if not found:
         raise ComputeHostNotFound(f"service {action[:60]} could not be found")
-    index, host = found[0]
+    index, row = found[0]
+    target = session.get(Host, row.id)  # the host itself, to change it
+    if target is None:
+        raise ComputeHostNotFound(f"service {action[:60]} could not be found")
     _forced_down(body)
     status, reason = body.get("status"), body.get("disabled_reason")
     if status not in (None, "enabled", "disabled"):
@@ -939,8 +946,8 @@ def update_service(
     if status is None and "forced_down" not in body:
         raise ApiError(400, "give 'status' ('enabled' or 'disabled') and/or 'forced_down'")
     if status is not None:
-        _set_enabled(session, host, disabled=status == "disabled", reason=reason)
-    return {"service": service_view(host, index, v)}
+        _set_enabled(session, target, disabled=status == "disabled", reason=reason)
+    return {"service": service_view(target, index, v)}
 
 
 # -- ORBIT's host registry -----------------------------------------------------------------
