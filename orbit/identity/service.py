@@ -14,7 +14,7 @@ import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, delete, select
+from sqlalchemy import and_, bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from orbit.db.models import Project, Role, RoleAssignment, Token, User
@@ -188,7 +188,7 @@ def validate_token(session: Session, *, token: str | None) -> AuthContext:
     """The caller behind ``token``; AuthError if it is missing, unknown or expired."""
     if not token:
         raise AuthError("this request needs a token: send X-Auth-Token")
-    return _valid(session, Token.token_hash == token_hash(token))
+    return _valid(session, token_hash(token), by_id=False)
 
 
 def token_id_of(session: Session, *, token: str) -> str | None:
@@ -199,7 +199,7 @@ def token_id_of(session: Session, *, token: str) -> str | None:
 def validate_token_id(session: Session, *, token_id: str) -> AuthContext:
     """As :func:`validate_token`, for a token known by its row's id (a dashboard session
     keeps only that)."""
-    return _valid(session, Token.id == token_id)
+    return _valid(session, token_id, by_id=True)
 
 
 #: A token with its user, its project and the user's roles on that project: one row per
@@ -227,11 +227,17 @@ _TOKEN_ROWS = (
 )
 
 
-def _valid(session: Session, which: ColumnElement[bool]) -> AuthContext:
-    """The context of the token ``which`` selects, checked: it exists and has not expired,
-    its user is enabled and still holds a role on its project (all read now, in one query:
-    a revoked token, a disabled user or a removed role takes effect at the next request)."""
-    rows = session.execute(_TOKEN_ROWS.where(which)).all()
+#: built once (building a statement and its cache key costs more than running it)
+_TOKEN_BY_HASH = _TOKEN_ROWS.where(Token.token_hash == bindparam("key"))
+_TOKEN_BY_ID = _TOKEN_ROWS.where(Token.id == bindparam("key"))
+
+
+def _valid(session: Session, key: str, *, by_id: bool) -> AuthContext:
+    """The context of the token whose hash (or row id) is ``key``, checked: it exists and
+    has not expired, its user is enabled and still holds a role on its project (all read
+    now, in one query: a revoked token, a disabled user or a removed role takes effect at
+    the next request)."""
+    rows = session.execute(_TOKEN_BY_ID if by_id else _TOKEN_BY_HASH, {"key": key}).all()
     if not rows:
         raise AuthError("the token is not valid")
     issued_at, expires_at, user_id, user_name, enabled, project_id, project_name, _ = rows[0]

@@ -15,7 +15,7 @@ from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 from starlette.datastructures import MutableHeaders
@@ -192,35 +192,39 @@ def _bool(body: dict[str, Any], key: str, default: bool) -> bool:
 # -- servers -------------------------------------------------------------------------------
 
 
+_ACTIVE_MIGRATIONS = select(Migration.server_id, Migration.id).where(
+    Migration.server_id.in_(bindparam("servers", expanding=True)),
+    Migration.status.in_(ACTIVE_PHASES),
+)
+
+
 def _active_migrations(session: Session, servers: list[ServerListing]) -> dict[str, int]:
     """The id of each listed server's unfinished migration (at most one each), in one
     query (the ids only: the view needs no more)."""
     if not servers:
         return {}
-    rows = session.execute(
-        select(Migration.server_id, Migration.id).where(
-            Migration.server_id.in_([s.id for s in servers]),
-            Migration.status.in_(ACTIVE_PHASES),
-        )
-    )
+    rows = session.execute(_ACTIVE_MIGRATIONS, {"servers": [s.id for s in servers]})
     return {server_id: migration_id for server_id, migration_id in rows}
+
+
+#: the servers with their hosts' names and states, in the lists' order (built once)
+_SERVER_ROWS = (
+    select(
+        *Server.__table__.c,
+        Host.name.label("host_name"),
+        Host.state.label("host_state"),
+        Host.disabled.label("host_disabled"),
+    )
+    .outerjoin(Host, Server.host_id == Host.id)
+    .order_by(Server.name, Server.id)
+)
 
 
 def _servers(session: Session, request: Request, auth: AuthContext) -> list[ServerListing]:
     """The servers the query asks for and the caller may see, with their hosts' names and
     states (one query; rows, not ORM objects: building those cost more than the views). An
     admin may narrow the list to one project (project_id or tenant_id)."""
-    query = (
-        select(
-            *Server.__table__.c,
-            Host.name.label("host_name"),
-            Host.state.label("host_state"),
-            Host.disabled.label("host_disabled"),
-        )
-        .outerjoin(Host, Server.host_id == Host.id)
-        .order_by(Server.name, Server.id)
-    )
-    query = visible_servers(query, auth)
+    query = visible_servers(_SERVER_ROWS, auth)
     project = request.query_params.get("project_id") or request.query_params.get("tenant_id")
     if project and auth.is_admin:
         query = query.where(Server.project_id == project)
@@ -557,6 +561,24 @@ def _next_link(request: Request, base: str, marker: str | int) -> list[dict[str,
     return [{"rel": "next", "href": f"{base}{path}?{urlencode(query)}"}]
 
 
+_SOURCE, _DEST = aliased(Host), aliased(Host)
+#: the migrations as rows (not ORM objects: building those cost more than the views), with
+#: the names of their server and hosts, newest first (built once)
+_MIGRATION_ROWS = (
+    select(
+        *Migration.__table__.c,
+        Server.name.label("server_name"),
+        _SOURCE.name.label("source_name"),
+        _DEST.name.label("dest_name"),
+        _DEST.migration_address.label("dest_address"),
+    )
+    .join(Server, Server.id == Migration.server_id)
+    .outerjoin(_SOURCE, _SOURCE.id == Migration.source_host_id)
+    .outerjoin(_DEST, _DEST.id == Migration.dest_host_id)
+    .order_by(Migration.created_at.desc(), Migration.id.desc())
+)
+
+
 @router.get("/os-migrations")
 def list_migrations(
     request: Request, v: VersionDep, auth: AuthDep, session: SessionDep, services: ServicesDep
@@ -565,22 +587,7 @@ def list_migrations(
     2.59: limit, marker, changes-since; 2.66: changes-before; 2.80: user_id, project_id)."""
     auth.require_admin("listing all migrations")
     reads_only(session)
-    # rows, not ORM objects (building those cost more than the views); the names of the
-    # server and the hosts in the same query
-    source, dest = aliased(Host), aliased(Host)
-    query = (
-        select(
-            *Migration.__table__.c,
-            Server.name.label("server_name"),
-            source.name.label("source_name"),
-            dest.name.label("dest_name"),
-            dest.migration_address.label("dest_address"),
-        )
-        .join(Server, Server.id == Migration.server_id)
-        .outerjoin(source, source.id == Migration.source_host_id)
-        .outerjoin(dest, dest.id == Migration.dest_host_id)
-        .order_by(Migration.created_at.desc(), Migration.id.desc())
-    )
+    query = _MIGRATION_ROWS
     q = request.query_params
     if q.get("status"):
         query = query.where(Migration.status == q["status"])
@@ -636,19 +643,24 @@ def list_migrations(
 # -- hypervisors and services ----------------------------------------------------------------
 
 
+_SERVERS_PER_HOST = (
+    select(Server.host_id, func.count(Server.id).label("servers"))
+    .group_by(Server.host_id)
+    .subquery()
+)
+#: every host with its number of servers (built once: building a statement and its cache
+#: key costs more than running it)
+_HOSTS = (
+    select(*Host.__table__.c, func.coalesce(_SERVERS_PER_HOST.c.servers, 0).label("n_servers"))
+    .outerjoin(_SERVERS_PER_HOST, _SERVERS_PER_HOST.c.host_id == Host.id)
+    .order_by(Host.created_at, Host.name)
+)
+
+
 def _hosts(session: Session) -> list[tuple[int, HostRecord, int]]:
     """Every host with its index (a hypervisor's id before 2.53) and its number of servers,
     in one query (rows, not ORM objects: the views only read them)."""
-    counts = (
-        select(Server.host_id, func.count(Server.id).label("servers"))
-        .group_by(Server.host_id)
-        .subquery()
-    )
-    rows = session.execute(
-        select(*Host.__table__.c, func.coalesce(counts.c.servers, 0).label("n_servers"))
-        .outerjoin(counts, counts.c.host_id == Host.id)
-        .order_by(Host.created_at, Host.name)
-    ).all()
+    rows = session.execute(_HOSTS).all()
     # each row has the hosts table's columns: a HostRecord
     return [(i, cast("HostRecord", h), int(h.n_servers)) for i, h in enumerate(rows, start=1)]
 
