@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orbit.api import errors, limits, microversion, openapi
 from orbit.api.deps import Services, url_project
 from orbit.api.errors import ApiError, error_response
+from orbit.api.metrics import ApiLatency
 from orbit.api.routes import compute, directory, drains, identity, metrics
 from orbit.dashboard import routes as dashboard
 
@@ -26,6 +29,59 @@ API_THREADS = 12
 async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
     anyio.to_thread.current_default_thread_limiter().total_tokens = API_THREADS
     yield
+
+
+class Microversions:
+    """ASGI middleware: the compute microversion a request asks for, parsed once (406 or 400
+    for a bad one, before any work) and left in the request's state; every answer of the
+    compute API says which version it speaks."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not Request(scope).url.path.startswith("/v2"):
+            await self.app(scope, receive, send)
+            return
+        try:
+            version = microversion.requested(Request(scope))
+        except ApiError as err:
+            await error_response(err.status, str(err), identity=False)(scope, receive, send)
+            return
+        scope.setdefault("state", {})["microversion"] = version
+        text = str(version)
+
+        async def send_with_version(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                compute.microversion_headers(MutableHeaders(scope=message), text)
+            await send(message)
+
+        await self.app(scope, receive, send_with_version)
+
+
+class Timed:
+    """ASGI middleware: each request's time until its answer starts, by route template and
+    status code (``/metrics``)."""
+
+    def __init__(self, app: ASGIApp, latency: ApiLatency) -> None:
+        self.app = app
+        self.latency = latency
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def send_timed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                route = scope.get("route")
+                template = str(getattr(route, "path", "")) or "unmatched"
+                elapsed_s = time.perf_counter() - started
+                self.latency.observe(scope["method"], template, message["status"], elapsed_s)
+            await send(message)
+
+        await self.app(scope, receive, send_timed)
 
 
 def create_app(services: Services) -> FastAPI:
@@ -53,34 +109,8 @@ def create_app(services: Services) -> FastAPI:
     dashboard.install(app)  # the web dashboard under /dashboard
     openapi.install(app)  # bodies and the error codes the API really answers with
 
-    @app.middleware("http")
-    async def microversions(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        if not request.url.path.startswith("/v2"):
-            return await call_next(request)
-        try:
-            version = microversion.requested(request)
-        except ApiError as err:
-            return error_response(err.status, str(err), identity=False)
-        request.state.microversion = version
-        response = await call_next(request)
-        compute.microversion_headers(response, str(version))
-        return response
-
-    @app.middleware("http")
-    async def timed(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        template = str(getattr(route, "path", "")) or "unmatched"
-        services.latency.observe(
-            request.method, template, response.status_code, time.perf_counter() - started
-        )
-        return response
-
+    app.add_middleware(Microversions)
+    app.add_middleware(Timed, latency=services.latency)
     app.add_middleware(limits.LoginGuard)  # a throttled source: 429 before any work
     app.add_middleware(limits.BodyLimit)  # added last: the outermost, before any parsing
     return app

@@ -1,12 +1,19 @@
-"""Dependencies shared by the routes: the services, a database session, the caller."""
+"""Dependencies shared by the routes: the services, a database session, the caller.
+
+The ones that only read the request are ``async``: FastAPI runs a plain function in a
+worker thread, and each hop to a thread and back costs more than they do. Those that wait
+for the database stay plain functions (in a worker thread: the event loop never waits).
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
@@ -35,7 +42,7 @@ class Services:
     instance_lock: InstanceLock | None = None
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
@@ -43,18 +50,47 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def get_session(services: ServicesDep) -> Iterator[Session]:
-    with services.db.session() as session:
+async def get_session(services: ServicesDep) -> AsyncIterator[Session]:
+    """A session for the request, committed (or rolled back) and closed at its end, as
+    :meth:`Database.session` does. Opening one does not touch the database (done here);
+    the end commits and gives the connection back, in a worker thread of its own (not
+    counted against the request threads, and not cancelled half-way, as FastAPI does it)."""
+    unit = services.db.session()
+    session = unit.__enter__()
+    try:
         yield session
+    except BaseException as err:
+        with anyio.CancelScope(shield=True):
+            swallowed = await anyio.to_thread.run_sync(
+                unit.__exit__, type(err), err, err.__traceback__, limiter=anyio.CapacityLimiter(1)
+            )
+        if not swallowed:
+            raise
+    else:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(
+                unit.__exit__, None, None, None, limiter=anyio.CapacityLimiter(1)
+            )
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def reads_only(session: Session) -> None:
+    """For a route that only reads, called before its first statement: its statements run
+    without a transaction around them (autocommit: no BEGIN and COMMIT sent to the
+    database). Each statement still sees the committed data of its own start, as in a
+    READ COMMITTED transaction; the connection's isolation level is put back when it
+    returns to the pool."""
+    session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
 def get_auth(
     session: SessionDep, x_auth_token: Annotated[str | None, Header()] = None
 ) -> AuthContext:
     try:
+        if x_auth_token:
+            reads_only(session)  # one read, nothing written
         return validate_token(session, token=x_auth_token)
     finally:
         # Nothing was written: give the connection back. The request may now wait for a
@@ -66,7 +102,7 @@ def get_auth(
 AuthDep = Annotated[AuthContext, Depends(get_auth)]
 
 
-def url_project(request: Request, auth: AuthDep) -> None:
+async def url_project(request: Request, auth: AuthDep) -> None:
     """The project in a /v2.1/{project_id}/... URL must be the token's (400, as Nova)."""
     project = request.path_params.get("project_id")
     if project is not None and project != auth.project_id:

@@ -115,7 +115,7 @@ def requested(request: Request) -> Version:
     return version
 
 
-def of(request: Request) -> Version:
+async def of(request: Request) -> Version:
     """The version the middleware stored for this request (parsed again if it has not)."""
     version = getattr(request.state, "microversion", None)
     return version if isinstance(version, Version) else requested(request)

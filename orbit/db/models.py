@@ -295,6 +295,20 @@ class Server(Base):
         back_populates="server", order_by="Migration.id"
     )
 
+    # its host's name, state and switch (None without a host), as the server views read
+    # them (a list reads them with the servers, from the hosts table)
+    @property
+    def host_name(self) -> str | None:
+        return self.host.name if self.host is not None else None
+
+    @property
+    def host_state(self) -> str | None:
+        return self.host.state if self.host is not None else None
+
+    @property
+    def host_disabled(self) -> bool | None:
+        return self.host.disabled if self.host is not None else None
+
     def __repr__(self) -> str:
         return f"Server(id={self.id!r}, name={self.name!r}, status={self.status!r})"
 

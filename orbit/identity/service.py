@@ -14,7 +14,7 @@ import functools
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import and_, bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from orbit.db.models import Project, Role, RoleAssignment, Token, User
@@ -188,8 +188,7 @@ def validate_token(session: Session, *, token: str | None) -> AuthContext:
     """The caller behind ``token``; AuthError if it is missing, unknown or expired."""
     if not token:
         raise AuthError("this request needs a token: send X-Auth-Token")
-    row = session.scalar(select(Token).where(Token.token_hash == token_hash(token)))
-    return _valid(session, row)
+    return _valid(session, token_hash(token), by_id=False)
 
 
 def token_id_of(session: Session, *, token: str) -> str | None:
@@ -200,20 +199,64 @@ def token_id_of(session: Session, *, token: str) -> str | None:
 def validate_token_id(session: Session, *, token_id: str) -> AuthContext:
     """As :func:`validate_token`, for a token known by its row's id (a dashboard session
     keeps only that)."""
-    return _valid(session, session.get(Token, token_id))
+    return _valid(session, token_id, by_id=True)
 
 
-def _valid(session: Session, row: Token | None) -> AuthContext:
-    if row is None:
+#: A token with its user, its project and the user's roles on that project: one row per
+#: role (one with a NULL role when there is none), read in one query at every request.
+_TOKEN_ROWS = (
+    select(
+        Token.issued_at,
+        Token.expires_at,
+        Token.user_id,
+        User.name,
+        User.enabled,
+        Token.project_id,
+        Project.name,
+        RoleAssignment.role,
+    )
+    .join(User, User.id == Token.user_id)
+    .join(Project, Project.id == Token.project_id)
+    .outerjoin(
+        RoleAssignment,
+        and_(
+            RoleAssignment.user_id == Token.user_id,
+            RoleAssignment.project_id == Token.project_id,
+        ),
+    )
+)
+
+
+#: built once (building a statement and its cache key costs more than running it)
+_TOKEN_BY_HASH = _TOKEN_ROWS.where(Token.token_hash == bindparam("key"))
+_TOKEN_BY_ID = _TOKEN_ROWS.where(Token.id == bindparam("key"))
+
+
+def _valid(session: Session, key: str, *, by_id: bool) -> AuthContext:
+    """The context of the token whose hash (or row id) is ``key``, checked: it exists and
+    has not expired, its user is enabled and still holds a role on its project (all read
+    now, in one query: a revoked token, a disabled user or a removed role takes effect at
+    the next request)."""
+    rows = session.execute(_TOKEN_BY_ID if by_id else _TOKEN_BY_HASH, {"key": key}).all()
+    if not rows:
         raise AuthError("the token is not valid")
-    if row.expires_at <= utcnow():
-        raise AuthError(f"the token expired at {row.expires_at.isoformat()}")
-    if not row.user.enabled:
+    issued_at, expires_at, user_id, user_name, enabled, project_id, project_name, _ = rows[0]
+    if expires_at <= utcnow():
+        raise AuthError(f"the token expired at {expires_at.isoformat()}")
+    if not enabled:
         raise AuthError("the token's user is disabled")
-    roles = assigned_roles(session, user_id=row.user_id, project_id=row.project_id)
+    roles = frozenset(role for *_, role in rows if role is not None)
     if not roles:
         raise AuthError("the token's user no longer has a role on the token's project")
-    return _context(row.user, row, row.project, roles)
+    return AuthContext(
+        user_id=user_id,
+        user_name=user_name,
+        project_id=project_id,
+        project_name=project_name,
+        assigned=roles,
+        issued_at=issued_at,
+        expires_at=expires_at,
+    )
 
 
 def revoke_token(session: Session, *, token: str) -> None:

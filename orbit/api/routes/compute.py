@@ -10,20 +10,24 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, aliased
+from starlette.datastructures import MutableHeaders
 
 from orbit.api import microversion as mv
-from orbit.api.deps import AuthDep, BodyDep, Services, ServicesDep, SessionDep
+from orbit.api.deps import AuthDep, BodyDep, Services, ServicesDep, SessionDep, reads_only
 from orbit.api.errors import ApiError
 from orbit.api.microversion import VersionDep
 from orbit.api.views import (
+    HostRecord,
+    MigrationListing,
+    ServerListing,
     host_view,
     hypervisor_id,
     hypervisor_view,
@@ -188,24 +192,39 @@ def _bool(body: dict[str, Any], key: str, default: bool) -> bool:
 # -- servers -------------------------------------------------------------------------------
 
 
-def _active_migrations(session: Session, servers: list[Server]) -> dict[str, Migration]:
-    """Each listed server's unfinished migration (at most one each), in one query."""
+_ACTIVE_MIGRATIONS = select(Migration.server_id, Migration.id).where(
+    Migration.server_id.in_(bindparam("servers", expanding=True)),
+    Migration.status.in_(ACTIVE_PHASES),
+)
+
+
+def _active_migrations(session: Session, servers: list[ServerListing]) -> dict[str, int]:
+    """The id of each listed server's unfinished migration (at most one each), in one
+    query (the ids only: the view needs no more)."""
     if not servers:
         return {}
-    rows = session.scalars(
-        select(Migration).where(
-            Migration.server_id.in_([s.id for s in servers]),
-            Migration.status.in_(ACTIVE_PHASES),
-        )
+    rows = session.execute(_ACTIVE_MIGRATIONS, {"servers": [s.id for s in servers]})
+    return {server_id: migration_id for server_id, migration_id in rows}
+
+
+#: the servers with their hosts' names and states, in the lists' order (built once)
+_SERVER_ROWS = (
+    select(
+        *Server.__table__.c,
+        Host.name.label("host_name"),
+        Host.state.label("host_state"),
+        Host.disabled.label("host_disabled"),
     )
-    return {m.server_id: m for m in rows}
+    .outerjoin(Host, Server.host_id == Host.id)
+    .order_by(Server.name, Server.id)
+)
 
 
-def _servers(session: Session, request: Request, auth: AuthContext) -> list[Server]:
-    """The servers the query asks for and the caller may see, their hosts loaded with them
-    (one query). An admin may narrow the list to one project (project_id or tenant_id)."""
-    query = select(Server).options(joinedload(Server.host)).order_by(Server.name, Server.id)
-    query = visible_servers(query, auth)
+def _servers(session: Session, request: Request, auth: AuthContext) -> list[ServerListing]:
+    """The servers the query asks for and the caller may see, with their hosts' names and
+    states (one query; rows, not ORM objects: building those cost more than the views). An
+    admin may narrow the list to one project (project_id or tenant_id)."""
+    query = visible_servers(_SERVER_ROWS, auth)
     project = request.query_params.get("project_id") or request.query_params.get("tenant_id")
     if project and auth.is_admin:
         query = query.where(Server.project_id == project)
@@ -217,7 +236,7 @@ def _servers(session: Session, request: Request, auth: AuthContext) -> list[Serv
         query = query.where(Server.status == status.upper())
     host = request.query_params.get("host")
     if host:
-        query = query.join(Host, Server.host_id == Host.id).where(Host.name == host)
+        query = query.where(Host.name == host)
     marker = request.query_params.get("marker")
     if marker:  # Nova's paging: the servers after this one, in the list's order
         at = session.scalar(visible_servers(select(Server), auth).where(Server.id == marker))
@@ -229,11 +248,12 @@ def _servers(session: Session, request: Request, auth: AuthContext) -> list[Serv
     limit = _limit(request.query_params)
     if limit is not None:
         query = query.limit(limit)
-    return list(session.scalars(query))
+    # each row has the servers table's columns and the host's: a ServerListing
+    return cast("list[ServerListing]", session.execute(query).all())
 
 
 def _servers_page(
-    body: dict[str, Any], servers: list[Server], request: Request, base: str
+    body: dict[str, Any], servers: list[ServerListing], request: Request, base: str
 ) -> dict[str, Any]:
     """Nova's ``servers_links`` when a ``limit`` filled the page."""
     limit = _limit(request.query_params)
@@ -247,6 +267,7 @@ def list_servers(
     request: Request, auth: AuthDep, session: SessionDep, services: ServicesDep
 ) -> dict[str, Any]:
     """List servers (filters: name, status, host; an admin's: project_id)."""
+    reads_only(session)
     base = services.config.base_url
     servers = _servers(session, request, auth)
     body = {"servers": [server_summary(s, base) for s in servers]}
@@ -258,6 +279,7 @@ def list_servers_detail(
     request: Request, v: VersionDep, auth: AuthDep, session: SessionDep, services: ServicesDep
 ) -> dict[str, Any]:
     """List servers with details."""
+    reads_only(session)
     base = services.config.base_url
     servers = _servers(session, request, auth)
     active = _active_migrations(session, servers)
@@ -276,8 +298,9 @@ def show_server(
     """Show one server."""
     server = _server(session, server_id, auth)
     active = _active_migration(session, server.id)
+    active_id = active.id if active is not None else None
     return {
-        "server": server_detail(server, services.config.base_url, active, v, admin=auth.is_admin)
+        "server": server_detail(server, services.config.base_url, active_id, v, admin=auth.is_admin)
     }
 
 
@@ -538,6 +561,24 @@ def _next_link(request: Request, base: str, marker: str | int) -> list[dict[str,
     return [{"rel": "next", "href": f"{base}{path}?{urlencode(query)}"}]
 
 
+_SOURCE, _DEST = aliased(Host), aliased(Host)
+#: the migrations as rows (not ORM objects: building those cost more than the views), with
+#: the names of their server and hosts, newest first (built once)
+_MIGRATION_ROWS = (
+    select(
+        *Migration.__table__.c,
+        Server.name.label("server_name"),
+        _SOURCE.name.label("source_name"),
+        _DEST.name.label("dest_name"),
+        _DEST.migration_address.label("dest_address"),
+    )
+    .join(Server, Server.id == Migration.server_id)
+    .outerjoin(_SOURCE, _SOURCE.id == Migration.source_host_id)
+    .outerjoin(_DEST, _DEST.id == Migration.dest_host_id)
+    .order_by(Migration.created_at.desc(), Migration.id.desc())
+)
+
+
 @router.get("/os-migrations")
 def list_migrations(
     request: Request, v: VersionDep, auth: AuthDep, session: SessionDep, services: ServicesDep
@@ -545,11 +586,8 @@ def list_migrations(
     """All migrations (filters: host, source_compute, status, instance_uuid, migration_type;
     2.59: limit, marker, changes-since; 2.66: changes-before; 2.80: user_id, project_id)."""
     auth.require_admin("listing all migrations")
-    query = (
-        select(Migration)
-        .options(joinedload(Migration.source_host), joinedload(Migration.dest_host))
-        .order_by(Migration.created_at.desc(), Migration.id.desc())
-    )
+    reads_only(session)
+    query = _MIGRATION_ROWS
     q = request.query_params
     if q.get("status"):
         query = query.where(Migration.status == q["status"])
@@ -594,7 +632,8 @@ def list_migrations(
         if limit is not None:
             query = query.limit(limit)
     base = services.config.base_url
-    rows = list(session.scalars(query))
+    # each row has the migrations table's columns and the names: a MigrationListing
+    rows = cast("list[MigrationListing]", session.execute(query).all())
     body: dict[str, Any] = {"migrations": [os_migration_view(m, base, v) for m in rows]}
     if limit and len(rows) == limit:
         body["migrations_links"] = _next_link(request, base, rows[-1].uuid)
@@ -604,11 +643,26 @@ def list_migrations(
 # -- hypervisors and services ----------------------------------------------------------------
 
 
-def _hosts(session: Session) -> list[tuple[int, Host, int]]:
-    rows = session.execute(select(Server.host_id, func.count(Server.id)).group_by(Server.host_id))
-    counts: dict[str | None, int] = {host_id: int(n) for host_id, n in rows}
-    hosts = session.scalars(select(Host).order_by(Host.created_at, Host.name))
-    return [(i, h, counts.get(h.id, 0)) for i, h in enumerate(hosts, start=1)]
+_SERVERS_PER_HOST = (
+    select(Server.host_id, func.count(Server.id).label("servers"))
+    .group_by(Server.host_id)
+    .subquery()
+)
+#: every host with its number of servers (built once: building a statement and its cache
+#: key costs more than running it)
+_HOSTS = (
+    select(*Host.__table__.c, func.coalesce(_SERVERS_PER_HOST.c.servers, 0).label("n_servers"))
+    .outerjoin(_SERVERS_PER_HOST, _SERVERS_PER_HOST.c.host_id == Host.id)
+    .order_by(Host.created_at, Host.name)
+)
+
+
+def _hosts(session: Session) -> list[tuple[int, HostRecord, int]]:
+    """Every host with its index (a hypervisor's id before 2.53) and its number of servers,
+    in one query (rows, not ORM objects: the views only read them)."""
+    rows = session.execute(_HOSTS).all()
+    # each row has the hosts table's columns: a HostRecord
+    return [(i, cast("HostRecord", h), int(h.n_servers)) for i, h in enumerate(rows, start=1)]
 
 
 def _query_bool(q: Mapping[str, str], key: str) -> bool:
@@ -620,7 +674,7 @@ def _query_bool(q: Mapping[str, str], key: str) -> bool:
     raise ApiError(400, f"invalid input for query parameter {key}: {text[:20]!r} is not a boolean")
 
 
-def _servers_on(session: Session, hosts: list[Host]) -> dict[str, list[Server]]:
+def _servers_on(session: Session, hosts: list[HostRecord]) -> dict[str, list[Server]]:
     rows = session.scalars(
         select(Server).where(Server.host_id.in_([h.id for h in hosts])).order_by(Server.name)
     )
@@ -630,7 +684,9 @@ def _servers_on(session: Session, hosts: list[Host]) -> dict[str, list[Server]]:
     return on
 
 
-def _matching(hosts: list[tuple[int, Host, int]], pattern: str) -> list[tuple[int, Host, int]]:
+def _matching(
+    hosts: list[tuple[int, HostRecord, int]], pattern: str
+) -> list[tuple[int, HostRecord, int]]:
     """The hosts whose name contains ``pattern`` (Nova's LIKE %pattern%); 404 if none."""
     found = [(i, h, n) for i, h, n in hosts if pattern in h.name]
     if not found:
@@ -681,6 +737,7 @@ def list_hypervisors(
 ) -> dict[str, Any]:
     """Hypervisors (one per registered host); 2.53: hypervisor_hostname_pattern, with_servers."""
     auth.require_admin("listing hypervisors")
+    reads_only(session)
     return _hypervisors(request, v, session, services.config.base_url, detail=False)
 
 
@@ -690,6 +747,7 @@ def list_hypervisors_detail(
 ) -> dict[str, Any]:
     """Hypervisors with details (before 2.88: memory and VM counts)."""
     auth.require_admin("listing hypervisors")
+    reads_only(session)
     return _hypervisors(request, v, session, services.config.base_url, detail=True)
 
 
@@ -759,7 +817,7 @@ def hypervisor_servers(
 
 def _hypervisor(
     session: Session, hypervisor_id_or_name: str, v: mv.Version
-) -> tuple[int, Host, int]:
+) -> tuple[int, HostRecord, int]:
     for i, h, n in _hosts(session):
         if hypervisor_id_or_name in (str(hypervisor_id(h, i, v)), h.name):
             return i, h, n
@@ -885,7 +943,10 @@ def update_service(
     found = [(i, h) for i, h, _n in _hosts(session) if h.id == action]
     if not found:
         raise ComputeHostNotFound(f"service {action[:60]} could not be found")
-    index, host = found[0]
+    index, row = found[0]
+    target = session.get(Host, row.id)  # the host itself, to change it
+    if target is None:
+        raise ComputeHostNotFound(f"service {action[:60]} could not be found")
     _forced_down(body)
     status, reason = body.get("status"), body.get("disabled_reason")
     if status not in (None, "enabled", "disabled"):
@@ -897,8 +958,8 @@ def update_service(
     if status is None and "forced_down" not in body:
         raise ApiError(400, "give 'status' ('enabled' or 'disabled') and/or 'forced_down'")
     if status is not None:
-        _set_enabled(session, host, disabled=status == "disabled", reason=reason)
-    return {"service": service_view(host, index, v)}
+        _set_enabled(session, target, disabled=status == "disabled", reason=reason)
+    return {"service": service_view(target, index, v)}
 
 
 # -- ORBIT's host registry -----------------------------------------------------------------
@@ -971,7 +1032,7 @@ def remove_host(name: str, auth: AuthDep, session: SessionDep) -> Response:
     return Response(status_code=204)
 
 
-def microversion_headers(response: Response, version: str) -> None:
-    response.headers["OpenStack-API-Version"] = f"compute {version}"
-    response.headers["X-OpenStack-Nova-API-Version"] = version
-    response.headers["Vary"] = "OpenStack-API-Version, X-OpenStack-Nova-API-Version"
+def microversion_headers(headers: MutableHeaders, version: str) -> None:
+    headers["OpenStack-API-Version"] = f"compute {version}"
+    headers["X-OpenStack-Nova-API-Version"] = version
+    headers["Vary"] = "OpenStack-API-Version, X-OpenStack-Nova-API-Version"
