@@ -344,9 +344,7 @@ def prediction_line(m: dict[str, Any]) -> str:
     if o.get("total_s") is not None and m["status"] != "completed":
         took += f" ({m['status']})"
     made = f", planned {plan['made_at_s']:.1f} s in" if plan.get("made_at_s") else ""
-    return (
-        f"{plan['strategy']}, predicted {plan['total_s']:.1f} s{in_postcopy}{made}, took {took}"
-    )
+    return f"{plan['strategy']}, predicted {plan['total_s']:.1f} s{in_postcopy}{made}, took {took}"
 
 
 def _plan_reason(o: dict[str, Any]) -> str | None:
