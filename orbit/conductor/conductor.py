@@ -35,11 +35,11 @@ import socket
 import statistics
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, text, update
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -1183,6 +1183,42 @@ def _locked(session: Session, mid: int) -> Migration | None:
     return session.get(Migration, mid, with_for_update=True, populate_existing=True)
 
 
+#: the progress columns of a migration record, each as a Sample sets it
+_PROGRESS_COLUMNS = {
+    "memory_total_bytes": "memory_total_bytes",
+    "memory_processed_bytes": "memory_processed_bytes",
+    "memory_remaining_bytes": "memory_remaining_bytes",
+    "disk_total_bytes": "disk_total_bytes",
+    "disk_processed_bytes": "disk_processed_bytes",
+    "disk_remaining_bytes": "disk_remaining_bytes",
+    "iterations": "iteration",
+    "postcopy_requests": "postcopy_requests",
+}
+#: the columns of a stored sample that a Sample fills (they have its fields' names)
+_SAMPLE_FIELDS = tuple(f.name for f in fields(Sample))
+_MIGRATIONS = Migration.metadata.tables[Migration.__tablename__]
+_SAMPLES = MigrationSample.metadata.tables[MigrationSample.__tablename__]
+#: the record, if this claim still holds it (the parameters: claim_mid, claim_owner,
+#: claim_fence); statements built once, so that each write only binds its values
+_CLAIMED = and_(
+    _MIGRATIONS.c.id == bindparam("claim_mid"),
+    _MIGRATIONS.c.owner == bindparam("claim_owner"),
+    _MIGRATIONS.c.fence == bindparam("claim_fence"),
+)
+#: a batch of samples: the latest one's progress; the status comes back
+_WRITE_PROGRESS = (
+    update(_MIGRATIONS)
+    .where(_CLAIMED)
+    .values({column: bindparam(f"set_{column}") for column in _PROGRESS_COLUMNS})
+    .returning(_MIGRATIONS.c.status)
+)
+_REPAIR_STATUS = update(_MIGRATIONS).where(_CLAIMED).values(status=bindparam("set_status"))
+_INSERT_SAMPLES = insert(_SAMPLES)
+
+#: a queued change of the record: a progress sample, or a function applied to the record
+_Change = Sample | Callable[[Session, Migration], Any]
+
+
 class _Recorder(MigrationListener):
     """Writes the engine's progress into the migration's record, off the engine's thread.
 
@@ -1190,6 +1226,11 @@ class _Recorder(MigrationListener):
     in order. A write that fails is logged and dropped: the next one repairs the status
     (the engine's latest phase), and the outcome write restores the decisions. The engine
     never waits for the database. :meth:`close` writes what is pending, then stops.
+
+    Samples are most of the writes (4 a second per migration): a batch of samples only
+    is one compare-and-set UPDATE of the progress (which checks the claim and takes the
+    row's lock, as the locked read of the other writes does) and one multi-row INSERT,
+    without loading the record.
     """
 
     def __init__(self, db: Database, migration_id: int, claim: Claim) -> None:
@@ -1198,7 +1239,7 @@ class _Recorder(MigrationListener):
         self.claim = claim
         #: the engine's latest phase: every later write repairs a status that failed to land
         self._phase: Phase | None = None
-        self._pending: queue.Queue[Callable[[Session, Migration], Any] | None] = queue.Queue()
+        self._pending: queue.Queue[_Change | None] = queue.Queue()
         #: something waiting must be written now (not only samples)
         self._now = threading.Event()
         self._writer = threading.Thread(
@@ -1206,9 +1247,9 @@ class _Recorder(MigrationListener):
         )
         self._writer.start()
 
-    def _update(self, fn: Callable[[Session, Migration], Any], *, gather: bool = False) -> None:
+    def _update(self, change: _Change, *, gather: bool = False) -> None:
         """Queue a change; ``gather``: it may wait for the next ones (samples)."""
-        self._pending.put(fn)
+        self._pending.put(change)
         if not gather:
             self._now.set()
 
@@ -1235,14 +1276,18 @@ class _Recorder(MigrationListener):
                 except queue.Empty:
                     break
             try:
-                self._write([fn for fn in batch if fn is not None])
+                changes = [change for change in batch if change is not None]
+                if changes and all(isinstance(change, Sample) for change in changes):
+                    self._write_samples([c for c in changes if isinstance(c, Sample)])
+                else:
+                    self._write(changes)
             finally:
                 for _ in batch:
                     self._pending.task_done()
             if None in batch:
                 return
 
-    def _write(self, changes: list[Callable[[Session, Migration], Any]]) -> None:
+    def _write(self, changes: list[_Change]) -> None:
         try:
             with self.db.session() as session:
                 record = _locked(session, self.mid)
@@ -1252,19 +1297,70 @@ class _Recorder(MigrationListener):
                     log.warning("progress not recorded id=%d: another instance drives it", self.mid)
                     return
                 for change in changes:
-                    change(session, record)
+                    if isinstance(change, Sample):
+                        self._apply_sample(session, record, change)
+                    else:
+                        change(session, record)
+                self._repair(record)
+        except Exception as err:  # the migration goes on; the next write catches up
+            log.warning(
+                "cannot record progress id=%d changes=%d error=%s", self.mid, len(changes), err
+            )
+
+    def _repair(self, record: Migration) -> None:
+        phase = self._phase
+        if (
+            phase is not None
+            and not phase.is_final  # the outcome writes a final status itself
+            and not record.phase.is_final
+            and record.status != phase.value
+        ):
+            log.info("record repaired id=%d status=%s", self.mid, phase.value)
+            record.status = phase.value  # an earlier write did not land
+
+    @staticmethod
+    def _apply_sample(session: Session, record: Migration, sample: Sample) -> None:
+        row = MigrationSample.from_sample(sample)
+        row.migration_id = record.id  # added, not appended: the collection stays unloaded
+        session.add(row)
+        for column, field in _PROGRESS_COLUMNS.items():
+            setattr(record, column, getattr(sample, field))
+
+    def _write_samples(self, samples: list[Sample]) -> None:
+        """Write a batch of samples only: what :meth:`_write` does with them, in two
+        statements (the record is not loaded; its status only is read back)."""
+        claim = {"claim_mid": self.mid, "claim_owner": self.claim.owner,
+                 "claim_fence": self.claim.fence}  # fmt: skip
+        last = samples[-1]
+        progress = {f"set_{col}": getattr(last, field) for col, field in _PROGRESS_COLUMNS.items()}
+        try:
+            with self.db.session() as session:
+                status = session.execute(_WRITE_PROGRESS, {**claim, **progress}).scalar()
+                if status is None:  # gone, or claimed by another instance
+                    if session.scalar(select(Migration.id).where(Migration.id == self.mid)):
+                        log.warning(
+                            "progress not recorded id=%d: another instance drives it", self.mid
+                        )
+                    return
+                session.execute(
+                    _INSERT_SAMPLES,
+                    [
+                        {"migration_id": self.mid, **{f: getattr(s, f) for f in _SAMPLE_FIELDS}}
+                        for s in samples
+                    ],
+                )
                 phase = self._phase
                 if (
                     phase is not None
                     and not phase.is_final  # the outcome writes a final status itself
-                    and not record.phase.is_final
-                    and record.status != phase.value
+                    and not Phase(status).is_final
+                    and status != phase.value
                 ):
                     log.info("record repaired id=%d status=%s", self.mid, phase.value)
-                    record.status = phase.value  # an earlier write did not land
+                    session.execute(_REPAIR_STATUS, {**claim, "set_status": phase.value})
         except Exception as err:  # the migration goes on; the next write catches up
             log.warning(
-                "cannot record progress id=%d changes=%d error=%s", self.mid, len(changes), err
+                "cannot record progress id=%d changes=%d error=%s", self.mid, len(samples), err
             )
 
     def on_phase(self, phase: Phase, at_s: float, reason: str) -> None:
@@ -1284,20 +1380,7 @@ class _Recorder(MigrationListener):
         self._update(apply)
 
     def on_sample(self, sample: Sample) -> None:
-        def apply(session: Session, record: Migration) -> None:
-            row = MigrationSample.from_sample(sample)
-            row.migration_id = record.id  # added, not appended: the collection stays unloaded
-            session.add(row)
-            record.memory_total_bytes = sample.memory_total_bytes
-            record.memory_processed_bytes = sample.memory_processed_bytes
-            record.memory_remaining_bytes = sample.memory_remaining_bytes
-            record.disk_total_bytes = sample.disk_total_bytes
-            record.disk_processed_bytes = sample.disk_processed_bytes
-            record.disk_remaining_bytes = sample.disk_remaining_bytes
-            record.iterations = sample.iteration
-            record.postcopy_requests = sample.postcopy_requests
-
-        self._update(apply, gather=True)
+        self._update(sample, gather=True)
 
     def on_plan(self, plan: Plan) -> None:
         prediction = plan.to_dict()

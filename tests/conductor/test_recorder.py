@@ -128,3 +128,46 @@ def test_the_outcome_restores_decisions_whose_write_was_lost() -> None:
         "resume-postcopy",
     ]
     assert merged_decisions(merged, engine) == merged  # nothing twice
+
+
+def test_samples_land_with_the_latest_progress_and_only_under_the_claim(db: Database) -> None:
+    """A batch of samples is stored in order, the record shows the latest one's progress;
+    the samples of a claim another instance took over are not written at all."""
+    with db.session() as s:
+        *_, server = add_world(s)
+        mid = add_migration(s, server, status=Phase.RUNNING_PRECOPY.value).id
+    old = claimed_recorder(db, mid, owner="instance-a")
+    new = claimed_recorder(db, mid, owner="instance-b")  # took it over
+    old.on_sample(Sample(elapsed_s=0.25, memory_total_bytes=64 * MIB, iteration=9))
+    old.close()
+    for i in range(1, 4):
+        new.on_sample(
+            Sample(
+                elapsed_s=i * 0.25,
+                memory_total_bytes=64 * MIB,
+                memory_processed_bytes=i * MIB,
+                memory_remaining_bytes=(64 - i) * MIB,
+                disk_total_bytes=8 * MIB,
+                disk_processed_bytes=i,
+                disk_remaining_bytes=8 * MIB - i,
+                iteration=i,
+                postcopy_requests=2 * i,
+                dirty_rate_bytes_s=7,
+                bandwidth_bytes_s=11,
+            )
+        )
+    new.close()
+    with db.session() as s:
+        m = s.get_one(Migration, mid)
+        assert [smp.to_sample().iteration for smp in m.samples] == [1, 2, 3]
+        assert m.samples[-1].to_sample() == Sample(
+            elapsed_s=0.75, memory_total_bytes=64 * MIB, memory_processed_bytes=3 * MIB,
+            memory_remaining_bytes=61 * MIB, disk_total_bytes=8 * MIB, disk_processed_bytes=3,
+            disk_remaining_bytes=8 * MIB - 3, iteration=3, postcopy_requests=6,
+            dirty_rate_bytes_s=7, bandwidth_bytes_s=11,
+        )  # fmt: skip
+        progress = (m.memory_total_bytes, m.memory_processed_bytes, m.memory_remaining_bytes,
+                    m.disk_total_bytes, m.disk_processed_bytes, m.disk_remaining_bytes,
+                    m.iterations, m.postcopy_requests)  # fmt: skip
+        assert progress == (64 * MIB, 3 * MIB, 61 * MIB, 8 * MIB, 3, 8 * MIB - 3, 3, 6)
+        assert m.status == Phase.RUNNING_PRECOPY.value
