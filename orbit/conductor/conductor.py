@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, text, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -961,22 +961,20 @@ class Conductor:
         if not held:
             return
         until = utcnow() + timedelta(seconds=self.config.lease_s)
-        lost = []
-        with self.db.session() as session:
-            for mid, fence in held.items():
-                renewed = session.execute(
+        with self.db.session() as session:  # one statement for all of them
+            renewed = set(
+                session.scalars(
                     update(Migration)
                     .where(
-                        Migration.id == mid,
                         Migration.owner == self.instance_id,
-                        Migration.fence == fence,
+                        tuple_(Migration.id, Migration.fence).in_(list(held.items())),
                     )
                     .values(lease_until=until)
+                    .returning(Migration.id)
                     .execution_options(synchronize_session=False)
                 )
-                if _rowcount(renewed) != 1:
-                    lost.append(mid)
-        for mid in lost:
+            )
+        for mid in [mid for mid in held if mid not in renewed]:
             log.warning("migration taken over by another instance id=%d", mid)
             with self._lock:
                 self._fences.pop(mid, None)
