@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import secrets
 import socket
 import statistics
@@ -39,7 +38,19 @@ from dataclasses import asdict, dataclass, fields, replace
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, insert, or_, select, text, tuple_, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -291,6 +302,8 @@ class Conductor:
         self._lock = threading.Lock()
         self._engines: dict[int, EngineMigration] = {}
         self._threads: dict[int, threading.Thread] = {}
+        #: writes what the migrations' recorders queue
+        self._records = _RecordWriter(db)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._sync_now = threading.Event()
@@ -787,7 +800,7 @@ class Conductor:
             except OrbitError as err:
                 self._finish_record(mid, Phase.FAILED, str(err), None)
                 return
-        recorder = _Recorder(self.db, mid, self._claim(mid))
+        recorder = _Recorder(self.db, mid, self._claim(mid), self._records)
         engine = EngineMigration(self.driver, request, listener=recorder)
         with self._lock:
             self._engines[mid] = engine
@@ -1061,7 +1074,7 @@ class Conductor:
             started = record.started_at
             last = record.samples[-1].to_sample() if record.samples else None
         elapsed = (utcnow() - started).total_seconds() if started else 0.0
-        recorder = _Recorder(self.db, mid, self._claim(mid))
+        recorder = _Recorder(self.db, mid, self._claim(mid), self._records)
         engine = EngineMigration(self.driver, request, listener=recorder)
         if last is not None:
             engine.result.samples.append(last)  # the policy sees where it was
@@ -1198,8 +1211,9 @@ _MIGRATIONS = Migration.metadata.tables[Migration.__tablename__]
 _SAMPLES = MigrationSample.metadata.tables[MigrationSample.__tablename__]
 #: the record, if this claim still holds it (the parameters: claim_mid, claim_owner,
 #: claim_fence); statements built once, so that each write only binds its values
+_CLAIMED_ID = _MIGRATIONS.c.id == bindparam("claim_mid")
 _CLAIMED = and_(
-    _MIGRATIONS.c.id == bindparam("claim_mid"),
+    _CLAIMED_ID,
     _MIGRATIONS.c.owner == bindparam("claim_owner"),
     _MIGRATIONS.c.fence == bindparam("claim_fence"),
 )
@@ -1217,10 +1231,119 @@ _INSERT_SAMPLES = insert(_SAMPLES)
 _Change = Sample | Callable[[Session, Migration], Any]
 
 
+class _RecordWriter:
+    """Writes what the recorders of one process queue, in one thread.
+
+    Each recorder's changes are written in the order they came, what is waiting in one
+    transaction per recorder, as soon as a change must be written now (a phase, a
+    decision, a plan, a flush), else once samples have waited :data:`SAMPLE_WRITE_EVERY_S`.
+    One thread and one pooled connection for every migration of the process, rather than
+    a thread and a connection each (50 migrations: 50 wake-ups and checkouts a second).
+    The records stay apart: a transaction per recorder, each locking its record's row
+    only, so that a write that fails costs only its own recorder's changes. The thread
+    runs while recorders are open, and sleeps while nothing is waiting.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._cond = threading.Condition()
+        #: each open recorder's changes not taken yet, in order (None: it closes)
+        self._pending: dict[_Recorder, list[_Change | None]] = {}
+        #: something waiting must be written now
+        self._now = False
+        #: changes waiting, of all recorders
+        self._queued = 0
+        self._thread: threading.Thread | None = None
+
+    def open(self, recorder: _Recorder) -> None:
+        with self._cond:
+            self._pending[recorder] = []
+
+    def put(self, recorder: _Recorder, change: _Change | None, *, now: bool) -> None:
+        """Queue ``change`` (None: the recorder closes); ``now``: write without waiting."""
+        with self._cond:
+            pending = self._pending.get(recorder)
+            if pending is None:  # closed: there is nothing more to write
+                return
+            pending.append(change)
+            recorder.queued += 1
+            self._queued += 1
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._write_loop, name="conductor-record", daemon=True
+                )
+                self._thread.start()
+            if now or self._queued == 1:  # else the writer is gathering: let it sleep
+                self._now = self._now or now
+                self._cond.notify_all()
+
+    def wait(self, recorder: _Recorder, timeout_s: float | None = None) -> None:
+        """Return once every change ``recorder`` queued so far is written (or dropped)."""
+        with self._cond:
+            target = recorder.queued
+            self._now = True
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: recorder.written >= target, timeout_s)
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._queued > 0)
+                if not self._now:  # samples: gather a second's worth
+                    self._cond.wait_for(lambda: self._now, SAMPLE_WRITE_EVERY_S)
+                self._now = False
+                batch = {r: changes for r, changes in self._pending.items() if changes}
+                for recorder in batch:
+                    self._pending[recorder] = []
+                self._queued = 0
+            try:
+                self._write(batch)
+            except Exception:  # each write catches its own errors: this is a bug
+                log.exception("recording crashed migrations=%d", len(batch))
+            with self._cond:
+                for recorder, changes in batch.items():
+                    recorder.written += len(changes)
+                    if None in changes and not self._pending[recorder]:
+                        del self._pending[recorder]  # closed
+                self._cond.notify_all()
+                if not self._pending:
+                    self._thread = None
+                    return
+
+    def _write(self, batch: dict[_Recorder, list[_Change | None]]) -> None:
+        """Each recorder's changes in a transaction of its own; samples only (nearly all
+        of them) on one connection, the others through the ORM."""
+        samples: list[tuple[_Recorder, list[Sample]]] = []
+        for recorder, changes in batch.items():
+            only = [c for c in changes if isinstance(c, Sample)]
+            if only and len(only) == sum(1 for c in changes if c is not None):
+                samples.append((recorder, only))
+            else:
+                recorder.write([c for c in changes if c is not None])
+        if not samples:
+            return
+        try:
+            with self.db.engine.connect() as connection:
+                for recorder, only in samples:
+                    recorder.write_samples(connection, only)
+        except Exception as err:  # no connection: the next writes catch up
+            for recorder, only in samples:
+                log.warning(
+                    "cannot record progress id=%d changes=%d error=%s",
+                    recorder.mid, len(only), _first_line(err),
+                )  # fmt: skip
+
+
+def _first_line(err: BaseException) -> str:
+    """The error's first line (SQLAlchemy's own go on with the SQL and a link)."""
+    return next((ln for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
+
+
 class _Recorder(MigrationListener):
     """Writes the engine's progress into the migration's record, off the engine's thread.
 
-    Each event queues a change; a writer thread applies what is waiting in one transaction,
+    Each event queues a change; a writer (:class:`_RecordWriter`, the conductor's, shared
+    by its migrations; else one of its own) applies what is waiting in one transaction,
     in order. A write that fails is logged and dropped: the next one repairs the status
     (the engine's latest phase), and the outcome write restores the decisions. The engine
     never waits for the database. :meth:`close` writes what is pending, then stops.
@@ -1231,61 +1354,34 @@ class _Recorder(MigrationListener):
     without loading the record.
     """
 
-    def __init__(self, db: Database, migration_id: int, claim: Claim) -> None:
+    def __init__(
+        self, db: Database, migration_id: int, claim: Claim, writer: _RecordWriter | None = None
+    ) -> None:
         self.db = db
         self.mid = migration_id
         self.claim = claim
         #: the engine's latest phase: every later write repairs a status that failed to land
         self._phase: Phase | None = None
-        self._pending: queue.Queue[_Change | None] = queue.Queue()
-        #: something waiting must be written now (not only samples)
-        self._now = threading.Event()
-        self._writer = threading.Thread(
-            target=self._write_loop, name=f"record-{migration_id}", daemon=True
-        )
-        self._writer.start()
+        #: changes queued and written (or dropped) so far; the writer's lock guards them
+        self.queued = self.written = 0
+        self._writer = writer or _RecordWriter(db)
+        self._writer.open(self)
 
     def _update(self, change: _Change, *, gather: bool = False) -> None:
         """Queue a change; ``gather``: it may wait for the next ones (samples)."""
-        self._pending.put(change)
-        if not gather:
-            self._now.set()
+        self._writer.put(self, change, now=not gather)
 
     def flush(self) -> None:
         """Return once every change queued so far has been written (or dropped)."""
-        self._now.set()
-        self._pending.join()
+        self._writer.wait(self)
 
     def close(self) -> None:
-        """Write what is pending and stop the writer."""
-        self._pending.put(None)
-        self._now.set()
-        self._writer.join(RECORDER_CLOSE_TIMEOUT_S)
+        """Write what is pending and stop."""
+        self._writer.put(self, None, now=True)
+        self._writer.wait(self, RECORDER_CLOSE_TIMEOUT_S)
 
-    def _write_loop(self) -> None:
-        while True:
-            batch = [self._pending.get()]
-            if batch[0] is not None:
-                self._now.wait(SAMPLE_WRITE_EVERY_S)  # samples: gather a second's worth
-            self._now.clear()
-            while True:  # what else is waiting goes into the same transaction
-                try:
-                    batch.append(self._pending.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                changes = [change for change in batch if change is not None]
-                if changes and all(isinstance(change, Sample) for change in changes):
-                    self._write_samples([c for c in changes if isinstance(c, Sample)])
-                else:
-                    self._write(changes)
-            finally:
-                for _ in batch:
-                    self._pending.task_done()
-            if None in batch:
-                return
-
-    def _write(self, changes: list[_Change]) -> None:
+    def write(self, changes: list[_Change]) -> None:
+        """Apply ``changes`` to the locked record (the ORM's way), then repair its status."""
         try:
             with self.db.session() as session:
                 record = _locked(session, self.mid)
@@ -1324,23 +1420,24 @@ class _Recorder(MigrationListener):
         for column, field in _PROGRESS_COLUMNS.items():
             setattr(record, column, getattr(sample, field))
 
-    def _write_samples(self, samples: list[Sample]) -> None:
-        """Write a batch of samples only: what :meth:`_write` does with them, in two
-        statements (the record is not loaded; its status only is read back)."""
+    def write_samples(self, connection: Connection, samples: list[Sample]) -> None:
+        """Write a batch of samples only, in a transaction on ``connection``: what
+        :meth:`write` does with them, in two statements (the record is not loaded; its
+        status only is read back)."""
         claim = {"claim_mid": self.mid, "claim_owner": self.claim.owner,
                  "claim_fence": self.claim.fence}  # fmt: skip
         last = samples[-1]
         progress = {f"set_{col}": getattr(last, field) for col, field in _PROGRESS_COLUMNS.items()}
         try:
-            with self.db.session() as session:
-                status = session.execute(_WRITE_PROGRESS, {**claim, **progress}).scalar()
+            with connection.begin():
+                status = connection.execute(_WRITE_PROGRESS, {**claim, **progress}).scalar()
                 if status is None:  # gone, or claimed by another instance
-                    if session.scalar(select(Migration.id).where(Migration.id == self.mid)):
+                    if connection.scalar(select(_MIGRATIONS.c.id).where(_CLAIMED_ID), claim):
                         log.warning(
                             "progress not recorded id=%d: another instance drives it", self.mid
                         )
                     return
-                session.execute(
+                connection.execute(
                     _INSERT_SAMPLES,
                     [
                         {"migration_id": self.mid, **{f: getattr(s, f) for f in _SAMPLE_FIELDS}}
@@ -1355,11 +1452,12 @@ class _Recorder(MigrationListener):
                     and status != phase.value
                 ):
                     log.info("record repaired id=%d status=%s", self.mid, phase.value)
-                    session.execute(_REPAIR_STATUS, {**claim, "set_status": phase.value})
+                    connection.execute(_REPAIR_STATUS, {**claim, "set_status": phase.value})
         except Exception as err:  # the migration goes on; the next write catches up
             log.warning(
-                "cannot record progress id=%d changes=%d error=%s", self.mid, len(samples), err
-            )
+                "cannot record progress id=%d changes=%d error=%s",
+                self.mid, len(samples), _first_line(err),
+            )  # fmt: skip
 
     def on_phase(self, phase: Phase, at_s: float, reason: str) -> None:
         self._phase = phase
