@@ -22,24 +22,36 @@
 - The same loop steps the host drains (:mod:`orbit.conductor.drains`): it starts each
   drain's next VMs as its earlier ones end.
 - An inventory thread re-reads hosts and servers every ``sync_interval_s``, and after each
-  migration.
+  migration (at most once per :data:`SYNC_MIN_GAP_S`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
 import secrets
 import socket
 import statistics
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -102,6 +114,9 @@ RECORDER_CLOSE_TIMEOUT_S = 30.0
 #: samples are written this often (a second's worth in one transaction); phases and
 #: decisions at once
 SAMPLE_WRITE_EVERY_S = 1.0
+#: the shortest time between two inventory syncs (every migration that ends kicks one; the
+#: placement counts those a sync has not seen yet, see reserved_mib)
+SYNC_MIN_GAP_S = 1.0
 #: How long a stopping conductor waits for each migration thread.
 STOP_JOIN_TIMEOUT_S = 5.0
 #: an instance renews its claims (and looks for expired ones) this often, in parts of
@@ -291,6 +306,8 @@ class Conductor:
         self._lock = threading.Lock()
         self._engines: dict[int, EngineMigration] = {}
         self._threads: dict[int, threading.Thread] = {}
+        #: writes what the migrations' recorders queue
+        self._records = _RecordWriter(db)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._sync_now = threading.Event()
@@ -353,11 +370,15 @@ class Conductor:
         )
 
     def _sync_loop(self) -> None:
+        # migrations that end a moment apart (each kicks) make one sync, not one each
+        gap_s = min(SYNC_MIN_GAP_S, self.config.sync_interval_s)
+        synced_at = -gap_s
         while not self._stop.is_set():
             self._sync_now.wait(self.config.sync_interval_s)
-            self._sync_now.clear()
-            if self._stop.is_set():
+            if self._stop.wait(max(0.0, synced_at + gap_s - time.monotonic())):
                 return
+            self._sync_now.clear()
+            synced_at = time.monotonic()
             try:
                 self.sync()
             except OrbitError as err:
@@ -787,7 +808,7 @@ class Conductor:
             except OrbitError as err:
                 self._finish_record(mid, Phase.FAILED, str(err), None)
                 return
-        recorder = _Recorder(self.db, mid, self._claim(mid))
+        recorder = _Recorder(self.db, mid, self._claim(mid), self._records)
         engine = EngineMigration(self.driver, request, listener=recorder)
         with self._lock:
             self._engines[mid] = engine
@@ -961,22 +982,20 @@ class Conductor:
         if not held:
             return
         until = utcnow() + timedelta(seconds=self.config.lease_s)
-        lost = []
-        with self.db.session() as session:
-            for mid, fence in held.items():
-                renewed = session.execute(
+        with self.db.session() as session:  # one statement for all of them
+            renewed = set(
+                session.scalars(
                     update(Migration)
                     .where(
-                        Migration.id == mid,
                         Migration.owner == self.instance_id,
-                        Migration.fence == fence,
+                        tuple_(Migration.id, Migration.fence).in_(list(held.items())),
                     )
                     .values(lease_until=until)
+                    .returning(Migration.id)
                     .execution_options(synchronize_session=False)
                 )
-                if _rowcount(renewed) != 1:
-                    lost.append(mid)
-        for mid in lost:
+            )
+        for mid in [mid for mid in held if mid not in renewed]:
             log.warning("migration taken over by another instance id=%d", mid)
             with self._lock:
                 self._fences.pop(mid, None)
@@ -1063,7 +1082,7 @@ class Conductor:
             started = record.started_at
             last = record.samples[-1].to_sample() if record.samples else None
         elapsed = (utcnow() - started).total_seconds() if started else 0.0
-        recorder = _Recorder(self.db, mid, self._claim(mid))
+        recorder = _Recorder(self.db, mid, self._claim(mid), self._records)
         engine = EngineMigration(self.driver, request, listener=recorder)
         if last is not None:
             engine.result.samples.append(last)  # the policy sees where it was
@@ -1183,66 +1202,194 @@ def _locked(session: Session, mid: int) -> Migration | None:
     return session.get(Migration, mid, with_for_update=True, populate_existing=True)
 
 
+#: the progress columns of a migration record, each as a Sample sets it
+_PROGRESS_COLUMNS = {
+    "memory_total_bytes": "memory_total_bytes",
+    "memory_processed_bytes": "memory_processed_bytes",
+    "memory_remaining_bytes": "memory_remaining_bytes",
+    "disk_total_bytes": "disk_total_bytes",
+    "disk_processed_bytes": "disk_processed_bytes",
+    "disk_remaining_bytes": "disk_remaining_bytes",
+    "iterations": "iteration",
+    "postcopy_requests": "postcopy_requests",
+}
+#: the columns of a stored sample that a Sample fills (they have its fields' names)
+_SAMPLE_FIELDS = tuple(f.name for f in fields(Sample))
+_MIGRATIONS = Migration.metadata.tables[Migration.__tablename__]
+_SAMPLES = MigrationSample.metadata.tables[MigrationSample.__tablename__]
+#: the record, if this claim still holds it (the parameters: claim_mid, claim_owner,
+#: claim_fence); statements built once, so that each write only binds its values
+_CLAIMED_ID = _MIGRATIONS.c.id == bindparam("claim_mid")
+_CLAIMED = and_(
+    _CLAIMED_ID,
+    _MIGRATIONS.c.owner == bindparam("claim_owner"),
+    _MIGRATIONS.c.fence == bindparam("claim_fence"),
+)
+#: a batch of samples: the latest one's progress; the status comes back
+_WRITE_PROGRESS = (
+    update(_MIGRATIONS)
+    .where(_CLAIMED)
+    .values({column: bindparam(f"set_{column}") for column in _PROGRESS_COLUMNS})
+    .returning(_MIGRATIONS.c.status)
+)
+_REPAIR_STATUS = update(_MIGRATIONS).where(_CLAIMED).values(status=bindparam("set_status"))
+_INSERT_SAMPLES = insert(_SAMPLES)
+
+#: a queued change of the record: a progress sample, or a function applied to the record
+_Change = Sample | Callable[[Session, Migration], Any]
+
+
+class _RecordWriter:
+    """Writes what the recorders of one process queue, in one thread.
+
+    Each recorder's changes are written in the order they came, what is waiting in one
+    transaction per recorder, as soon as a change must be written now (a phase, a
+    decision, a plan, a flush), else once samples have waited :data:`SAMPLE_WRITE_EVERY_S`.
+    One thread and one pooled connection for every migration of the process, rather than
+    a thread and a connection each (50 migrations: 50 wake-ups and checkouts a second).
+    The records stay apart: a transaction per recorder, each locking its record's row
+    only, so that a write that fails costs only its own recorder's changes. The thread
+    runs while recorders are open, and sleeps while nothing is waiting.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._cond = threading.Condition()
+        #: each open recorder's changes not taken yet, in order (None: it closes)
+        self._pending: dict[_Recorder, list[_Change | None]] = {}
+        #: something waiting must be written now
+        self._now = False
+        #: changes waiting, of all recorders
+        self._queued = 0
+        self._thread: threading.Thread | None = None
+
+    def open(self, recorder: _Recorder) -> None:
+        with self._cond:
+            self._pending[recorder] = []
+
+    def put(self, recorder: _Recorder, change: _Change | None, *, now: bool) -> None:
+        """Queue ``change`` (None: the recorder closes); ``now``: write without waiting."""
+        with self._cond:
+            pending = self._pending.get(recorder)
+            if pending is None:  # closed: there is nothing more to write
+                return
+            pending.append(change)
+            recorder.queued += 1
+            self._queued += 1
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._write_loop, name="conductor-record", daemon=True
+                )
+                self._thread.start()
+            if now or self._queued == 1:  # else the writer is gathering: let it sleep
+                self._now = self._now or now
+                self._cond.notify_all()
+
+    def wait(self, recorder: _Recorder, timeout_s: float | None = None) -> None:
+        """Return once every change ``recorder`` queued so far is written (or dropped)."""
+        with self._cond:
+            target = recorder.queued
+            self._now = True
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: recorder.written >= target, timeout_s)
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._queued > 0)
+                if not self._now:  # samples: gather a second's worth
+                    self._cond.wait_for(lambda: self._now, SAMPLE_WRITE_EVERY_S)
+                self._now = False
+                batch = {r: changes for r, changes in self._pending.items() if changes}
+                for recorder in batch:
+                    self._pending[recorder] = []
+                self._queued = 0
+            try:
+                self._write(batch)
+            except Exception:  # each write catches its own errors: this is a bug
+                log.exception("recording crashed migrations=%d", len(batch))
+            with self._cond:
+                for recorder, changes in batch.items():
+                    recorder.written += len(changes)
+                    if None in changes and not self._pending[recorder]:
+                        del self._pending[recorder]  # closed
+                self._cond.notify_all()
+                if not self._pending:
+                    self._thread = None
+                    return
+
+    def _write(self, batch: dict[_Recorder, list[_Change | None]]) -> None:
+        """Each recorder's changes in a transaction of its own; samples only (nearly all
+        of them) on one connection, the others through the ORM."""
+        samples: list[tuple[_Recorder, list[Sample]]] = []
+        for recorder, changes in batch.items():
+            only = [c for c in changes if isinstance(c, Sample)]
+            if only and len(only) == sum(1 for c in changes if c is not None):
+                samples.append((recorder, only))
+            else:
+                recorder.write([c for c in changes if c is not None])
+        if not samples:
+            return
+        try:
+            with self.db.engine.connect() as connection:
+                for recorder, only in samples:
+                    recorder.write_samples(connection, only)
+        except Exception as err:  # no connection: the next writes catch up
+            for recorder, only in samples:
+                log.warning(
+                    "cannot record progress id=%d changes=%d error=%s",
+                    recorder.mid, len(only), _first_line(err),
+                )  # fmt: skip
+
+
+def _first_line(err: BaseException) -> str:
+    """The error's first line (SQLAlchemy's own go on with the SQL and a link)."""
+    return next((ln for ln in str(err).splitlines() if ln.strip()), type(err).__name__)
+
+
 class _Recorder(MigrationListener):
     """Writes the engine's progress into the migration's record, off the engine's thread.
 
-    Each event queues a change; a writer thread applies what is waiting in one transaction,
+    Each event queues a change; a writer (:class:`_RecordWriter`, the conductor's, shared
+    by its migrations; else one of its own) applies what is waiting in one transaction,
     in order. A write that fails is logged and dropped: the next one repairs the status
     (the engine's latest phase), and the outcome write restores the decisions. The engine
     never waits for the database. :meth:`close` writes what is pending, then stops.
+
+    Samples are most of the writes (4 a second per migration): a batch of samples only
+    is one compare-and-set UPDATE of the progress (which checks the claim and takes the
+    row's lock, as the locked read of the other writes does) and one multi-row INSERT,
+    without loading the record.
     """
 
-    def __init__(self, db: Database, migration_id: int, claim: Claim) -> None:
+    def __init__(
+        self, db: Database, migration_id: int, claim: Claim, writer: _RecordWriter | None = None
+    ) -> None:
         self.db = db
         self.mid = migration_id
         self.claim = claim
         #: the engine's latest phase: every later write repairs a status that failed to land
         self._phase: Phase | None = None
-        self._pending: queue.Queue[Callable[[Session, Migration], Any] | None] = queue.Queue()
-        #: something waiting must be written now (not only samples)
-        self._now = threading.Event()
-        self._writer = threading.Thread(
-            target=self._write_loop, name=f"record-{migration_id}", daemon=True
-        )
-        self._writer.start()
+        #: changes queued and written (or dropped) so far; the writer's lock guards them
+        self.queued = self.written = 0
+        self._writer = writer or _RecordWriter(db)
+        self._writer.open(self)
 
-    def _update(self, fn: Callable[[Session, Migration], Any], *, gather: bool = False) -> None:
+    def _update(self, change: _Change, *, gather: bool = False) -> None:
         """Queue a change; ``gather``: it may wait for the next ones (samples)."""
-        self._pending.put(fn)
-        if not gather:
-            self._now.set()
+        self._writer.put(self, change, now=not gather)
 
     def flush(self) -> None:
         """Return once every change queued so far has been written (or dropped)."""
-        self._now.set()
-        self._pending.join()
+        self._writer.wait(self)
 
     def close(self) -> None:
-        """Write what is pending and stop the writer."""
-        self._pending.put(None)
-        self._now.set()
-        self._writer.join(RECORDER_CLOSE_TIMEOUT_S)
+        """Write what is pending and stop."""
+        self._writer.put(self, None, now=True)
+        self._writer.wait(self, RECORDER_CLOSE_TIMEOUT_S)
 
-    def _write_loop(self) -> None:
-        while True:
-            batch = [self._pending.get()]
-            if batch[0] is not None:
-                self._now.wait(SAMPLE_WRITE_EVERY_S)  # samples: gather a second's worth
-            self._now.clear()
-            while True:  # what else is waiting goes into the same transaction
-                try:
-                    batch.append(self._pending.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                self._write([fn for fn in batch if fn is not None])
-            finally:
-                for _ in batch:
-                    self._pending.task_done()
-            if None in batch:
-                return
-
-    def _write(self, changes: list[Callable[[Session, Migration], Any]]) -> None:
+    def write(self, changes: list[_Change]) -> None:
+        """Apply ``changes`` to the locked record (the ORM's way), then repair its status."""
         try:
             with self.db.session() as session:
                 record = _locked(session, self.mid)
@@ -1252,20 +1399,73 @@ class _Recorder(MigrationListener):
                     log.warning("progress not recorded id=%d: another instance drives it", self.mid)
                     return
                 for change in changes:
-                    change(session, record)
-                phase = self._phase
-                if (
-                    phase is not None
-                    and not phase.is_final  # the outcome writes a final status itself
-                    and not record.phase.is_final
-                    and record.status != phase.value
-                ):
-                    log.info("record repaired id=%d status=%s", self.mid, phase.value)
-                    record.status = phase.value  # an earlier write did not land
+                    if isinstance(change, Sample):
+                        self._apply_sample(session, record, change)
+                    else:
+                        change(session, record)
+                self._repair(record)
         except Exception as err:  # the migration goes on; the next write catches up
             log.warning(
                 "cannot record progress id=%d changes=%d error=%s", self.mid, len(changes), err
             )
+
+    def _repair(self, record: Migration) -> None:
+        phase = self._phase
+        if (
+            phase is not None
+            and not phase.is_final  # the outcome writes a final status itself
+            and not record.phase.is_final
+            and record.status != phase.value
+        ):
+            log.info("record repaired id=%d status=%s", self.mid, phase.value)
+            record.status = phase.value  # an earlier write did not land
+
+    @staticmethod
+    def _apply_sample(session: Session, record: Migration, sample: Sample) -> None:
+        row = MigrationSample.from_sample(sample)
+        row.migration_id = record.id  # added, not appended: the collection stays unloaded
+        session.add(row)
+        for column, field in _PROGRESS_COLUMNS.items():
+            setattr(record, column, getattr(sample, field))
+
+    def write_samples(self, connection: Connection, samples: list[Sample]) -> None:
+        """Write a batch of samples only, in a transaction on ``connection``: what
+        :meth:`write` does with them, in two statements (the record is not loaded; its
+        status only is read back)."""
+        claim = {"claim_mid": self.mid, "claim_owner": self.claim.owner,
+                 "claim_fence": self.claim.fence}  # fmt: skip
+        last = samples[-1]
+        progress = {f"set_{col}": getattr(last, field) for col, field in _PROGRESS_COLUMNS.items()}
+        try:
+            with connection.begin():
+                status = connection.execute(_WRITE_PROGRESS, {**claim, **progress}).scalar()
+                if status is None:  # gone, or claimed by another instance
+                    if connection.scalar(select(_MIGRATIONS.c.id).where(_CLAIMED_ID), claim):
+                        log.warning(
+                            "progress not recorded id=%d: another instance drives it", self.mid
+                        )
+                    return
+                connection.execute(
+                    _INSERT_SAMPLES,
+                    [
+                        {"migration_id": self.mid, **{f: getattr(s, f) for f in _SAMPLE_FIELDS}}
+                        for s in samples
+                    ],
+                )
+                phase = self._phase
+                if (
+                    phase is not None
+                    and not phase.is_final  # the outcome writes a final status itself
+                    and not Phase(status).is_final
+                    and status != phase.value
+                ):
+                    log.info("record repaired id=%d status=%s", self.mid, phase.value)
+                    connection.execute(_REPAIR_STATUS, {**claim, "set_status": phase.value})
+        except Exception as err:  # the migration goes on; the next write catches up
+            log.warning(
+                "cannot record progress id=%d changes=%d error=%s",
+                self.mid, len(samples), _first_line(err),
+            )  # fmt: skip
 
     def on_phase(self, phase: Phase, at_s: float, reason: str) -> None:
         self._phase = phase
@@ -1284,20 +1484,7 @@ class _Recorder(MigrationListener):
         self._update(apply)
 
     def on_sample(self, sample: Sample) -> None:
-        def apply(session: Session, record: Migration) -> None:
-            row = MigrationSample.from_sample(sample)
-            row.migration_id = record.id  # added, not appended: the collection stays unloaded
-            session.add(row)
-            record.memory_total_bytes = sample.memory_total_bytes
-            record.memory_processed_bytes = sample.memory_processed_bytes
-            record.memory_remaining_bytes = sample.memory_remaining_bytes
-            record.disk_total_bytes = sample.disk_total_bytes
-            record.disk_processed_bytes = sample.disk_processed_bytes
-            record.disk_remaining_bytes = sample.disk_remaining_bytes
-            record.iterations = sample.iteration
-            record.postcopy_requests = sample.postcopy_requests
-
-        self._update(apply, gather=True)
+        self._update(sample, gather=True)
 
     def on_plan(self, plan: Plan) -> None:
         prediction = plan.to_dict()

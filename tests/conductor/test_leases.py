@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -60,6 +61,41 @@ def test_a_recorder_of_an_earlier_claim_writes_nothing(db: Database) -> None:
     new.close()
     with db.session() as s:
         assert s.get_one(Migration, mid).status == Phase.POSTCOPY_PAUSED.value
+
+
+def test_renewal_extends_the_claims_held_and_gives_up_those_taken_over(db: Database) -> None:
+    """One statement renews every claim this instance holds; a claim found with another
+    owner, or with a later fence (taken over, or taken again), is dropped with its engine."""
+    with db.session() as s:
+        *_, h1, _h2, first = add_world(s)
+        servers = [
+            first,
+            *(
+                Server(id=str(uuid.uuid4()), name=name, host=h1, memory_mib=512)
+                for name in ("vm2", "vm3")
+            ),
+        ]
+        s.add_all(servers)
+        s.flush()
+        mids = [add_migration(s, server, status=Phase.RUNNING_PRECOPY.value).id
+                for server in servers]  # fmt: skip
+    conductor = Conductor(db, FakeDriver(), ServerConfig(driver="fake", lease_s=LEASE_S))
+    past = utcnow() - timedelta(seconds=1)
+    with db.session() as s:
+        for mid, (owner, fence) in zip(
+            mids,
+            [(conductor.instance_id, 3), ("another-instance", 3), (conductor.instance_id, 4)],
+            strict=True,
+        ):
+            m = s.get_one(Migration, mid)
+            m.owner, m.fence, m.lease_until = owner, fence, past
+    conductor._fences = dict.fromkeys(mids, 3)  # the claims it made
+    conductor._renew_leases()
+    assert conductor._fences == {mids[0]: 3}
+    with db.session() as s:
+        leases = [s.get_one(Migration, mid).lease_until for mid in mids]
+    assert leases[0] is not None and leases[0] > utcnow()
+    assert leases[1:] == [past, past]
 
 
 @pytest.fixture

@@ -4,28 +4,37 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from typing import Any
 
 import pytest
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from orbit.conductor.conductor import Claim, _Recorder, decision_entry, merged_decisions
+from orbit.conductor.conductor import (
+    Claim,
+    _Recorder,
+    _RecordWriter,
+    decision_entry,
+    merged_decisions,
+)
 from orbit.db.database import Database
-from orbit.db.models import Migration
+from orbit.db.models import Migration, Server
 from orbit.migration.engine import DecisionRecord
 from orbit.migration.model import MIB, Action, Sample
 from orbit.migration.phase import Phase
 from tests.db.test_models import add_migration, add_world
 
 
-def claimed_recorder(db: Database, mid: int, owner: str = "test-instance") -> _Recorder:
+def claimed_recorder(
+    db: Database, mid: int, owner: str = "test-instance", writer: _RecordWriter | None = None
+) -> _Recorder:
     """A recorder holding the claim on migration ``mid`` (as the conductor's, after it
-    claimed the migration)."""
+    claimed the migration), with a writer of its own unless ``writer`` is given."""
     with db.session() as s:
         m = s.get_one(Migration, mid)
         m.owner, m.fence = owner, m.fence + 1
         fence = m.fence
-    return _Recorder(db, mid, Claim(owner, fence))
+    return _Recorder(db, mid, Claim(owner, fence), writer)
 
 
 def test_a_final_phase_waits_for_the_outcome_and_its_figures(db: Database) -> None:
@@ -128,3 +137,85 @@ def test_the_outcome_restores_decisions_whose_write_was_lost() -> None:
         "resume-postcopy",
     ]
     assert merged_decisions(merged, engine) == merged  # nothing twice
+
+
+def test_samples_land_with_the_latest_progress_and_only_under_the_claim(db: Database) -> None:
+    """A batch of samples is stored in order, the record shows the latest one's progress;
+    the samples of a claim another instance took over are not written at all."""
+    with db.session() as s:
+        *_, server = add_world(s)
+        mid = add_migration(s, server, status=Phase.RUNNING_PRECOPY.value).id
+    old = claimed_recorder(db, mid, owner="instance-a")
+    new = claimed_recorder(db, mid, owner="instance-b")  # took it over
+    old.on_sample(Sample(elapsed_s=0.25, memory_total_bytes=64 * MIB, iteration=9))
+    old.close()
+    for i in range(1, 4):
+        new.on_sample(
+            Sample(
+                elapsed_s=i * 0.25,
+                memory_total_bytes=64 * MIB,
+                memory_processed_bytes=i * MIB,
+                memory_remaining_bytes=(64 - i) * MIB,
+                disk_total_bytes=8 * MIB,
+                disk_processed_bytes=i,
+                disk_remaining_bytes=8 * MIB - i,
+                iteration=i,
+                postcopy_requests=2 * i,
+                dirty_rate_bytes_s=7,
+                bandwidth_bytes_s=11,
+            )
+        )
+    new.close()
+    with db.session() as s:
+        m = s.get_one(Migration, mid)
+        assert [smp.to_sample().iteration for smp in m.samples] == [1, 2, 3]
+        assert m.samples[-1].to_sample() == Sample(
+            elapsed_s=0.75, memory_total_bytes=64 * MIB, memory_processed_bytes=3 * MIB,
+            memory_remaining_bytes=61 * MIB, disk_total_bytes=8 * MIB, disk_processed_bytes=3,
+            disk_remaining_bytes=8 * MIB - 3, iteration=3, postcopy_requests=6,
+            dirty_rate_bytes_s=7, bandwidth_bytes_s=11,
+        )  # fmt: skip
+        progress = (m.memory_total_bytes, m.memory_processed_bytes, m.memory_remaining_bytes,
+                    m.disk_total_bytes, m.disk_processed_bytes, m.disk_remaining_bytes,
+                    m.iterations, m.postcopy_requests)  # fmt: skip
+        assert progress == (64 * MIB, 3 * MIB, 61 * MIB, 8 * MIB, 3, 8 * MIB - 3, 3, 6)
+        assert m.status == Phase.RUNNING_PRECOPY.value
+
+
+def test_the_recorders_of_a_process_share_one_writer_that_runs_while_they_are_open(
+    db: Database,
+) -> None:
+    """Each record gets its own changes, in order, from one writer thread; the thread
+    ends with the last recorder and starts again with the next."""
+    with db.session() as s:
+        *_, h1, _h2, first = add_world(s)
+        second = Server(id=str(uuid.uuid4()), name="vm2", host=h1, memory_mib=512)
+        s.add(second)
+        s.flush()
+        mids = [add_migration(s, server, status=Phase.RUNNING_PRECOPY.value).id
+                for server in (first, second)]  # fmt: skip
+    writer = _RecordWriter(db)
+    one, two = (claimed_recorder(db, mid, writer=writer) for mid in mids)
+    for i in range(3):
+        one.on_sample(Sample(elapsed_s=i * 0.25, memory_total_bytes=64 * MIB, iteration=1))
+        two.on_sample(Sample(elapsed_s=i * 0.25, memory_total_bytes=64 * MIB, iteration=2))
+    two.on_phase(Phase.RUNNING_POSTCOPY, 0.6, "switched")
+    one.close()
+    assert writer._thread is not None  # two is still open
+    two.on_sample(Sample(elapsed_s=0.75, memory_total_bytes=64 * MIB, postcopy=True))
+    two.close()
+    assert writer._thread is None
+    with db.session() as s:
+        a, b = (s.get_one(Migration, mid) for mid in mids)
+        assert [x.iteration for x in a.samples] == [1, 1, 1] and a.iterations == 1
+        assert [x.elapsed_s for x in b.samples] == [0.0, 0.25, 0.5, 0.75]
+        assert b.status == Phase.RUNNING_POSTCOPY.value and b.phase_times == {
+            Phase.RUNNING_POSTCOPY.value: 0.6
+        }
+    three = claimed_recorder(db, mids[0], writer=writer)
+    three.on_phase(Phase.POSTCOPY_PAUSED, 1.0, "link gone")
+    three.flush()
+    assert writer._thread is not None
+    three.close()
+    with db.session() as s:
+        assert s.get_one(Migration, mids[0]).status == Phase.POSTCOPY_PAUSED.value
