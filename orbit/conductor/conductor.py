@@ -22,7 +22,7 @@
 - The same loop steps the host drains (:mod:`orbit.conductor.drains`): it starts each
   drain's next VMs as its earlier ones end.
 - An inventory thread re-reads hosts and servers every ``sync_interval_s``, and after each
-  migration (at most once per :data:`SYNC_MIN_GAP_S`).
+  migration.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import secrets
 import socket
 import statistics
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import timedelta
@@ -114,9 +113,6 @@ RECORDER_CLOSE_TIMEOUT_S = 30.0
 #: samples are written this often (a second's worth in one transaction); phases and
 #: decisions at once
 SAMPLE_WRITE_EVERY_S = 1.0
-#: the shortest time between two inventory syncs (every migration that ends kicks one; the
-#: placement counts those a sync has not seen yet, see reserved_mib)
-SYNC_MIN_GAP_S = 1.0
 #: How long a stopping conductor waits for each migration thread.
 STOP_JOIN_TIMEOUT_S = 5.0
 #: an instance renews its claims (and looks for expired ones) this often, in parts of
@@ -370,15 +366,11 @@ class Conductor:
         )
 
     def _sync_loop(self) -> None:
-        # migrations that end a moment apart (each kicks) make one sync, not one each
-        gap_s = min(SYNC_MIN_GAP_S, self.config.sync_interval_s)
-        synced_at = -gap_s
         while not self._stop.is_set():
             self._sync_now.wait(self.config.sync_interval_s)
-            if self._stop.wait(max(0.0, synced_at + gap_s - time.monotonic())):
-                return
             self._sync_now.clear()
-            synced_at = time.monotonic()
+            if self._stop.is_set():
+                return
             try:
                 self.sync()
             except OrbitError as err:

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import threading
-import time
 from datetime import datetime
 
-import pytest
-
-from orbit.conductor.conductor import SYNC_MIN_GAP_S, Conductor
 from orbit.conductor.inventory import Survey, apply_survey, survey_hosts
-from orbit.config import ServerConfig
 from orbit.db.database import Database
 from orbit.db.models import Host, Server
 from orbit.db.types import utcnow
@@ -89,25 +84,3 @@ def test_a_survey_older_than_a_move_does_not_undo_it(db: Database) -> None:
         apply_survey(s, _survey_of(utcnow(), {h1_uri: [], h2_uri: []}))
     with db.session() as s:
         assert s.get_one(Server, server_id).status == "SHUTOFF"
-
-
-@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_migrations_that_end_a_moment_apart_make_one_sync_not_one_each(db: Database) -> None:
-    """Each migration that ends kicks the inventory; kicks within SYNC_MIN_GAP_S of a sync
-    make one more sync, that long after it (the first one is not delayed)."""
-    conductor = Conductor(db, FakeDriver(), ServerConfig(driver="fake", sync_interval_s=30))
-    synced: list[float] = []
-    conductor.sync = lambda: synced.append(time.monotonic())  # type: ignore[method-assign]
-    loop = threading.Thread(target=conductor._sync_loop, daemon=True)
-    loop.start()
-    first_kick = time.monotonic()
-    for _ in range(10):  # ten migrations end within half a second
-        conductor._sync_now.set()
-        time.sleep(0.05)
-    time.sleep(SYNC_MIN_GAP_S + 0.5)
-    conductor._stop.set()
-    conductor._sync_now.set()
-    loop.join(5)
-    assert len(synced) == 2, synced
-    assert synced[0] - first_kick < 0.5
-    assert synced[1] - synced[0] >= SYNC_MIN_GAP_S - 0.01
