@@ -16,9 +16,11 @@ How it runs:
    ``POSTCOPY`` when permitted, ``NON_SHARED_DISK`` for block migration) in a thread of its
    own, since the call blocks until the migration ends.
 3. *Monitor*: every :data:`SAMPLE_INTERVAL_S` (sooner when a domain event arrives) read the
-   job statistics into a :class:`~orbit.migration.model.Sample`, ask the pure policy
-   :func:`~orbit.migration.policy.decide` what to do, and do it: switch to post-copy, or
-   abort pre-copy. Operator requests (force-complete, abort) are applied first.
+   job statistics into a :class:`~orbit.migration.model.Sample`, ask the pure
+   :func:`~orbit.migration.control.next_step` what to do (operator requests first, then
+   the post-copy stall rule or the policy :func:`~orbit.migration.policy.decide`), and do
+   it: switch to post-copy, abort pre-copy, pause the VM or a stalled post-copy. The engine
+   decides nothing itself: it executes and records (:meth:`Migration._execute`).
 4. *Finish*: ``completed`` with the destination's final statistics (downtime, bytes), or
    ``cancelled`` (operator abort) or ``failed`` (error, or pre-copy's completion timeout)
    with the VM still running on the source, or
@@ -37,7 +39,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from orbit.errors import (
     DomainNotFound,
@@ -49,13 +51,12 @@ from orbit.errors import (
     MigrationRefused,
     OrbitError,
 )
+from orbit.migration.control import OPERATOR_RULES, Progress, Requests, next_step
 from orbit.migration.model import MIB, Action, Decision, MigrationSettings, Policy, Sample
 from orbit.migration.phase import ALLOWED, Phase, transition
 from orbit.migration.policy import (
-    decide,
     first_pass,
     outcome_from_hosts,
-    postcopy_stall,
     resume_backoff_s,
     transfer_rate,
 )
@@ -126,6 +127,39 @@ class _Measuring:
     link: Link
     #: on the migration's clock
     started_s: float
+
+
+@dataclass
+class _Sent:
+    """What the engine has sent to the migration job (guarded by ``Migration._lock``)."""
+
+    #: post-copy asked for (or being asked for): from here on abort() refuses
+    switching: bool = False
+    #: why post-copy was asked for; the phase follows once QEMU has switched
+    switch_reason: str = ""
+    #: why the job is being aborted (the operator's or the policy's reason)
+    abort: str | None = None
+    #: the policy aborted (completion timeout, stall): failed, not cancelled
+    abort_by_policy: bool = False
+    #: the abort reached libvirt
+    abort_sent: bool = False
+    #: the engine paused the VM (force-complete without post-copy)
+    paused_source: bool = False
+
+
+@dataclass
+class _Attempt:
+    """One migration job: the first, a post-copy resume, or one followed after a restart."""
+
+    #: index in ``result.samples`` of this job's first sample
+    first_sample: int
+    #: the post-copy stall was acted on (said once per attempt)
+    stall_handled: bool = False
+    #: the job's final statistics, from the job-completed event
+    final_stats: JobStats | None = None
+    completed: threading.Event = field(default_factory=threading.Event)
+    #: a followed job (not started here): the source has no job any more
+    over: bool = False
 
 
 @dataclass(frozen=True)
@@ -211,21 +245,15 @@ class Migration:
         self._wake = threading.Event()
         self._phase = Phase.QUEUED
         self._t0 = clock()
-        self._abort_reason: str | None = None
-        self._policy_aborted = False  # the policy aborted (timeout): failed, not cancelled
-        self._abort_sent = False
-        self._force_requested = False
-        self._paused_source = False
-        self._final_stats: JobStats | None = None  # from the job-completed event
-        self._completed_event = threading.Event()
-        self._adopted_job_over = False
-        self._switching = False  # start_postcopy sent or being sent
-        self._switch_reason = ""  # why; the phase follows once QEMU has switched
+        #: what operators asked and the engine has not acted on yet (a value object)
+        self._requests = Requests()
+        #: what the engine has sent to the job
+        self._sent = _Sent()
+        #: the current job: the first, a resume, or one followed after a restart
+        self._attempt = _Attempt(0)
         self._resume_now = threading.Event()
         self._stopping = threading.Event()
         self._paused_at: float | None = None  # elapsed s when post-copy last paused
-        self._segment_start = 0  # index of the first sample of the current job
-        self._pause_sent = False
         #: why the destination cannot take a post-copy resume (None: it can)
         self._resume_defect: str | None = None
         #: auto's dirty-rate measurement until it is read
@@ -293,7 +321,7 @@ class Migration:
         aborting would lose it) and once the migration is over.
         """
         with self._lock:
-            if self._phase.in_postcopy or self._switching:
+            if self._phase.in_postcopy or self._sent.switching:
                 raise MigrationRefused(
                     f"migration of {self.request.domain} is in post-copy: its memory is split "
                     "between source and destination, so it cannot be aborted; "
@@ -303,7 +331,7 @@ class Migration:
                 raise MigrationRefused(
                     f"migration of {self.request.domain} is already {self._phase.value}"
                 )
-            self._abort_reason = reason
+            self._requests = replace(self._requests, abort=reason)
         self._wake.set()
 
     def force_complete(self) -> str:
@@ -318,9 +346,9 @@ class Migration:
                 )
             if self._phase.in_postcopy:
                 return "already in post-copy: it completes as the remaining pages arrive"
-            if self._switching:
+            if self._sent.switching:
                 return "post-copy already asked for: QEMU switches at its next iteration"
-            self._force_requested = True
+            self._requests = replace(self._requests, force_complete=True)
         self._wake.set()
         if self.request.settings.post_copy:
             return "switching to post-copy"
@@ -432,7 +460,7 @@ class Migration:
         if m is None:
             return
         req = self.request
-        if self._switching or self._phase is not Phase.RUNNING_PRECOPY:
+        if self._sent.switching or self._phase is not Phase.RUNNING_PRECOPY:
             self._measuring = None
             self._no_plan(f"{self._phase.value} {now:.1f} s in, before the dirty rate was measured")
             return
@@ -566,10 +594,7 @@ class Migration:
             self._record(
                 Action.RESUME_POSTCOPY, f"attempt {attempt} after {paused_s:.1f} s paused", who
             )
-            self._completed_event.clear()
-            self._final_stats = None
-            self._segment_start = len(self.result.samples)
-            self._pause_sent = False
+            self._attempt = _Attempt(len(self.result.samples))
             outcome: list[BaseException | None] = []
             thread = threading.Thread(
                 target=self._migrate, args=(outcome, True), name=f"resume-{req.domain}",
@@ -582,7 +607,7 @@ class Migration:
             self._finish(outcome[0] if outcome else None, watching=watching)
             # back off only from resumes that never moved a byte (refused, or broken at
             # once); one that ran until a new fault broke it is followed by a fresh start
-            segment = self.result.samples[self._segment_start :]
+            segment = self.result.samples[self._attempt.first_sample :]
             moved = len({s.memory_processed_bytes + s.disk_processed_bytes for s in segment}) > 1
             failed = failed + 1 if self._phase is Phase.POSTCOPY_PAUSED and not moved else 0
 
@@ -615,9 +640,7 @@ class Migration:
             rule="follow-stream",
         )
         self._set_phase(Phase.RUNNING_POSTCOPY, "following QEMU's stream (no resume possible)")
-        self._segment_start = len(self.result.samples)
-        self._pause_sent = False
-        self._adopted_job_over = False
+        self._attempt = _Attempt(len(self.result.samples))
         self._monitor(None, follow_failed=True)
         self._settle_after_job()
 
@@ -717,7 +740,7 @@ class Migration:
 
     def _follow_job(self) -> None:
         """Monitor a job this engine did not start until it ends or its post-copy breaks."""
-        self._adopted_job_over = False
+        self._attempt.over = False
         self._monitor(None)
 
     def _settle_after_job(self) -> None:
@@ -729,7 +752,7 @@ class Migration:
             outcome, why = self._outcome_after_adoption()
             if outcome is Phase.RUNNING_POSTCOPY:  # e.g. a resume started before a restart
                 self._set_phase(Phase.RUNNING_POSTCOPY, why or "")
-                self._segment_start = len(self.result.samples)
+                self._attempt = _Attempt(len(self.result.samples))
                 self._follow_job()
                 continue
             if outcome is not self._phase and outcome not in ALLOWED[self._phase]:
@@ -827,7 +850,8 @@ class Migration:
         if error is not None:
             return Phase.ERROR, error
         with self._lock:
-            abort_reason, policy_aborted = self._abort_reason, self._policy_aborted
+            abort_reason = self._sent.abort or self._requests.abort
+            policy_aborted = self._sent.abort_by_policy
         return outcome_from_hosts(
             self.request.domain,
             src,
@@ -861,8 +885,9 @@ class Migration:
     def _on_event(self, event: str, stats: JobStats | None) -> None:
         log.debug("domain event domain=%s event=%s", self.request.domain, event)
         if event == EVENT_JOB_COMPLETED and stats is not None:
-            self._final_stats = stats
-            self._completed_event.set()
+            attempt = self._attempt
+            attempt.final_stats = stats
+            attempt.completed.set()
         if event == EVENT_POSTCOPY_FAILED:
             log.warning("post-copy failed event domain=%s", self.request.domain)
         self._wake.set()
@@ -875,7 +900,7 @@ class Migration:
         downtime_set = thread is None  # an adopted job has its limit already
 
         def alive() -> bool:
-            return thread.is_alive() if thread is not None else not self._adopted_job_over
+            return thread.is_alive() if thread is not None else not self._attempt.over
 
         while alive():
             self._wake.wait(self.sample_interval_s)
@@ -886,17 +911,17 @@ class Migration:
             try:
                 stats = self.driver.job_stats(req.src_uri, req.domain)
             except DomainNotFound:
-                self._adopted_job_over = thread is None
+                self._attempt.over = thread is None
                 continue  # the source domain is undefined as the migration completes
             except HypervisorError as err:  # transient: the job is starting or ending
                 log.debug("no job stats domain=%s error=%s", req.domain, err)
                 if thread is None and self._source_stopped():
-                    self._adopted_job_over = True  # e.g. it completed while we looked away
+                    self._attempt.over = True  # e.g. it completed while we looked away
                 continue
             if thread is None and (
                 not stats.active or (not follow_failed and self._source_postcopy_failed())
             ):
-                self._adopted_job_over = True  # libvirt keeps a broken post-copy's job "active"
+                self._attempt.over = True  # libvirt keeps a broken post-copy's job "active"
                 break
             if stats.active and stats.memory_total_bytes == 0 and stats.disk_total_bytes == 0:
                 continue  # libvirt is still preparing: QEMU's migration has not started
@@ -907,7 +932,7 @@ class Migration:
                             req.src_uri, req.domain, req.settings.downtime_limit_ms
                         )
                     )
-                if self._switching:
+                if self._sent.switching:
                     self._confirm_switch()  # before the sample, which says which phase
                 sample = self._sample(stats, now)
                 self.result.samples.append(sample)
@@ -932,83 +957,79 @@ class Migration:
         )
 
     def _step(self, now: float) -> None:
-        """Apply an operator request, else the policy's decision, for this tick."""
+        """Execute this tick's decision (:func:`~orbit.migration.control.next_step`: an
+        operator request, else the stall rule in post-copy, else the policy)."""
         req = self.request
         with self._lock:
-            if self._phase.in_postcopy and not self._abort_sent and self._abort_reason:
-                # accepted an instant before the switch: never sent in post-copy
-                log.warning("abort dropped: in post-copy domain=%s", req.domain)
-                self._abort_reason = None
-            abort_reason = None if self._abort_sent else self._abort_reason
-            force = self._force_requested and not self._phase.in_postcopy and not self._switching
-            self._force_requested = False
-        if abort_reason is not None:
-            self._record(Action.ABORT, abort_reason, "operator")
-            self._abort_sent = self._try(lambda: self.driver.abort_job(req.src_uri, req.domain))
-            return
-        if force:
-            if req.settings.post_copy:
-                if not self._switch("operator requested force-complete", "operator"):
-                    with self._lock:  # e.g. the job is still setting up: try again next tick
-                        self._force_requested = True
-            elif not self._paused_source:
-                self._record(
-                    Action.PAUSE_AND_COMPLETE,
-                    "operator requested force-complete; post-copy not permitted: "
-                    "pausing the VM so pre-copy converges",
-                    "operator",
-                )
-                self._paused_source = self._try(
-                    lambda: self.driver.suspend(req.src_uri, req.domain)
-                )
-            return
-        if self._switching and not self._confirm_switch():
-            return  # asked for post-copy: QEMU switches at its next iteration boundary
-        if self._phase is Phase.RUNNING_POSTCOPY:
-            self._check_postcopy_stall()
-            return
-        if self._phase is not Phase.RUNNING_PRECOPY or self._abort_sent:
-            return
-        decision = decide(self.result.samples, req.settings, now, self.result.plan)
-        self._apply(decision)
-
-    def _check_postcopy_stall(self) -> None:
-        """Post-copy that moves no bytes for ``postcopy_stall_s``: pause it so it can resume.
-
-        A cut link does not break QEMU's TCP stream for minutes; pausing it
-        (``abort_job(postcopy=True)``: both sides stay paused/running in "post-copy
-        failed") turns the hang into the recoverable ``postcopy-paused``. Never an abort.
-        """
-        req = self.request
-        segment = [s for s in self.result.samples[self._segment_start :] if s.postcopy]
-        decision = (
-            None if self._pause_sent else postcopy_stall(segment, req.settings, self._resume_defect)
+            requests, sent = self._requests, self._sent
+            progress = Progress(
+                self._phase,
+                switching=sent.switching,
+                abort_sent=sent.abort_sent,
+                paused_source=sent.paused_source,
+                stall_handled=self._attempt.stall_handled,
+            )
+            # a force-complete is acted on at most once, now (a failed switch asks again)
+            self._requests = replace(requests, force_complete=False)
+        if sent.switching and self._confirm_switch():
+            progress = replace(progress, phase=self._phase)  # QEMU has switched
+        decision = next_step(
+            requests,
+            progress,
+            req.settings,
+            self.result.samples,
+            now,
+            plan=self.result.plan,
+            attempt_samples=self.result.samples[self._attempt.first_sample :],
+            cannot_resume=self._resume_defect,
         )
-        if decision is None:
-            return
-        self._record(decision.action, decision.reason, rule=decision.rule)
-        if decision.action is not Action.PAUSE_POSTCOPY:
-            self._pause_sent = True  # said once per attempt
-            return
-        self._pause_sent = self._try(
-            lambda: self.driver.abort_job(req.src_uri, req.domain, postcopy=True)
-        )
+        if decision is not None:
+            self._execute(decision)
 
-    def _apply(self, decision: Decision) -> None:
+    def _execute(self, decision: Decision) -> None:
+        """Do what ``decision`` says, and record it."""
         req = self.request
-        if decision.action is Action.SWITCH_TO_POSTCOPY:
-            self._switch(decision.reason, "policy", decision.rule)
-        elif decision.action is Action.ABORT:
+        source = "operator" if decision.rule in OPERATOR_RULES else "policy"
+        action = decision.action
+        if action is Action.SWITCH_TO_POSTCOPY:
+            if not self._switch(decision.reason, source, decision.rule) and source == "operator":
+                with self._lock:  # e.g. the job is still setting up: try again next tick
+                    self._requests = replace(self._requests, force_complete=True)
+        elif action is Action.ABORT:
             with self._lock:
-                self._abort_reason = decision.reason
-                self._policy_aborted = True
-            self._record(Action.ABORT, decision.reason, rule=decision.rule)
-            self._abort_sent = self._try(lambda: self.driver.abort_job(req.src_uri, req.domain))
-        elif decision.action is Action.CONTINUE:
+                self._sent.abort = decision.reason
+                self._sent.abort_by_policy = source == "policy"
+                self._requests = replace(self._requests, abort=None)
+            self._record(action, decision.reason, source, decision.rule)
+            sent = self._try(lambda: self.driver.abort_job(req.src_uri, req.domain))
+            with self._lock:
+                self._sent.abort_sent = sent
+        elif action is Action.PAUSE_AND_COMPLETE:
+            self._record(action, decision.reason, source, decision.rule)
+            paused = self._try(lambda: self.driver.suspend(req.src_uri, req.domain))
+            with self._lock:
+                self._sent.paused_source = paused
+        elif action is Action.PAUSE_POSTCOPY:
+            # a post-copy that moves no bytes (postcopy_stall): pausing it
+            # (abort_job(postcopy=True): both sides stay in "post-copy failed") turns the
+            # hang of a cut link into the recoverable postcopy-paused. Never an abort.
+            self._record(action, decision.reason, rule=decision.rule)
+            self._attempt.stall_handled = self._try(
+                lambda: self.driver.abort_job(req.src_uri, req.domain, postcopy=True)
+            )
+        elif decision.rule == "abort-dropped":
+            log.warning("abort dropped: in post-copy domain=%s", req.domain)
+            with self._lock:
+                self._requests = replace(self._requests, abort=None)
+            self._record(action, decision.reason, "engine", decision.rule)
+        elif decision.rule == "postcopy-stalled-unresumable":
+            self._record(action, decision.reason, rule=decision.rule)
+            self._attempt.stall_handled = True  # said once per attempt
+        elif action is Action.CONTINUE:
             # one record per stretch of the same rule, not one per sample
             last = next((d for d in reversed(self.result.decisions) if d.source == "policy"), None)
             if last is None or last.action is not Action.CONTINUE or last.rule != decision.rule:
-                self._record(Action.CONTINUE, decision.reason, rule=decision.rule)
+                self._record(action, decision.reason, rule=decision.rule)
 
     def _switch(self, reason: str, source: str, rule: str = "") -> bool:
         """Ask for post-copy; True once it is requested (a failed call is retried later)."""
@@ -1016,16 +1037,17 @@ class Migration:
         if not req.settings.post_copy:
             return True  # never without permission; decide() does not ask for it either
         with self._lock:
-            if self._abort_reason is not None:
+            if self._sent.abort is not None or self._requests.abort is not None:
                 return True  # an abort came first: it wins, no switch
-            self._switching = True  # from here on abort() refuses
+            self._sent.switching = True  # from here on abort() refuses
         if not self._try(lambda: self.driver.start_postcopy(req.src_uri, req.domain)):
             with self._lock:
-                self._switching = False
+                self._sent.switching = False
             return False
         self._record(Action.SWITCH_TO_POSTCOPY, reason, source, rule)
         self.result.switch_at_s = round(self._elapsed(), 3)
-        self._switch_reason = reason
+        with self._lock:
+            self._sent.switch_reason = reason
         self._confirm_switch()
         return True
 
@@ -1052,7 +1074,7 @@ class Migration:
             return True
         if not self._source_in_postcopy():
             return False
-        self._set_phase(Phase.RUNNING_POSTCOPY, self._switch_reason)
+        self._set_phase(Phase.RUNNING_POSTCOPY, self._sent.switch_reason)
         return True
 
     def _try(self, call: Callable[[], None]) -> bool:
@@ -1073,7 +1095,7 @@ class Migration:
         if error is None:
             self.result.error = None
             self._collect_final_stats(wait_for_event=watching)
-            if self._paused_source:
+            if self._sent.paused_source:
                 self._resume_if_paused(req.dst_uri)
             self._set_phase(Phase.COMPLETED)
             log.info(
@@ -1091,29 +1113,30 @@ class Migration:
         self._counters_from_last_sample()  # what was sent before it ended
         if not isinstance(error, OrbitError):
             log.error("migration crashed domain=%s error=%r", req.domain, error)
-        if self._switching and not self._phase.in_postcopy and self._switched_after_all():
-            self._set_phase(Phase.RUNNING_POSTCOPY, self._switch_reason)
+        sent = self._sent
+        if sent.switching and not self._phase.in_postcopy and self._switched_after_all():
+            self._set_phase(Phase.RUNNING_POSTCOPY, sent.switch_reason)
         if self._phase.in_postcopy:
             # The VM's state is split: keep both sides exactly as they are.
             self._set_phase(Phase.POSTCOPY_PAUSED, str(error))
             return
-        if self._paused_source:
+        if sent.paused_source:
             self._resume_if_paused(req.src_uri)
         with self._lock:
-            cancelled = self._abort_reason is not None and not self._policy_aborted
-        if cancelled:
-            self._set_phase(Phase.CANCELLED, self._abort_reason or "")
-        elif self._policy_aborted:  # the completion timeout: the migration failed
-            self.result.error = self._abort_reason
-            self._set_phase(Phase.FAILED, self._abort_reason or str(error))
+            abort = sent.abort or self._requests.abort
+        if abort is not None and not sent.abort_by_policy:
+            self._set_phase(Phase.CANCELLED, abort)
+        elif abort is not None:  # the completion timeout: the migration failed
+            self.result.error = abort
+            self._set_phase(Phase.FAILED, abort)
         else:
             self._set_phase(Phase.FAILED, str(error))
 
     def _collect_final_stats(self, *, wait_for_event: bool) -> None:
         req = self.request
         if wait_for_event:  # events arrive asynchronously, maybe after migrate() returned
-            self._completed_event.wait(FINAL_STATS_TIMEOUT_S)
-        final = self._final_stats
+            self._attempt.completed.wait(FINAL_STATS_TIMEOUT_S)
+        final = self._attempt.final_stats
         log.debug("final stats domain=%s from_event=%s", req.domain, final is not None)
         if final is None:  # the event may be lost; pre-copy leaves them on the destination
             try:

@@ -1,0 +1,111 @@
+"""What the engine does next, in one pure function: :func:`next_step`.
+
+Each monitor tick the engine (orbit/migration/engine.py) takes a snapshot of what
+operators asked (:class:`Requests`, a value object) and of what it has already done about
+the migration (:class:`Progress`), and executes the one :class:`~orbit.migration.model.Decision`
+that :func:`next_step` returns. The order, first that applies:
+
+1. **Operator abort** (pre-copy only, sent once): abort the job; the VM stays on the source.
+   An abort that arrives an instant before post-copy starts is dropped (``abort-dropped``):
+   in post-copy the VM's memory is split between the hosts, and aborting would lose it.
+2. **Operator force-complete**: switch to post-copy when it is permitted, otherwise pause
+   the VM so pre-copy converges (once).
+3. **Switching**: post-copy was asked for and QEMU has not switched yet (it does so at its
+   next iteration boundary): nothing to do until it has.
+4. **In post-copy**: the stall rule (:func:`~orbit.migration.policy.postcopy_stall`), said
+   once per attempt.
+5. **In pre-copy**, nothing sent to end it yet: the policy (:func:`~orbit.migration.policy.decide`).
+
+Like ``decide``, it reads only its arguments: no clock, no I/O, no logging. The engine
+records every decision it executes, except a ``CONTINUE`` of the same rule as the last one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from orbit.migration.model import Action, Decision, MigrationSettings, Sample
+from orbit.migration.phase import Phase
+from orbit.migration.policy import decide, postcopy_stall
+from orbit.migration.predict import Plan
+
+#: rules whose decision an operator asked for (recorded with source 'operator')
+OPERATOR_RULES = frozenset({"operator-abort", "operator-force-postcopy", "operator-force-pause"})
+
+
+@dataclass(frozen=True)
+class Requests:
+    """What operators have asked of a migration and the engine has not yet acted on."""
+
+    #: abort (pre-copy only); the reason given
+    abort: str | None = None
+    #: finish now: switch to post-copy, or pause the VM when post-copy is not permitted
+    force_complete: bool = False
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What the engine has done about the migration so far (its own bookkeeping)."""
+
+    phase: Phase
+    #: post-copy asked of QEMU, which has not switched yet
+    switching: bool = False
+    #: an abort (operator's or policy's) has been sent to the job
+    abort_sent: bool = False
+    #: the engine paused the VM (force-complete without post-copy)
+    paused_source: bool = False
+    #: the post-copy stall was acted on in this attempt
+    stall_handled: bool = False
+
+
+def next_step(
+    requests: Requests,
+    progress: Progress,
+    settings: MigrationSettings,
+    samples: Sequence[Sample],
+    now_s: float,
+    *,
+    plan: Plan | None = None,
+    attempt_samples: Sequence[Sample] = (),
+    cannot_resume: str | None = None,
+) -> Decision | None:
+    """The engine's next action (None: nothing this tick); see the module docstring.
+
+    ``samples`` are all the migration's samples, ``attempt_samples`` those of the current
+    job (the first, or a resume), ``cannot_resume`` why the destination cannot take a
+    post-copy resume (None: it can).
+    """
+    phase = progress.phase
+    if requests.abort is not None and not progress.abort_sent:
+        if phase.in_postcopy:
+            return Decision(
+                Action.CONTINUE,
+                f"abort dropped: it came as post-copy started ({requests.abort}); "
+                "post-copy is never aborted",
+                "abort-dropped",
+            )
+        return Decision(Action.ABORT, requests.abort, "operator-abort")
+    if requests.force_complete and not phase.in_postcopy and not progress.switching:
+        if settings.post_copy:
+            return Decision(
+                Action.SWITCH_TO_POSTCOPY,
+                "operator requested force-complete",
+                "operator-force-postcopy",
+            )
+        if not progress.paused_source:
+            return Decision(
+                Action.PAUSE_AND_COMPLETE,
+                "operator requested force-complete; post-copy not permitted: "
+                "pausing the VM so pre-copy converges",
+                "operator-force-pause",
+            )
+    if progress.switching and not phase.in_postcopy:
+        return None  # QEMU switches at its next iteration boundary
+    if phase is Phase.RUNNING_POSTCOPY:
+        if progress.stall_handled:
+            return None
+        return postcopy_stall([s for s in attempt_samples if s.postcopy], settings, cannot_resume)
+    if phase is not Phase.RUNNING_PRECOPY or progress.abort_sent:
+        return None
+    return decide(samples, settings, now_s, plan)
