@@ -109,3 +109,35 @@ def next_step(
     if phase is not Phase.RUNNING_PRECOPY or progress.abort_sent:
         return None
     return decide(samples, settings, now_s, plan)
+
+
+#: what the hosts say instead of a resume (see :func:`resume_step`)
+_NOT_RESUMING = {
+    Phase.COMPLETED: ("the VM runs on the destination only", "resume-not-needed"),
+    Phase.RUNNING_POSTCOPY: ("post-copy is running: following it", "resume-following"),
+    Phase.FAILED: ("the VM runs on the source alone, nothing is split", "resume-not-needed"),
+}
+
+
+def resume_step(where: Phase, *, attempt: int, paused_s: float) -> Decision:
+    """A paused post-copy, both hosts answering: resume it (attempt ``attempt``, after
+    ``paused_s`` paused), unless the hosts say otherwise (``where``, from
+    :func:`~orbit.migration.policy.outcome_from_hosts`): libvirt may call a post-copy failed
+    while QEMU still streams (after the destination's daemon restarted), or a resume
+    started before a restart may run already; it is then followed, not started again."""
+    if where in _NOT_RESUMING:
+        why, rule = _NOT_RESUMING[where]
+        return Decision(Action.CONTINUE, f"not resuming: {why}", rule)
+    return Decision(
+        Action.RESUME_POSTCOPY, f"attempt {attempt} after {paused_s:.1f} s paused", "resume"
+    )
+
+
+def failed_resumes(before: int, paused_again: bool, attempt_samples: Sequence[Sample]) -> int:
+    """The resumes in a row that failed, after one more attempt: the back-off's step.
+
+    Only a resume that never moved a byte (refused, or broken at once) counts; one that ran
+    until a new fault broke it starts the count afresh (its next attempt is made at once).
+    """
+    moved = len({s.memory_processed_bytes + s.disk_processed_bytes for s in attempt_samples}) > 1
+    return before + 1 if paused_again and not moved else 0

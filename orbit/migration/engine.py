@@ -51,7 +51,14 @@ from orbit.errors import (
     MigrationRefused,
     OrbitError,
 )
-from orbit.migration.control import OPERATOR_RULES, Progress, Requests, next_step
+from orbit.migration.control import (
+    OPERATOR_RULES,
+    Progress,
+    Requests,
+    failed_resumes,
+    next_step,
+    resume_step,
+)
 from orbit.migration.model import MIB, Action, Decision, MigrationSettings, Policy, Sample
 from orbit.migration.phase import ALLOWED, Phase, transition
 from orbit.migration.policy import (
@@ -571,29 +578,16 @@ class Migration:
             if self._learn_resume_defect() is not None:
                 continue  # followed instead (above)
             paused_s = self._elapsed() - (self._paused_at or self._elapsed())
-            # libvirt may call a post-copy failed while QEMU still streams (e.g. after the
-            # destination's daemon restarted), or a resume may already run (started before a
-            # restart): then it is followed, not started again.
             src, dst, error = self._where()
             where, _why = self._outcome(src, dst, error)
-            if where in (Phase.COMPLETED, Phase.RUNNING_POSTCOPY, Phase.FAILED):
-                self._record(
-                    Action.CONTINUE,
-                    "not resuming: "
-                    + {
-                        Phase.COMPLETED: "the VM runs on the destination only",
-                        Phase.RUNNING_POSTCOPY: "post-copy is running: following it",
-                        Phase.FAILED: "the VM runs on the source alone, nothing is split",
-                    }[where],
-                    "engine",
-                )
+            step = resume_step(where, attempt=attempt, paused_s=paused_s)
+            if step.action is not Action.RESUME_POSTCOPY:
+                self._record(step.action, step.reason, "engine", step.rule)
                 self._settle_after_job()
                 continue
             if dst is not None and dst.reason == "postcopy":
                 self._pause_destination()
-            self._record(
-                Action.RESUME_POSTCOPY, f"attempt {attempt} after {paused_s:.1f} s paused", who
-            )
+            self._record(step.action, step.reason, who, step.rule)
             self._attempt = _Attempt(len(self.result.samples))
             outcome: list[BaseException | None] = []
             thread = threading.Thread(
@@ -605,11 +599,11 @@ class Migration:
             self._monitor(thread)
             thread.join()
             self._finish(outcome[0] if outcome else None, watching=watching)
-            # back off only from resumes that never moved a byte (refused, or broken at
-            # once); one that ran until a new fault broke it is followed by a fresh start
-            segment = self.result.samples[self._attempt.first_sample :]
-            moved = len({s.memory_processed_bytes + s.disk_processed_bytes for s in segment}) > 1
-            failed = failed + 1 if self._phase is Phase.POSTCOPY_PAUSED and not moved else 0
+            failed = failed_resumes(
+                failed,
+                self._phase is Phase.POSTCOPY_PAUSED,
+                self.result.samples[self._attempt.first_sample :],
+            )
 
     def _learn_resume_defect(self) -> str | None:
         """Ask the destination whether it can take a post-copy resume (kept if it does not

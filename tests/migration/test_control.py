@@ -7,7 +7,14 @@ import copy
 
 import pytest
 
-from orbit.migration.control import OPERATOR_RULES, Progress, Requests, next_step
+from orbit.migration.control import (
+    OPERATOR_RULES,
+    Progress,
+    Requests,
+    failed_resumes,
+    next_step,
+    resume_step,
+)
 from orbit.migration.model import MIB, Action, MigrationSettings, Sample
 from orbit.migration.phase import Phase
 
@@ -132,3 +139,28 @@ def test_operator_rules_are_the_operators() -> None:
         assert decision is not None
         rules.add(decision.rule)
     assert rules == OPERATOR_RULES
+
+
+@pytest.mark.parametrize(
+    ("where", "action", "rule"),
+    [
+        (Phase.POSTCOPY_PAUSED, Action.RESUME_POSTCOPY, "resume"),
+        (Phase.COMPLETED, Action.CONTINUE, "resume-not-needed"),
+        (Phase.FAILED, Action.CONTINUE, "resume-not-needed"),
+        (Phase.RUNNING_POSTCOPY, Action.CONTINUE, "resume-following"),
+    ],
+)
+def test_resume_step_follows_what_the_hosts_say(where: Phase, action: Action, rule: str) -> None:
+    decision = resume_step(where, attempt=3, paused_s=4.26)
+    assert (decision.action, decision.rule) == (action, rule)
+    if action is Action.RESUME_POSTCOPY:
+        assert decision.reason == "attempt 3 after 4.3 s paused"
+
+
+def test_only_resumes_that_moved_nothing_count_as_failed() -> None:
+    refused = [sample(30, 300, postcopy=True), sample(30.25, 300, postcopy=True)]
+    ran = [sample(30, 300, postcopy=True), sample(30.25, 320, postcopy=True)]
+    assert failed_resumes(2, True, refused) == 3  # the back-off grows
+    assert failed_resumes(2, True, []) == 3  # refused before a sample
+    assert failed_resumes(2, True, ran) == 0  # it ran: the next attempt at once
+    assert failed_resumes(2, False, refused) == 0  # it completed (or is followed)
