@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from orbit.migration.model import Action, Decision, MigrationSettings, Sample
-from orbit.migration.phase import Phase
+from orbit.migration.phase import ALLOWED, Phase
 from orbit.migration.policy import decide, postcopy_stall
 from orbit.migration.predict import Plan
 
@@ -141,3 +141,41 @@ def failed_resumes(before: int, paused_again: bool, attempt_samples: Sequence[Sa
     """
     moved = len({s.memory_processed_bytes + s.disk_processed_bytes for s in attempt_samples}) > 1
     return before + 1 if paused_again and not moved else 0
+
+
+def job_outcome(
+    error: str | None,
+    *,
+    split: bool,
+    abort: str | None,
+    abort_by_policy: bool,
+) -> tuple[Phase, str]:
+    """Where a migration stands once its job returned: ``error`` None if it succeeded,
+    ``split`` if QEMU had entered post-copy (the VM's memory on both hosts), ``abort``
+    the abort sent or asked for and whether the policy sent it. Returns (phase, why).
+
+    A split migration that broke is ``postcopy-paused``, both sides kept exactly as they
+    are (resumable); otherwise the VM runs on the source: ``cancelled`` after an operator's
+    abort, ``failed`` after the policy's (completion timeout, stall) or any other error.
+    """
+    if error is None:
+        return Phase.COMPLETED, ""
+    if split:
+        return Phase.POSTCOPY_PAUSED, error
+    if abort is not None:
+        return (Phase.FAILED if abort_by_policy else Phase.CANCELLED), abort
+    return Phase.FAILED, error
+
+
+def settled(
+    recorded: Phase, found: Phase, why: str | None, domain: str
+) -> tuple[Phase, str | None]:
+    """The outcome of a job followed to its end (after a restart): what the hosts say
+    (``found``, ``why``), unless the record's phase (``recorded``) cannot lead there: then
+    ``error``, for an operator to look at."""
+    if found is recorded or found in ALLOWED[recorded]:
+        return found, why
+    return Phase.ERROR, (
+        f"the record says {recorded.value} but {domain}'s hosts say {found.value} "
+        f"({why or 'no reason'}): an operator must look"
+    )

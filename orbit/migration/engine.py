@@ -56,11 +56,13 @@ from orbit.migration.control import (
     Progress,
     Requests,
     failed_resumes,
+    job_outcome,
     next_step,
     resume_step,
+    settled,
 )
 from orbit.migration.model import MIB, Action, Decision, MigrationSettings, Policy, Sample
-from orbit.migration.phase import ALLOWED, Phase, transition
+from orbit.migration.phase import Phase, transition
 from orbit.migration.policy import (
     first_pass,
     outcome_from_hosts,
@@ -749,12 +751,7 @@ class Migration:
                 self._attempt = _Attempt(len(self.result.samples))
                 self._follow_job()
                 continue
-            if outcome is not self._phase and outcome not in ALLOWED[self._phase]:
-                why = (
-                    f"the record says {self._phase.value} but {self.request.domain}'s hosts say "
-                    f"{outcome.value} ({why or 'no reason'}): an operator must look"
-                )
-                outcome = Phase.ERROR
+            outcome, why = settled(self._phase, outcome, why, self.request.domain)
             self.result.error = why
             if outcome is Phase.COMPLETED:
                 self._collect_final_stats(wait_for_event=False)
@@ -1086,10 +1083,26 @@ class Migration:
         rate = transfer_rate(self.result.samples)
         self.result.transfer_rate_bytes_s = None if rate is None else round(rate)
         self.result.pass1 = first_pass(self.result.samples)
-        if error is None:
+        with self._lock:
+            sent = self._sent
+            abort = sent.abort or self._requests.abort
+        if error is not None:
+            self.result.error = str(error)
+            self._counters_from_last_sample()  # what was sent before it ended
+            if not isinstance(error, OrbitError):
+                log.error("migration crashed domain=%s error=%r", req.domain, error)
+            if sent.switching and not self._phase.in_postcopy and self._switched_after_all():
+                self._set_phase(Phase.RUNNING_POSTCOPY, sent.switch_reason)
+        phase, why = job_outcome(
+            None if error is None else str(error),
+            split=self._phase.in_postcopy,
+            abort=abort,
+            abort_by_policy=sent.abort_by_policy,
+        )
+        if phase is Phase.COMPLETED:
             self.result.error = None
             self._collect_final_stats(wait_for_event=watching)
-            if self._sent.paused_source:
+            if sent.paused_source:
                 self._resume_if_paused(req.dst_uri)
             self._set_phase(Phase.COMPLETED)
             log.info(
@@ -1103,28 +1116,11 @@ class Migration:
                 self.result.postcopy_requests,
             )
             return
-        self.result.error = str(error)
-        self._counters_from_last_sample()  # what was sent before it ended
-        if not isinstance(error, OrbitError):
-            log.error("migration crashed domain=%s error=%r", req.domain, error)
-        sent = self._sent
-        if sent.switching and not self._phase.in_postcopy and self._switched_after_all():
-            self._set_phase(Phase.RUNNING_POSTCOPY, sent.switch_reason)
-        if self._phase.in_postcopy:
-            # The VM's state is split: keep both sides exactly as they are.
-            self._set_phase(Phase.POSTCOPY_PAUSED, str(error))
-            return
-        if sent.paused_source:
-            self._resume_if_paused(req.src_uri)
-        with self._lock:
-            abort = sent.abort or self._requests.abort
-        if abort is not None and not sent.abort_by_policy:
-            self._set_phase(Phase.CANCELLED, abort)
-        elif abort is not None:  # the completion timeout: the migration failed
-            self.result.error = abort
-            self._set_phase(Phase.FAILED, abort)
-        else:
-            self._set_phase(Phase.FAILED, str(error))
+        if phase is not Phase.POSTCOPY_PAUSED and sent.paused_source:
+            self._resume_if_paused(req.src_uri)  # the VM stays on the source: running
+        if phase is Phase.FAILED:
+            self.result.error = why
+        self._set_phase(phase, why)  # postcopy-paused: both sides kept exactly as they are
 
     def _collect_final_stats(self, *, wait_for_event: bool) -> None:
         req = self.request

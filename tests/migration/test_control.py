@@ -12,8 +12,10 @@ from orbit.migration.control import (
     Progress,
     Requests,
     failed_resumes,
+    job_outcome,
     next_step,
     resume_step,
+    settled,
 )
 from orbit.migration.model import MIB, Action, MigrationSettings, Sample
 from orbit.migration.phase import Phase
@@ -164,3 +166,35 @@ def test_only_resumes_that_moved_nothing_count_as_failed() -> None:
     assert failed_resumes(2, True, []) == 3  # refused before a sample
     assert failed_resumes(2, True, ran) == 0  # it ran: the next attempt at once
     assert failed_resumes(2, False, refused) == 0  # it completed (or is followed)
+
+
+@pytest.mark.parametrize(
+    ("error", "split", "abort", "by_policy", "phase", "why"),
+    [
+        (None, False, None, False, Phase.COMPLETED, ""),
+        (None, True, None, False, Phase.COMPLETED, ""),
+        # broken while split between the hosts: resumable, never failed
+        ("stream broke", True, None, False, Phase.POSTCOPY_PAUSED, "stream broke"),
+        ("stream broke", True, "stop", False, Phase.POSTCOPY_PAUSED, "stream broke"),
+        # the VM stays on the source
+        ("operation aborted", False, "stop", False, Phase.CANCELLED, "stop"),
+        ("operation aborted", False, "timeout 20 s", True, Phase.FAILED, "timeout 20 s"),
+        ("link down", False, None, False, Phase.FAILED, "link down"),
+    ],
+)
+def test_job_outcome(
+    error: str | None, split: bool, abort: str | None, by_policy: bool, phase: Phase, why: str
+) -> None:
+    assert job_outcome(error, split=split, abort=abort, abort_by_policy=by_policy) == (phase, why)
+
+
+def test_settled_trusts_the_hosts_unless_the_record_cannot_lead_there() -> None:
+    assert settled(Phase.RUNNING_POSTCOPY, Phase.COMPLETED, None, "vm") == (Phase.COMPLETED, None)
+    assert settled(Phase.POSTCOPY_PAUSED, Phase.POSTCOPY_PAUSED, "split", "vm") == (
+        Phase.POSTCOPY_PAUSED,
+        "split",
+    )
+    phase, why = settled(Phase.RUNNING_POSTCOPY, Phase.FAILED, "on the source", "vm")
+    assert phase is Phase.ERROR
+    assert why is not None
+    assert "running-postcopy" in why and "failed" in why and "operator" in why
