@@ -43,3 +43,17 @@ def test_the_control_plane_result_is_whole() -> None:
     assert kill["migrations"] == 100 and kill["started_twice"] == 0
     assert {a["rate_per_s"] for a in doc["api_load"]} == {200, 50}
     assert doc["environment"]["commit"] and doc["environment"]["cpus"]
+
+
+def test_a_short_migration_is_judged_by_its_median_run() -> None:
+    from benchmarks.policies import Run, median_run
+
+    def run(total_s: float, errors: int = 0, converged: bool = True) -> Run:
+        return Run("quiet", "auto", converged, total_s, 0.2, 50, 0.04, 3, 0, None, 0.0,
+                   errors, "h2", score=total_s if converged else None)  # fmt: skip
+
+    kept = median_run([run(2.03), run(0.83, errors=1), run(1.02)])
+    assert kept.total_s == 1.02
+    assert kept.repeat_totals_s == [2.03, 0.83, 1.02]
+    assert kept.verification_errors == 1  # every repeat's count, not the median's
+    assert median_run([run(0.9), run(20.4, converged=False), run(1.1)]).total_s == 1.1
