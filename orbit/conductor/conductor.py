@@ -226,13 +226,28 @@ def _host_views(session: Session) -> tuple[list[Host], dict[str, HostView]]:
     return hosts, views
 
 
+#: what the scheduler needs of each host, as rows (the room check loads no Host object)
+_HOST_ROOM = select(Host.id, Host.name, Host.state, Host.memory_free_mib, Host.disabled).order_by(
+    Host.name
+)
+
+
 def _check_room(session: Session, source: str, memory_mib: int) -> None:
     """NoValidHost unless a VM of ``memory_mib`` would find a host after the queued VMs
     still to be placed took theirs (placed the dispatcher's way, oldest first). Without a
     lock: two requests at the same instant may both pass, and the dispatcher, which
-    places under the lock, then keeps the later one waiting or fails it with the numbers."""
-    hosts, views = _host_views(session)
-    names = {h.id: h.name for h in hosts}
+    places under the lock, then keeps the later one waiting or fails it with the numbers.
+    The hosts are read as rows of the five columns it needs (as :func:`_host_views` sees
+    them)."""
+    rows = session.execute(_HOST_ROOM).all()
+    reserved = reserved_mib(session)
+    views = {
+        name: HostView(
+            name, state == HostState.UP.value, free, reserved.get(hid, 0), disabled=disabled
+        )
+        for hid, name, state, free, disabled in rows
+    }
+    names = {hid: name for hid, name, *_ in rows}
     waiting = session.execute(
         select(Migration.source_host_id, Server.memory_mib)
         .join(Server, Migration.server_id == Server.id)
@@ -1226,9 +1241,20 @@ _WRITE_PROGRESS = (
 )
 _REPAIR_STATUS = update(_MIGRATIONS).where(_CLAIMED).values(status=bindparam("set_status"))
 _INSERT_SAMPLES = insert(_SAMPLES)
+#: what a phase, decision or plan write reads of the record, locked until the transaction
+#: ends where the database can (PostgreSQL), if this claim still holds it: a take-over then
+#: waits for this write, and this write sees a take-over that came first
+_READ_CLAIMED = (
+    select(_MIGRATIONS.c.status, _MIGRATIONS.c.phase_times, _MIGRATIONS.c.decisions)
+    .where(_CLAIMED)
+    .with_for_update()
+)
 
-#: a queued change of the record: a progress sample, or a function applied to the record
-_Change = Sample | Callable[[Session, Migration], Any]
+#: the record's columns as a change of it sees and sets them (those it reads: status,
+#: phase_times, decisions; it may set error, prediction, switch_at_s too)
+_Row = dict[str, Any]
+#: a queued change of the record: a progress sample, or a function applied to its columns
+_Change = Sample | Callable[[_Row], Any]
 
 
 class _RecordWriter:
@@ -1381,44 +1407,59 @@ class _Recorder(MigrationListener):
         self._writer.wait(self, RECORDER_CLOSE_TIMEOUT_S)
 
     def write(self, changes: list[_Change]) -> None:
-        """Apply ``changes`` to the locked record (the ORM's way), then repair its status."""
+        """Apply ``changes`` to the record in one transaction: its status, phase times and
+        decisions read locked under the claim (one row, three columns), the columns that
+        changed written with the claim checked again, the samples inserted; then its
+        status repaired. Nothing when another instance holds the claim."""
+        claim = {"claim_mid": self.mid, "claim_owner": self.claim.owner,
+                 "claim_fence": self.claim.fence}  # fmt: skip
         try:
             with self.db.session() as session:
-                record = _locked(session, self.mid)
-                if record is None:
+                connection = session.connection()
+                found = connection.execute(_READ_CLAIMED, claim).first()
+                if found is None:  # gone, or claimed by another instance
+                    if connection.scalar(select(_MIGRATIONS.c.id).where(_CLAIMED_ID), claim):
+                        log.warning(
+                            "progress not recorded id=%d: another instance drives it", self.mid
+                        )
                     return
-                if not self.claim.holds(record):
-                    log.warning("progress not recorded id=%d: another instance drives it", self.mid)
-                    return
+                row: _Row = dict(found._mapping)
+                before = dict(row)
+                samples = [c for c in changes if isinstance(c, Sample)]
                 for change in changes:
-                    if isinstance(change, Sample):
-                        self._apply_sample(session, record, change)
-                    else:
-                        change(session, record)
-                self._repair(record)
+                    if not isinstance(change, Sample):
+                        change(row)
+                if samples:
+                    connection.execute(
+                        _INSERT_SAMPLES,
+                        [
+                            {"migration_id": self.mid, **{f: getattr(s, f) for f in _SAMPLE_FIELDS}}
+                            for s in samples
+                        ],
+                    )
+                    last = samples[-1]
+                    row.update({col: getattr(last, f) for col, f in _PROGRESS_COLUMNS.items()})
+                self._repair(row)
+                values = {k: v for k, v in row.items() if k not in before or v != before[k]}
+                if values:
+                    connection.execute(update(_MIGRATIONS).where(_CLAIMED).values(values), claim)
         except Exception as err:  # the migration goes on; the next write catches up
             log.warning(
-                "cannot record progress id=%d changes=%d error=%s", self.mid, len(changes), err
-            )
+                "cannot record progress id=%d changes=%d error=%s",
+                self.mid, len(changes), _first_line(err),
+            )  # fmt: skip
 
-    def _repair(self, record: Migration) -> None:
+    def _repair(self, row: _Row) -> None:
         phase = self._phase
+        status = Phase(row["status"])
         if (
             phase is not None
             and not phase.is_final  # the outcome writes a final status itself
-            and not record.phase.is_final
-            and record.status != phase.value
+            and not status.is_final
+            and status is not phase
         ):
             log.info("record repaired id=%d status=%s", self.mid, phase.value)
-            record.status = phase.value  # an earlier write did not land
-
-    @staticmethod
-    def _apply_sample(session: Session, record: Migration, sample: Sample) -> None:
-        row = MigrationSample.from_sample(sample)
-        row.migration_id = record.id  # added, not appended: the collection stays unloaded
-        session.add(row)
-        for column, field in _PROGRESS_COLUMNS.items():
-            setattr(record, column, getattr(sample, field))
+            row["status"] = phase.value  # an earlier write did not land
 
     def write_samples(self, connection: Connection, samples: list[Sample]) -> None:
         """Write a batch of samples only, in a transaction on ``connection``: what
@@ -1462,16 +1503,16 @@ class _Recorder(MigrationListener):
     def on_phase(self, phase: Phase, at_s: float, reason: str) -> None:
         self._phase = phase
 
-        def apply(session: Session, record: Migration) -> None:
+        def apply(row: _Row) -> None:
             # A final status is written by the outcome (_write_outcome), in one transaction
             # with the final figures: a reader never sees "completed" with memory remaining.
             if not phase.is_final and (
-                phase is not Phase.PREPARING or record.phase is Phase.QUEUED
+                phase is not Phase.PREPARING or row["status"] == Phase.QUEUED.value
             ):
-                record.status = phase.value
-            record.phase_times = {**record.phase_times, phase.value: round(at_s, 3)}
+                row["status"] = phase.value
+            row["phase_times"] = {**(row["phase_times"] or {}), phase.value: round(at_s, 3)}
             if phase in (Phase.FAILED, Phase.CANCELLED, Phase.POSTCOPY_PAUSED) and reason:
-                record.error = reason
+                row["error"] = reason
 
         self._update(apply)
 
@@ -1481,18 +1522,18 @@ class _Recorder(MigrationListener):
     def on_plan(self, plan: Plan) -> None:
         prediction = plan.to_dict()
 
-        def apply(session: Session, record: Migration) -> None:
-            record.prediction = prediction
+        def apply(row: _Row) -> None:
+            row["prediction"] = prediction
 
         self._update(apply)
 
     def on_decision(self, record_: DecisionRecord) -> None:
         entry = decision_entry(record_)
 
-        def apply(session: Session, record: Migration) -> None:
-            record.decisions = [*record.decisions, entry]
+        def apply(row: _Row) -> None:
+            row["decisions"] = [*(row["decisions"] or []), entry]
             if record_.action.value == "switch-to-postcopy":
-                record.switch_at_s = record_.at_s
+                row["switch_at_s"] = record_.at_s
 
         self._update(apply)
 

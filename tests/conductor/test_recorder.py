@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from orbit.conductor.conductor import (
@@ -219,3 +220,47 @@ def test_the_recorders_of_a_process_share_one_writer_that_runs_while_they_are_op
     three.close()
     with db.session() as s:
         assert s.get_one(Migration, mids[0]).status == Phase.POSTCOPY_PAUSED.value
+
+
+def test_a_phase_or_decision_write_is_two_statements_under_the_claim(db: Database) -> None:
+    """A write of phases and decisions reads the three columns it changes, under the claim
+    (locked on PostgreSQL), and writes what changed in one UPDATE that checks the claim
+    again: no load of the whole record (one write, or two if the writer took the phase
+    before the decision came)."""
+    with db.session() as s:
+        *_, server = add_world(s)
+        mid = add_migration(s, server, status=Phase.PREPARING.value).id
+    recorder = claimed_recorder(db, mid)
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(" ".join(statement.split()))
+
+    event.listen(db.engine, "before_cursor_execute", seen)
+    try:
+        recorder.on_phase(Phase.RUNNING_PRECOPY, 0.5, "")
+        recorder.on_decision(
+            DecisionRecord(1.0, Action.SWITCH_TO_POSTCOPY, "iteration 1", "policy", "after-n")
+        )
+        recorder.flush()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", seen)
+    recorder.close()
+    reads = [st for st in statements if st.startswith("SELECT")]
+    writes = [st for st in statements if st.startswith("UPDATE")]
+    assert len(reads) == len(writes) and 1 <= len(reads) <= 2, statements
+    assert len(statements) == 2 * len(reads), statements
+    for read, write in zip(reads, writes, strict=True):
+        assert read.startswith(
+            "SELECT migrations.status, migrations.phase_times, migrations.decisions FROM"
+        )
+        assert "migrations.owner =" in read and "migrations.fence =" in read
+        assert "migrations.owner =" in write and "migrations.fence =" in write
+        if db.url.get_backend_name() == "postgresql":
+            assert read.endswith("FOR UPDATE")
+    with db.session() as s:
+        m = s.get_one(Migration, mid)
+        assert m.status == Phase.RUNNING_PRECOPY.value
+        assert m.phase_times == {Phase.RUNNING_PRECOPY.value: 0.5}
+        assert [d["action"] for d in m.decisions] == ["switch-to-postcopy"]
+        assert m.switch_at_s == 1.0

@@ -203,7 +203,7 @@ def _active_migrations(session: Session, servers: list[ServerListing]) -> dict[s
     query (the ids only: the view needs no more)."""
     if not servers:
         return {}
-    rows = session.execute(_ACTIVE_MIGRATIONS, {"servers": [s.id for s in servers]})
+    rows = session.connection().execute(_ACTIVE_MIGRATIONS, {"servers": [s.id for s in servers]})
     return {server_id: migration_id for server_id, migration_id in rows}
 
 
@@ -222,7 +222,8 @@ _SERVER_ROWS = (
 
 def _servers(session: Session, request: Request, auth: AuthContext) -> list[ServerListing]:
     """The servers the query asks for and the caller may see, with their hosts' names and
-    states (one query; rows, not ORM objects: building those cost more than the views). An
+    states (one query; Core rows on the session's connection, not ORM objects nor the ORM's
+    result machinery: those cost more than the views). An
     admin may narrow the list to one project (project_id or tenant_id)."""
     query = visible_servers(_SERVER_ROWS, auth)
     project = request.query_params.get("project_id") or request.query_params.get("tenant_id")
@@ -249,7 +250,7 @@ def _servers(session: Session, request: Request, auth: AuthContext) -> list[Serv
     if limit is not None:
         query = query.limit(limit)
     # each row has the servers table's columns and the host's: a ServerListing
-    return cast("list[ServerListing]", session.execute(query).all())
+    return cast("list[ServerListing]", session.connection().execute(query).all())
 
 
 def _servers_page(
@@ -633,7 +634,7 @@ def list_migrations(
             query = query.limit(limit)
     base = services.config.base_url
     # each row has the migrations table's columns and the names: a MigrationListing
-    rows = cast("list[MigrationListing]", session.execute(query).all())
+    rows = cast("list[MigrationListing]", session.connection().execute(query).all())
     body: dict[str, Any] = {"migrations": [os_migration_view(m, base, v) for m in rows]}
     if limit and len(rows) == limit:
         body["migrations_links"] = _next_link(request, base, rows[-1].uuid)
@@ -659,8 +660,8 @@ _HOSTS = (
 
 def _hosts(session: Session) -> list[tuple[int, HostRecord, int]]:
     """Every host with its index (a hypervisor's id before 2.53) and its number of servers,
-    in one query (rows, not ORM objects: the views only read them)."""
-    rows = session.execute(_HOSTS).all()
+    in one query (Core rows, not ORM objects: the views only read them)."""
+    rows = session.connection().execute(_HOSTS).all()
     # each row has the hosts table's columns: a HostRecord
     return [(i, cast("HostRecord", h), int(h.n_servers)) for i, h in enumerate(rows, start=1)]
 
