@@ -122,6 +122,17 @@ class FakeDriver:
         )
         host.workloads[name] = wl
 
+    def set_bandwidth(self, bytes_per_tick: int) -> int:
+        """Every domain's migrations send ``bytes_per_tick`` a tick from now on, passes
+        under way included; returns the previous figure (of the first domain found)."""
+        previous: int | None = None
+        with self._lock:
+            for host in self.hosts.values():
+                for wl in host.workloads.values():  # a migrated domain's is on both hosts
+                    previous = wl.bandwidth_bytes if previous is None else previous
+                    wl.bandwidth_bytes = bytes_per_tick
+        return bytes_per_tick if previous is None else previous
+
     def break_control(self, uri: str, name: str) -> None:
         """The migration's libvirt connection breaks (a keepalive timeout) in post-copy:
         the call fails and both sides say "post-copy failed", but the stream goes on and

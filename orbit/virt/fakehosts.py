@@ -84,6 +84,9 @@ def _answer(driver: FakeDriver, conn: Connection) -> None:
             if method == "migrate_calls":  # how often each VM was migrated (benchmarks)
                 conn.send(("ok", _migrate_calls(driver)))
                 continue
+            if method == "set_bandwidth":  # the link of every later pass (benchmarks)
+                conn.send(("ok", driver.set_bandwidth(*args)))
+                continue
             if method not in CALLS:
                 conn.send(("error", "HypervisorError", f"no such call: {method}"))
                 continue
@@ -196,6 +199,12 @@ class RemoteFakeDriver:
     def migrate_calls(self) -> dict[str, int]:
         """How many migrations (``migrate`` calls, resumes included) each VM has had."""
         result: dict[str, int] = self._call("migrate_calls")
+        return result
+
+    def set_bandwidth(self, bytes_per_tick: int) -> int:
+        """Benchmarks: what every later pass of every migration sends per tick (the fake
+        hosts' ``tick_s``); returns the previous figure."""
+        result: int = self._call("set_bandwidth", bytes_per_tick)
         return result
 
     def watch(self, uri: str, name: str, callback: EventCallback) -> Callable[[], None]:

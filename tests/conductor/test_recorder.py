@@ -264,3 +264,47 @@ def test_a_phase_or_decision_write_is_two_statements_under_the_claim(db: Databas
         assert m.phase_times == {Phase.RUNNING_PRECOPY.value: 0.5}
         assert [d["action"] for d in m.decisions] == ["switch-to-postcopy"]
         assert m.switch_at_s == 1.0
+
+
+def test_samples_of_many_migrations_are_three_statements_and_keep_to_each_claim(
+    db: Database,
+) -> None:
+    """The writer writes the samples of all its migrations together: one UPDATE of their
+    progress (each under its claim), one read of their claims, one INSERT, in one
+    transaction. A record another instance took over gets neither progress nor samples."""
+    with db.session() as s:
+        *_, h1, _h2, first = add_world(s)
+        servers = [first] + [
+            Server(id=str(uuid.uuid4()), name=f"vm{i}", host=h1, memory_mib=512) for i in (2, 3)
+        ]
+        s.add_all(servers[1:])
+        s.flush()
+        mids = [add_migration(s, x, status=Phase.RUNNING_PRECOPY.value).id for x in servers]
+    writer = _RecordWriter(db)
+    recorders = [claimed_recorder(db, mid, writer=writer) for mid in mids]
+    claimed_recorder(db, mids[2], owner="instance-b")  # took the third over
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(" ".join(statement.split()).split(" ", 1)[0])
+
+    batch: dict[_Recorder, list[Any]] = {
+        r: [Sample(elapsed_s=t, memory_total_bytes=64 * MIB, iteration=k + 1) for t in (0.25, 0.5)]
+        for k, r in enumerate(recorders)
+    }
+    event.listen(db.engine, "before_cursor_execute", seen)
+    try:
+        writer._write(batch)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", seen)
+    assert [st for st in statements if st in ("SELECT", "UPDATE", "INSERT")] == [
+        "UPDATE", "SELECT", "INSERT"
+    ], statements  # fmt: skip
+    with db.session() as s:
+        got = [s.get_one(Migration, mid) for mid in mids]
+        assert [len(m.samples) for m in got] == [2, 2, 0]
+        assert [m.iterations for m in got][:2] == [1, 2]
+        assert got[2].iterations != 3
+        assert [x.elapsed_s for x in got[1].samples] == [0.25, 0.5]
+    for r in recorders:
+        r.close()

@@ -67,3 +67,13 @@ def test_a_migration_blocks_only_its_own_connection(remote: RemoteFakeDriver) ->
     assert remote.list_domains("fake://h1") == []
     assert remote.domain_info("fake://h2", "vm-h1-1").state is DomainState.RUNNING
     assert remote.migrate_calls() == {"vm-h1-1": 1}
+
+
+def test_a_benchmark_can_slow_the_link_down(remote: RemoteFakeDriver) -> None:
+    """set_bandwidth changes what every later tick of every migration sends."""
+    before = remote.set_bandwidth(1024 * 1024)
+    try:
+        assert before > 1024 * 1024
+        assert remote.set_bandwidth(2 * 1024 * 1024) == 1024 * 1024
+    finally:
+        remote.set_bandwidth(before)
