@@ -95,7 +95,7 @@ from orbit.migration.engine import Migration as EngineMigration
 from orbit.migration.model import MIB, MigrationSettings, Sample
 from orbit.migration.phase import Phase
 from orbit.migration.predict import Link, Plan, configured_link
-from orbit.scheduler.placement import HostView, pick_host
+from orbit.scheduler.placement import HostView, pick_host, place_in_order
 from orbit.virt.driver import HypervisorDriver, Owner
 
 #: operator requests another instance forwards to the one driving a migration
@@ -259,17 +259,10 @@ def _check_room(session: Session, source: str, memory_mib: int) -> None:
         .where(Migration.status == Phase.QUEUED.value, Migration.dest_host_id.is_(None))
         .order_by(Migration.id)
     )
-    for source_id, mib in waiting:
-        try:
-            name = pick_host(
-                list(views.values()), source=names.get(source_id or "", ""), memory_mib=mib
-            )
-        except NoValidHost:
-            continue
-        views[name] = replace(
-            views[name], memory_reserved_mib=views[name].memory_reserved_mib + mib
-        )
-    pick_host(list(views.values()), source=source, memory_mib=memory_mib)
+    placed = place_in_order(
+        list(views.values()), [(names.get(src or "", ""), mib) for src, mib in waiting]
+    )
+    pick_host(list(placed.values()), source=source, memory_mib=memory_mib)
 
 
 def merged_decisions(

@@ -9,8 +9,9 @@ whose message says why each host was rejected.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from orbit.errors import NoValidHost
 
@@ -59,3 +60,28 @@ def pick_host(hosts: Sequence[HostView], *, source: str, memory_mib: int) -> str
         raise NoValidHost(f"no host can take a VM of {memory_mib} MiB: {why}")
     best = min(candidates, key=lambda h: (-h.available_mib, h.name))
     return best.name
+
+
+def place_in_order(
+    hosts: Sequence[HostView], vms: Sequence[tuple[str, int]]
+) -> dict[str, HostView]:
+    """The hosts once each VM of ``vms`` ((source, MiB), in order) took the host
+    :func:`pick_host` would give it; a VM no host can take is left out. The same as
+    calling :func:`pick_host` for each and reserving its memory, in O(log hosts) a VM
+    instead of O(hosts): a burst of 200 requests each placing the queue before it."""
+    views = {h.name: h for h in hosts}
+    heap = [(-h.available_mib, h.name) for h in hosts if h.up and not h.disabled]
+    heapq.heapify(heap)
+    for source, mib in vms:
+        skipped: list[tuple[int, str]] = []
+        while heap and heap[0][1] == source:
+            skipped.append(heapq.heappop(heap))
+        if heap and -heap[0][0] >= mib:
+            _available, name = heapq.heappop(heap)
+            h = views[name] = replace(
+                views[name], memory_reserved_mib=views[name].memory_reserved_mib + mib
+            )
+            heapq.heappush(heap, (-h.available_mib, name))
+        for item in skipped:
+            heapq.heappush(heap, item)
+    return views
