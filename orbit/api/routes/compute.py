@@ -6,6 +6,7 @@ branch on those names, the views in :mod:`orbit.api.views` shape the bodies.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Mapping
@@ -15,7 +16,7 @@ from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import and_, bindparam, func, or_, select
+from sqlalchemy import Select, and_, bindparam, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 from starlette.datastructures import MutableHeaders
@@ -225,32 +226,61 @@ def _servers(session: Session, request: Request, auth: AuthContext) -> list[Serv
     states (one query; Core rows on the session's connection, not ORM objects nor the ORM's
     result machinery: those cost more than the views). An
     admin may narrow the list to one project (project_id or tenant_id)."""
-    query = visible_servers(_SERVER_ROWS, auth)
-    project = request.query_params.get("project_id") or request.query_params.get("tenant_id")
+    q = request.query_params
+    params: dict[str, Any] = {}
+    if not auth.is_admin:
+        params["viewer"] = auth.project_id
+    project = q.get("project_id") or q.get("tenant_id")
     if project and auth.is_admin:
-        query = query.where(Server.project_id == project)
-    name = request.query_params.get("name")
-    if name:
-        query = query.where(Server.name.contains(name))
-    status = request.query_params.get("status")
-    if status:
-        query = query.where(Server.status == status.upper())
-    host = request.query_params.get("host")
-    if host:
-        query = query.where(Host.name == host)
-    marker = request.query_params.get("marker")
+        params["project"] = project
+    if q.get("name"):
+        params["name"] = q["name"]
+    if q.get("status"):
+        params["status"] = q["status"].upper()
+    if q.get("host"):
+        params["host"] = q["host"]
+    marker = q.get("marker")
     if marker:  # Nova's paging: the servers after this one, in the list's order
-        at = session.scalar(visible_servers(select(Server), auth).where(Server.id == marker))
+        at = session.execute(
+            visible_servers(select(Server.name, Server.id), auth).where(Server.id == marker)  # type: ignore[type-var]
+        ).first()
         if at is None:
             raise ApiError(400, f"marker {marker[:40]!r} could not be found")
-        query = query.where(
-            or_(Server.name > at.name, and_(Server.name == at.name, Server.id > at.id))
-        )
-    limit = _limit(request.query_params)
+        params["marker"], params["marker_id"] = at
+    limit = _limit(q)
     if limit is not None:
-        query = query.limit(limit)
+        params["limit"] = limit
+    query = _servers_query(frozenset(params))
     # each row has the servers table's columns and the host's: a ServerListing
-    return cast("list[ServerListing]", session.connection().execute(query).all())
+    return cast("list[ServerListing]", session.connection().execute(query, params).all())
+
+
+#: each filter of the servers' lists, its value bound by the filter's name; "viewer" is
+#: :func:`~orbit.identity.policy.visible_servers`'s rule (a caller who is not an admin
+#: sees their project's servers only), bound to the caller's project
+_SERVER_FILTERS = {
+    "viewer": Server.project_id == bindparam("viewer"),
+    "project": Server.project_id == bindparam("project"),
+    "name": Server.name.contains(bindparam("name")),
+    "status": Server.status == bindparam("status"),
+    "host": Host.name == bindparam("host"),
+    "marker": or_(
+        Server.name > bindparam("marker"),
+        and_(Server.name == bindparam("marker"), Server.id > bindparam("marker_id")),
+    ),
+}
+
+
+@functools.cache
+def _servers_query(given: frozenset[str]) -> Select[Any]:
+    """The servers query with the filters whose values ``given`` names (and a ``limit``),
+    built once for each combination (as :func:`_migrations_query`)."""
+    query = _SERVER_ROWS
+    for key in sorted(given & _SERVER_FILTERS.keys()):
+        query = query.where(_SERVER_FILTERS[key])
+    if "limit" in given:
+        query = query.limit(bindparam("limit"))
+    return query
 
 
 def _servers_page(
@@ -579,6 +609,38 @@ _MIGRATION_ROWS = (
     .order_by(Migration.created_at.desc(), Migration.id.desc())
 )
 
+#: each filter of os-migrations, its value bound by the filter's name
+_MIGRATION_FILTERS = {
+    "status": Migration.status == bindparam("status"),
+    "instance_uuid": Migration.server_id == bindparam("instance_uuid"),
+    "migration_type": Migration.migration_type == bindparam("migration_type"),
+    "host": or_(Migration.source_host_id == bindparam("host"),
+                Migration.dest_host_id == bindparam("host")),
+    "source_compute": Migration.source_host_id == bindparam("source_compute"),
+    "user_id": Migration.user_id == bindparam("user_id"),
+    "project_id": Migration.project_id == bindparam("project_id"),
+    "changes-since": Migration.updated_at >= bindparam("changes-since"),
+    "changes-before": Migration.updated_at <= bindparam("changes-before"),
+    "marker": or_(  # the migrations after the marker's, in the list's order
+        Migration.created_at < bindparam("marker"),
+        and_(Migration.created_at == bindparam("marker"), Migration.id < bindparam("marker_id")),
+    ),
+}  # fmt: skip
+
+
+@functools.cache
+def _migrations_query(given: frozenset[str]) -> Select[Any]:
+    """The os-migrations query with the filters whose values ``given`` names (and a
+    ``limit``), built once for each combination: building a statement of 40 columns and
+    its cache key at every request cost more than running it. Values are bound at
+    execution, under the names of :data:`_MIGRATION_FILTERS`."""
+    query = _MIGRATION_ROWS
+    for key in sorted(given & _MIGRATION_FILTERS.keys()):
+        query = query.where(_MIGRATION_FILTERS[key])
+    if "limit" in given:
+        query = query.limit(bindparam("limit"))
+    return query
+
 
 @router.get("/os-migrations")
 def list_migrations(
@@ -588,53 +650,42 @@ def list_migrations(
     2.59: limit, marker, changes-since; 2.66: changes-before; 2.80: user_id, project_id)."""
     auth.require_admin("listing all migrations")
     reads_only(session)
-    query = _MIGRATION_ROWS
     q = request.query_params
-    if q.get("status"):
-        query = query.where(Migration.status == q["status"])
-    if q.get("instance_uuid"):
-        query = query.where(Migration.server_id == q["instance_uuid"])
-    if q.get("migration_type"):
-        query = query.where(Migration.migration_type == q["migration_type"])
+    params: dict[str, Any] = {}
+    for key in ("status", "instance_uuid", "migration_type"):
+        if q.get(key):
+            params[key] = q[key]
     for key in ("host", "source_compute"):
         if q.get(key):
-            host = session.scalar(select(Host).where(Host.name == q[key]))
-            host_id = host.id if host else "-"
-            if key == "host":
-                query = query.where(
-                    or_(Migration.source_host_id == host_id, Migration.dest_host_id == host_id)
-                )
-            else:
-                query = query.where(Migration.source_host_id == host_id)
+            host_id = session.scalar(select(Host.id).where(Host.name == q[key]))
+            params[key] = host_id or "-"
     if v >= mv.MIGRATION_OWNER:
-        for key, column in (("user_id", Migration.user_id), ("project_id", Migration.project_id)):
+        for key in ("user_id", "project_id"):
             if q.get(key):
-                query = query.where(column == q[key])
+                params[key] = q[key]
     limit = None
     if v >= mv.MIGRATION_PAGINATION:
         since = _timestamp(q, "changes-since")
         if since is not None:
-            query = query.where(Migration.updated_at >= since)
+            params["changes-since"] = since
         before = _timestamp(q, "changes-before") if v >= mv.MIGRATION_CHANGES_BEFORE else None
         if before is not None:
-            query = query.where(Migration.updated_at <= before)
+            params["changes-before"] = before
         marker = q.get("marker")
         if marker:
-            at = session.scalar(select(Migration).where(Migration.uuid == marker))
+            at = session.execute(
+                select(Migration.created_at, Migration.id).where(Migration.uuid == marker)
+            ).first()
             if at is None:
                 raise ApiError(400, f"marker {marker[:40]!r} could not be found")
-            query = query.where(
-                or_(
-                    Migration.created_at < at.created_at,
-                    and_(Migration.created_at == at.created_at, Migration.id < at.id),
-                )
-            )
+            params["marker"], params["marker_id"] = at
         limit = _limit(q)
         if limit is not None:
-            query = query.limit(limit)
+            params["limit"] = limit
+    query = _migrations_query(frozenset(params))
     base = services.config.base_url
     # each row has the migrations table's columns and the names: a MigrationListing
-    rows = cast("list[MigrationListing]", session.connection().execute(query).all())
+    rows = cast("list[MigrationListing]", session.connection().execute(query, params).all())
     body: dict[str, Any] = {"migrations": [os_migration_view(m, base, v) for m in rows]}
     if limit and len(rows) == limit:
         body["migrations_links"] = _next_link(request, base, rows[-1].uuid)
