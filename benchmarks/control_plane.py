@@ -223,31 +223,34 @@ class Instance(Process):
         self.stop()
 
 
-def _migrate(inst: Instance, server_id: str) -> tuple[int, float, str]:
-    started = time.perf_counter()
-    r = inst.http.post(
-        f"/v2.1/servers/{server_id}/action",
-        json={"os-migrateLive": {"host": None, "block_migration": "auto"}},
-        headers={"OpenStack-API-Version": "compute 2.30"},
-    )
-    return r.status_code, time.perf_counter() - started, r.text[:200]
-
-
 def _send_at_once(instances: list[Instance], server_ids: list[str]) -> list[tuple[int, float, str]]:
-    """One request per server, all released together, spread over the instances."""
-    barrier = threading.Barrier(len(server_ids))
-    results: list[tuple[int, float, str]] = [(0, 0.0, "")] * len(server_ids)
+    """One ``os-migrateLive`` per server, spread over the instances, each on a connection
+    of its own opened beforehand, all sent together (asyncio: the client costs the 2
+    cores little). Each answer's (status, seconds from the send, first 200 characters)."""
 
-    def one(i: int) -> None:
-        barrier.wait()
-        results[i] = _migrate(instances[i % len(instances)], server_ids[i])
+    async def run() -> list[tuple[int, float, str]]:
+        clients = [RawHttp(i.url, {"X-Auth-Token": i.token}, len(server_ids)) for i in instances]
+        conns = await asyncio.gather(
+            *(clients[k % len(clients)].connect() for k in range(len(server_ids)))
+        )
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(server_ids))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return results
+        async def one(k: int) -> tuple[int, float, str]:
+            started = time.perf_counter()
+            status, body = await clients[k % len(clients)].send(
+                conns[k],
+                "POST",
+                f"/v2.1/servers/{server_ids[k]}/action",
+                {"os-migrateLive": {"host": None, "block_migration": "auto"}},
+                {"OpenStack-API-Version": "compute 2.30"},
+            )
+            return status, time.perf_counter() - started, body.decode()[:200]
+
+        results = await asyncio.gather(*(one(k) for k in range(len(server_ids))))
+        for c in clients:
+            c.close()
+        return list(results)
+
+    return asyncio.run(run())
 
 
 def _wait_settled(inst: Instance, since_id: int, count: int) -> list[dict[str, Any]]:
@@ -419,33 +422,52 @@ class RawHttp:
     async def get(self, path: str) -> int:
         """The answer's status (its body read and dropped)."""
         async with self._free:
-            conn = self._idle.pop() if self._idle else None
-            if conn is None:
-                conn = await asyncio.open_connection(self.host, self.port)
-            reader, writer = conn
-            writer.write(f"GET {path} HTTP/1.1\r\n".encode() + self._head)
-            status = int((await reader.readline()).split()[1])
-            length, chunked, close = 0, False, False
-            while (line := await reader.readline()) not in (b"\r\n", b""):
-                key, _, value = line.partition(b":")
-                key = key.strip().lower()
-                if key == b"content-length":
-                    length = int(value)
-                elif key == b"transfer-encoding":
-                    chunked = b"chunked" in value.lower()
-                elif key == b"connection":
-                    close = b"close" in value.lower()
-            if chunked:
-                while size := int((await reader.readline()).split(b";")[0], 16):
-                    await reader.readexactly(size + 2)
-                await reader.readline()
-            else:
-                await reader.readexactly(length)
-            if close:
-                writer.close()
-            else:
-                self._idle.append(conn)
+            conn = self._idle.pop() if self._idle else await self.connect()
+            status, _body = await self.send(conn, "GET", path)
             return status
+
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection(self.host, self.port)
+
+    async def send(
+        self,
+        conn: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, bytes]:
+        """One request on ``conn`` (kept for the next unless the server closes it): the
+        answer's status and body."""
+        reader, writer = conn
+        data = b"" if body is None else json.dumps(body).encode()
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        if body is not None:
+            extra += f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+        writer.write(f"{method} {path} HTTP/1.1\r\n{extra}".encode() + self._head + data)
+        status = int((await reader.readline()).split()[1])
+        length, chunked, close = 0, False, False
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            key, _, value = line.partition(b":")
+            key = key.strip().lower()
+            if key == b"content-length":
+                length = int(value)
+            elif key == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+            elif key == b"connection":
+                close = b"close" in value.lower()
+        parts: list[bytes] = []
+        if chunked:
+            while size := int((await reader.readline()).split(b";")[0], 16):
+                parts.append((await reader.readexactly(size + 2))[:-2])
+            await reader.readline()
+        else:
+            parts.append(await reader.readexactly(length))
+        if close:
+            writer.close()
+        else:
+            self._idle.append(conn)
+        return status, b"".join(parts)
 
     def close(self) -> None:
         for _reader, writer in self._idle:

@@ -42,6 +42,7 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Select,
     and_,
     bindparam,
     delete,
@@ -51,6 +52,7 @@ from sqlalchemy import (
     select,
     text,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -195,20 +197,46 @@ def serialize_placement(session: Session) -> None:
         )
 
 
-def reserved_mib(session: Session) -> dict[str, int]:
-    """MiB each host will take for migrations to it: those not ended, and completed ones
-    its last inventory sync has not seen yet (its reported free memory predates them)."""
-    not_synced = and_(
-        Migration.status == Phase.COMPLETED.value,
-        or_(Host.last_seen_at.is_(None), Migration.finished_at > Host.last_seen_at),
-    )
-    rows = session.execute(
-        select(Migration.dest_host_id, func.sum(Server.memory_mib))
+def _reserved_statement() -> Select[str, int]:
+    to_dest = (
+        select(Migration.dest_host_id.label("host_id"), Server.memory_mib.label("mib"))
         .join(Server, Migration.server_id == Server.id)
         .join(Host, Migration.dest_host_id == Host.id)
-        .where(or_(Migration.status.in_(ACTIVE_PHASES), not_synced))
-        .group_by(Migration.dest_host_id)
+        .where(
+            or_(
+                Migration.status.in_(ACTIVE_PHASES),
+                and_(
+                    Migration.status == Phase.COMPLETED.value,
+                    or_(Host.last_seen_at.is_(None), Migration.finished_at > Host.last_seen_at),
+                ),
+            )
+        )
     )
+    from_source = (
+        select(Migration.source_host_id.label("host_id"), (-Server.memory_mib).label("mib"))
+        .join(Server, Migration.server_id == Server.id)
+        .join(Host, Migration.source_host_id == Host.id)
+        .where(
+            Migration.status == Phase.COMPLETED.value,
+            Host.last_seen_at.is_not(None),
+            Migration.finished_at > Host.last_seen_at,
+        )
+    )
+    both = union_all(to_dest, from_source).subquery()
+    return select(both.c.host_id, func.sum(both.c.mib)).group_by(both.c.host_id)
+
+
+#: built once (a statement and its cache key cost more to build than to run)
+_RESERVED = _reserved_statement()
+
+
+def reserved_mib(session: Session) -> dict[str, int]:
+    """MiB each host will take for migrations to it, net of what it freed since its last
+    inventory sync (its reported free memory predates both): the migrations to it not
+    ended, and the completed ones that sync has not seen yet, less the completed ones
+    from it that sync has not seen yet (negative: more free than the host last said).
+    Between two syncs the scheduler then sees where the VMs are, not where they were."""
+    rows = session.execute(_RESERVED)
     return {host_id: int(mib or 0) for host_id, mib in rows if host_id is not None}
 
 

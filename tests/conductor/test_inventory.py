@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from orbit.conductor.conductor import reserved_mib
 from orbit.conductor.inventory import Survey, apply_survey, survey_hosts
 from orbit.db.database import Database
 from orbit.db.models import Host, Server
 from orbit.db.types import utcnow
 from orbit.errors import HostUnreachable
+from orbit.migration.phase import Phase
 from orbit.virt.driver import DomainInfo, DomainState, HostInfo
 from orbit.virt.fake import FakeDriver
 from tests.db.test_models import add_migration, add_world
@@ -84,3 +86,28 @@ def test_a_survey_older_than_a_move_does_not_undo_it(db: Database) -> None:
         apply_survey(s, _survey_of(utcnow(), {h1_uri: [], h2_uri: []}))
     with db.session() as s:
         assert s.get_one(Server, server_id).status == "SHUTOFF"
+
+
+def test_between_two_syncs_the_scheduler_sees_where_the_vms_are(db: Database) -> None:
+    """A migration completed after both hosts' last sync: its memory is taken from the
+    destination and given back to the source; once a sync has seen it, neither (the
+    hosts' reported free memory says it). A running one takes the destination's only."""
+    with db.session() as s:
+        *_, h1, h2, vm1 = add_world(s)
+        vm2 = Server(id="6e2d9f9f-1d6f-4e64-8b8f-3f1e2c8dab22", name="vm2", host=h2,
+                     status="ACTIVE", memory_mib=256)  # fmt: skip
+        s.add(vm2)
+        synced = utcnow()
+        h1.last_seen_at = h2.last_seen_at = synced
+        s.flush()
+        add_migration(s, vm1, source_host=h1, dest_host=h2,
+                      finished_at=synced + timedelta(seconds=1))  # fmt: skip
+        running = add_migration(s, vm2, source_host=h2, dest_host=h1,
+                                status=Phase.RUNNING_PRECOPY.value)  # fmt: skip
+        ids = {h1.name: h1.id, h2.name: h2.id}
+        assert reserved_mib(s) == {ids["h1"]: 256 - 512, ids["h2"]: 512}
+        running.status = Phase.COMPLETED.value
+        running.finished_at = synced - timedelta(seconds=1)  # the sync saw it
+        h1.last_seen_at = h2.last_seen_at = synced + timedelta(seconds=2)
+        s.flush()
+        assert reserved_mib(s) == {}
