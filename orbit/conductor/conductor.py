@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -45,6 +45,7 @@ from sqlalchemy import (
     Select,
     and_,
     bindparam,
+    case,
     delete,
     func,
     insert,
@@ -406,20 +407,39 @@ class Conductor:
             report.servers,
         )
 
+    def surveyed_since(self, since: datetime) -> bool:
+        """Whether every host that answers was surveyed at ``since`` or later (by any
+        instance): a sync now would learn nothing new."""
+        stale = or_(Host.last_seen_at.is_(None), Host.last_seen_at < since)
+        with self.db.session() as session:
+            up, not_since = session.execute(
+                select(func.count(), func.coalesce(func.sum(case((stale, 1), else_=0)), 0)).where(
+                    Host.state == HostState.UP.value
+                )
+            ).one()
+        return bool(up) and not not_since
+
     def _sync_loop(self) -> None:
         last = -math.inf
+        mine = utcnow()  # when this instance's last survey ended (nothing before counts)
         gap_s = min(SYNC_MIN_GAP_S, self.config.sync_interval_s)
         while not self._stop.is_set():
-            self._sync_now.wait(self.config.sync_interval_s)
+            kicked = self._sync_now.wait(self.config.sync_interval_s)
             # migrations that end one after another (each kicks) make a sync every
             # SYNC_MIN_GAP_S, not one each: the placement counts their memory meanwhile
             # (reserved_mib: completed, not yet seen by a sync)
             if self._stop.wait(max(0.0, last + gap_s - time.monotonic())):
                 return
             self._sync_now.clear()
-            last = time.monotonic()
             try:
+                # several instances share the hosts: another's survey within the gap
+                # (kicked) or half the interval (periodic) serves all
+                recent = gap_s if kicked else self.config.sync_interval_s / 2
+                if self.surveyed_since(max(mine, utcnow() - timedelta(seconds=recent))):
+                    continue
+                last = time.monotonic()
                 self.sync()
+                mine = utcnow()
             except OrbitError as err:
                 log.warning("inventory sync failed error=%s", err)
             except Exception:

@@ -280,3 +280,24 @@ def test_a_migration_whose_instance_died_before_it_started_is_started_afresh(
     assert m.status == "completed", m.error
     assert driver.calls.count("migrate vm post_copy=False") == 1
     assert "vm" in driver.hosts["fake://h2"].domains
+
+
+def test_a_survey_by_another_instance_spares_this_one_its_own(db: Database) -> None:
+    """Instances share the hosts: once every host that answers was surveyed (by any
+    instance) after this one was asked to sync, its sync would learn nothing and is
+    skipped; a host not surveyed since, or none answering, means a sync is needed."""
+    driver = FakeDriver()
+    for i in (1, 2):
+        driver.add_host(f"fake://h{i}")
+    with db.session() as s:
+        s.add_all([Host(name=f"h{i}", uri=f"fake://h{i}") for i in (1, 2)])
+    conductor = Conductor(db, driver, ServerConfig(driver="fake"))
+    before = utcnow()
+    assert not conductor.surveyed_since(before)  # no host has answered yet
+    conductor.sync()  # as another instance's sync would
+    assert conductor.surveyed_since(before)
+    assert not conductor.surveyed_since(utcnow())
+    with db.session() as s:
+        h2 = s.scalars(select(Host).where(Host.name == "h2")).one()
+        h2.last_seen_at = before - timedelta(seconds=1)
+    assert not conductor.surveyed_since(before)
