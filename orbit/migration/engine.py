@@ -961,7 +961,8 @@ class Migration:
                 stall_handled=self._attempt.stall_handled,
             )
             # a force-complete is acted on at most once, now (a failed switch asks again)
-            self._requests = replace(requests, force_complete=False)
+            if requests.force_complete:
+                self._requests = replace(requests, force_complete=False)
         if sent.switching and self._confirm_switch():
             progress = replace(progress, phase=self._phase)  # QEMU has switched
         decision = next_step(
