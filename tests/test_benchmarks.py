@@ -42,6 +42,10 @@ def test_the_control_plane_result_is_whole() -> None:
     assert burst["most_vms_on_a_host"] <= burst["vms_that_fit_on_a_host"]
     assert kill["migrations"] == 100 and kill["started_twice"] == 0
     assert {a["rate_per_s"] for a in doc["api_load"]} == {200, 50}
+    sampling = doc["sampling"]
+    assert sampling["completed"] == sampling["migrations"] == 50
+    assert sampling["running_in_the_window"] == 50  # all at once, as the README says
+    assert len(sampling["steady_cpu_percent_of_a_core"]) == 2
     assert doc["environment"]["commit"] and doc["environment"]["cpus"]
 
 
