@@ -42,7 +42,6 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
-    Select,
     and_,
     bindparam,
     case,
@@ -53,7 +52,6 @@ from sqlalchemy import (
     select,
     text,
     tuple_,
-    union_all,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -198,47 +196,33 @@ def serialize_placement(session: Session) -> None:
         )
 
 
-def _reserved_statement() -> Select[str, int]:
-    to_dest = (
-        select(Migration.dest_host_id.label("host_id"), Server.memory_mib.label("mib"))
-        .join(Server, Migration.server_id == Server.id)
-        .join(Host, Migration.dest_host_id == Host.id)
-        .where(
-            or_(
-                Migration.status.in_(ACTIVE_PHASES),
-                and_(
-                    Migration.status == Phase.COMPLETED.value,
-                    or_(Host.last_seen_at.is_(None), Migration.finished_at > Host.last_seen_at),
-                ),
-            )
+#: MiB each host will take for migrations to it (see :func:`reserved_mib`); built once (a
+#: statement and its cache key cost more to build than to run)
+_RESERVED = (
+    select(Migration.dest_host_id, func.sum(Server.memory_mib))
+    .join(Server, Migration.server_id == Server.id)
+    .join(Host, Migration.dest_host_id == Host.id)
+    .where(
+        or_(
+            Migration.status.in_(ACTIVE_PHASES),
+            and_(
+                Migration.status == Phase.COMPLETED.value,
+                or_(Host.last_seen_at.is_(None), Migration.finished_at > Host.last_seen_at),
+            ),
         )
     )
-    from_source = (
-        select(Migration.source_host_id.label("host_id"), (-Server.memory_mib).label("mib"))
-        .join(Server, Migration.server_id == Server.id)
-        .join(Host, Migration.source_host_id == Host.id)
-        .where(
-            Migration.status == Phase.COMPLETED.value,
-            Host.last_seen_at.is_not(None),
-            Migration.finished_at > Host.last_seen_at,
-        )
-    )
-    both = union_all(to_dest, from_source).subquery()
-    return select(both.c.host_id, func.sum(both.c.mib)).group_by(both.c.host_id)
-
-
-#: built once (a statement and its cache key cost more to build than to run)
-_RESERVED = _reserved_statement()
+    .group_by(Migration.dest_host_id)
+)
 #: a queued migration, if there is any
 _ANY_QUEUED = select(Migration.id).where(Migration.status == Phase.QUEUED.value).limit(1)
 
 
 def reserved_mib(session: Session) -> dict[str, int]:
-    """MiB each host will take for migrations to it, net of what it freed since its last
-    inventory sync (its reported free memory predates both): the migrations to it not
-    ended, and the completed ones that sync has not seen yet, less the completed ones
-    from it that sync has not seen yet (negative: more free than the host last said).
-    Between two syncs the scheduler then sees where the VMs are, not where they were."""
+    """MiB each host will take for migrations to it: those not ended, and completed ones
+    its last inventory sync has not seen yet (its reported free memory predates them).
+    What a completed migration freed on its source is not given back before a sync says
+    so: the VM's configured memory may be more than it used, and a survey asked before
+    the migration's end may have seen it gone already (erring on the safe side)."""
     rows = session.execute(_RESERVED)
     return {host_id: int(mib or 0) for host_id, mib in rows if host_id is not None}
 
@@ -351,6 +335,8 @@ class Conductor:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._sync_now = threading.Event()
+        #: when the first kick still waiting for a sync came (None: none waits)
+        self._sync_kicked_at: datetime | None = None
         self._loops: list[threading.Thread] = []
         self.drains = Drains(self)
 
@@ -409,6 +395,13 @@ class Conductor:
             report.servers,
         )
 
+    def _kick_sync(self) -> None:
+        """Ask the inventory thread for a sync: one that starts after this moment."""
+        with self._lock:
+            if self._sync_kicked_at is None:
+                self._sync_kicked_at = utcnow()
+        self._sync_now.set()
+
     def surveyed_since(self, since: datetime) -> bool:
         """Whether every host that answers was surveyed at ``since`` or later (by any
         instance): a sync now would learn nothing new."""
@@ -432,12 +425,18 @@ class Conductor:
             # (reserved_mib: completed, not yet seen by a sync)
             if self._stop.wait(max(0.0, last + gap_s - time.monotonic())):
                 return
-            self._sync_now.clear()
+            with self._lock:
+                self._sync_now.clear()
+                kicked_at, self._sync_kicked_at = self._sync_kicked_at, None
             try:
-                # several instances share the hosts: another's survey within the gap
-                # (kicked) or half the interval (periodic) serves all
-                recent = gap_s if kicked else self.config.sync_interval_s / 2
-                if self.surveyed_since(max(mine, utcnow() - timedelta(seconds=recent))):
+                # several instances share the hosts: another's survey that began after
+                # the first kick waiting (or, periodic, within half the interval) serves
+                since = (
+                    kicked_at
+                    if kicked and kicked_at is not None
+                    else (utcnow() - timedelta(seconds=self.config.sync_interval_s / 2))
+                )
+                if self.surveyed_since(max(mine, since)):
                     continue
                 last = time.monotonic()
                 self.sync()
@@ -912,7 +911,7 @@ class Conductor:
         with self._lock:
             self._threads.pop(mid, None)
             self._fences.pop(mid, None)
-        self._sync_now.set()  # one sync for however many migrations just ended
+        self._kick_sync()  # one sync for however many migrations just ended
         self._wake.set()
 
     def _write_outcome(
@@ -1048,6 +1047,13 @@ class Conductor:
             return
         until = utcnow() + timedelta(seconds=self.config.lease_s)
         with self.db.session() as session:  # one statement for all of them
+            # rows locked in id order, as the samples' writer does: no lock cycle
+            session.execute(
+                select(Migration.id)
+                .where(Migration.id.in_(sorted(held)))
+                .order_by(Migration.id)
+                .with_for_update()
+            ).all()
             renewed = set(
                 session.scalars(
                     update(Migration)
@@ -1412,6 +1418,7 @@ class _RecordWriter:
                 recorder.write([c for c in changes if c is not None])
         if not samples:
             return
+        samples.sort(key=lambda batch: batch[0].mid)  # rows locked in id order: no cycle
         try:
             with self.db.engine.connect() as connection:
                 _write_samples(connection, samples)

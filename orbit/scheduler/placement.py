@@ -22,8 +22,7 @@ class HostView:
     up: bool
     #: what the host reported free at its last inventory sync
     memory_free_mib: int
-    #: what migrations to it that are queued, running or not yet synced will take, less
-    #: what completed migrations from it freed since the sync (then negative)
+    #: what migrations to it that are queued, running or not yet synced will take
     memory_reserved_mib: int = 0
     #: an operator disabled the host (maintenance): it takes no new VMs
     disabled: bool = False
@@ -36,11 +35,6 @@ class HostView:
         """'N MiB free' (and what is reserved of it), for messages."""
         if not self.memory_reserved_mib:
             return f"{self.memory_free_mib} MiB free"
-        if self.memory_reserved_mib < 0:
-            return (
-                f"{self.available_mib} MiB free ({self.memory_free_mib} MiB at its last sync, "
-                f"plus {-self.memory_reserved_mib} MiB of VMs that left it since)"
-            )
         return (
             f"{max(self.available_mib, 0)} MiB free ({self.memory_free_mib} MiB less "
             f"{self.memory_reserved_mib} MiB reserved for incoming migrations)"
