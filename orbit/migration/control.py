@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from orbit.migration.model import Action, Decision, MigrationSettings, Sample
 from orbit.migration.phase import ALLOWED, Phase
 from orbit.migration.policy import decide, postcopy_stall
-from orbit.migration.predict import Plan
+from orbit.migration.predict import NewPages, Plan
 
 #: rules whose decision an operator asked for (recorded with source 'operator')
 OPERATOR_RULES = frozenset({"operator-abort", "operator-force-postcopy", "operator-force-pause"})
@@ -69,6 +69,7 @@ def next_step(
     plan: Plan | None = None,
     attempt_samples: Sequence[Sample] = (),
     cannot_resume: str | None = None,
+    faults: NewPages | None = None,
 ) -> Decision | None:
     """The engine's next action (None: nothing this tick); see the module docstring.
 
@@ -108,7 +109,7 @@ def next_step(
         return postcopy_stall([s for s in attempt_samples if s.postcopy], settings, cannot_resume)
     if phase is not Phase.RUNNING_PRECOPY or progress.abort_sent:
         return None
-    return decide(samples, settings, now_s, plan)
+    return decide(samples, settings, now_s, plan, faults)
 
 
 #: what the hosts say instead of a resume (see :func:`resume_step`)

@@ -79,6 +79,7 @@ from orbit.migration.predict import (
     Plan,
     guest_bytes,
     make_plan,
+    new_pages,
 )
 from orbit.virt.driver import (
     EVENT_JOB_COMPLETED,
@@ -267,6 +268,10 @@ class Migration:
         self._resume_defect: str | None = None
         #: auto's dirty-rate measurement until it is read
         self._measuring: _Measuring | None = None
+        #: auto: KVM's new-page write faults when the measurement began (None: not
+        #: reported), and the counts read during pass 1 (elapsed s, count)
+        self._fault_base: int | None = None
+        self._fault_counts: list[tuple[float, int]] = []
         self.result = MigrationResult(
             domain=request.domain,
             src_uri=request.src_uri,
@@ -452,11 +457,35 @@ class Migration:
             except HypervisorError as err:  # then assume it has written all its RAM
                 log.warning("no resident memory domain=%s error=%s", req.domain, err)
                 written = ram
+            self._fault_base = self._read_faults()
             self.driver.start_dirty_rate(req.src_uri, req.domain, period_s=MEASURE_PERIOD_S)
         except HypervisorError as err:
             self._no_plan(f"the dirty rate could not be measured ({err})")
             return None
         return _Measuring(ram, written, link, self._elapsed())
+
+    def _read_faults(self) -> int | None:
+        """KVM's new-page write faults of the domain; None when not reported or unreadable
+        (auto then does without them)."""
+        try:
+            return self.driver.new_page_faults(self.request.src_uri, self.request.domain)
+        except HypervisorError as err:
+            log.debug("no write faults domain=%s error=%s", self.request.domain, err)
+            return None
+
+    def _count_faults(self, stats: JobStats, now: float) -> None:
+        """auto, during pass 1 of a planned migration: count KVM's write faults."""
+        if self._fault_base is None:
+            return
+        planned = self._measuring is not None or self.result.plan is not None
+        if not planned or stats.iteration > 1 or self._sent.switching or self._phase.in_postcopy:
+            self._fault_base = None  # pass 1 is over: nothing more to learn
+            return
+        count = self._read_faults()
+        if count is None:
+            self._fault_base = None
+            return
+        self._fault_counts.append((now, count))
 
     def _no_plan(self, why: str) -> None:
         self._record(
@@ -928,6 +957,7 @@ class Migration:
                 sample = self._sample(stats, now)
                 self.result.samples.append(sample)
                 self._tell(self.listener.on_sample, sample)
+                self._count_faults(stats, now)
             self._poll_measurement(now)
             self._step(now)
 
@@ -974,6 +1004,11 @@ class Migration:
             plan=self.result.plan,
             attempt_samples=self.result.samples[self._attempt.first_sample :],
             cannot_resume=self._resume_defect,
+            faults=(
+                None
+                if self._fault_base is None
+                else new_pages(self._fault_base, self._fault_counts)
+            ),
         )
         if decision is not None:
             self._execute(decision)

@@ -52,9 +52,13 @@ The rules, checked in this order; the first that applies decides:
        is about to stop the VM and finish; switching now would only add risk.
     p. *Plan*: the plan, re-made with what the migration measured
        (:func:`orbit.migration.predict.refine`: the link's transfer rate after a second,
-       QEMU's dirty rate if it rose, and the working set pass 1 revealed), says post-copy
-       after N passes and N passes are done → switch ("as planned" or "re-planned (what
-       drifted)"). Otherwise the evidence rules below still apply.
+       QEMU's dirty rate if it rose, the working set pass 1 revealed, and during pass 1
+       KVM's write faults: new dirty pages coming faster than measured, or far slower once
+       settled, a saturated set), says post-copy after N passes and N passes are done →
+       switch ("as planned" or "re-planned (what drifted)"). Post-copy at once waits until
+       the write faults have run ``FAULT_SETTLE_S`` (0.75 s) when the hypervisor reports
+       them: a saturated set would make post-copy after pass 1 better. Otherwise the evidence
+       rules below still apply.
     c. *First pass*: before one iteration has completed → continue. The first pass always
        sends all RAM and QEMU has not measured the dirty rate yet: there is no evidence.
     d. *Dirty rate*: dirty rate ``>= DIRTY_RATE_RATIO`` (90%) of the transfer rate → switch.
@@ -79,7 +83,13 @@ from collections.abc import Sequence
 
 from orbit.migration.model import MIB, Action, Decision, MigrationSettings, Policy, Sample
 from orbit.migration.phase import Phase
-from orbit.migration.predict import TRANSFER_WINDOW_S, Plan, refine
+from orbit.migration.predict import (
+    FAULT_SETTLE_S,
+    TRANSFER_WINDOW_S,
+    NewPages,
+    Plan,
+    refine,
+)
 from orbit.virt.driver import DomainInfo, DomainState
 
 #: auto: pre-copy cannot converge when the guest dirties memory at >= this share of the
@@ -103,12 +113,14 @@ def decide(
     settings: MigrationSettings,
     now_s: float,
     plan: Plan | None = None,
+    faults: NewPages | None = None,
 ) -> Decision:
     """Decide what the engine does next, from the samples so far (oldest first).
 
     ``now_s`` is seconds since the migration started, on the clock of ``Sample.elapsed_s``.
     ``plan`` is ``auto``'s strategy, chosen before the migration started from measured
     rates (:mod:`orbit.migration.predict`); None when nothing could be measured.
+    ``faults``: what KVM's write faults said so far of pass 1 (auto; None: nothing).
     Pure: reads only its arguments, mutates nothing. The rules are in the module docstring.
     """
     if not samples:
@@ -135,7 +147,7 @@ def decide(
     if policy is Policy.POSTCOPY:
         return _decide_postcopy(latest, settings, now_s)
     if policy is Policy.AUTO:
-        return _decide_auto(samples, settings, now_s, plan)
+        return _decide_auto(samples, settings, now_s, plan, faults)
     return _decide_precopy(latest, settings, now_s)
 
 
@@ -316,7 +328,11 @@ def first_pass(samples: Sequence[Sample]) -> tuple[float, float] | None:
 
 
 def _decide_auto(
-    samples: Sequence[Sample], settings: MigrationSettings, now_s: float, plan: Plan | None
+    samples: Sequence[Sample],
+    settings: MigrationSettings,
+    now_s: float,
+    plan: Plan | None,
+    faults: NewPages | None = None,
 ) -> Decision:
     latest = samples[-1]
     remaining = latest.memory_remaining_bytes
@@ -347,8 +363,17 @@ def _decide_auto(
             transfer_bytes_s=transfer_rate(samples),
             dirty_bytes_s=latest.dirty_rate_bytes_s if done >= 1 else None,
             pass1=first_pass(samples),
+            faults=faults if done < 1 else None,
         )
         after = refined.chosen.strategy.switch_after
+        if after == 0 and done < 1 and faults is not None and not faults.settled:
+            return Decision(
+                Action.CONTINUE,
+                f"{refined.chosen.summary()}, once KVM's write faults have run "
+                f"{FAULT_SETTLE_S:.2f} s ({faults.seen_s:.2f} s so far): a saturated working "
+                "set would make post-copy after pass 1 better",
+                "plan-faults",
+            )
         if after is not None and done >= after:
             why = f"re-planned ({refined.drift})" if refined.drift else "as planned"
             return Decision(

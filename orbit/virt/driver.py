@@ -168,6 +168,18 @@ class HypervisorDriver(Protocol):
         is still measuring."""
         ...
 
+    def new_page_faults(self, uri: str, name: str) -> int | None:
+        """KVM's count of the domain's page faults it fixed, over all vCPUs (``pf_fixed``);
+        None when the hypervisor does not report it (TCG; a stack without KVM statistics).
+
+        While a migration's dirty log write-protects the guest's memory, the guest's first
+        write to each page since its protection is one such fault: the count grows by the
+        pages the guest dirties that were not dirty yet, readable while a pass runs (QEMU
+        says what a pass dirtied only once it has ended). A host whose KVM logs dirty pages
+        without protecting them (Intel PML) counts almost none.
+        """
+        ...
+
     def resident_bytes(self, uri: str, name: str) -> int:
         """Host memory the domain's RAM occupies (the QEMU process's RSS): the guest's
         never-written pages are not resident, and migration sends them almost for free."""

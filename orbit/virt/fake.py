@@ -30,6 +30,8 @@ from orbit.virt.driver import (
 )
 
 MIB = 1024 * 1024
+#: the granularity of KVM's dirty log (x86 pages)
+PAGE_BYTES = 4096
 
 
 @dataclass
@@ -39,6 +41,16 @@ class FakeWorkload:
     memory_bytes: int = 256 * MIB
     bandwidth_bytes: int = 64 * MIB
     dirty_bytes: int = 0
+    #: the memory it rewrites (None: all of it); a pass finds at most this dirty
+    wss_bytes: int | None = None
+
+    def measured_rate(self, tick_s: float, period_s: int) -> int:
+        """What a dirty-bitmap measurement over ``period_s`` says: distinct pages dirtied
+        in the period, per second (a working set rewritten faster counts once)."""
+        dirtied = self.dirty_bytes / tick_s * period_s
+        if self.wss_bytes is not None:
+            dirtied = min(dirtied, self.wss_bytes)
+        return round(dirtied / max(period_s, 1))
 
 
 @dataclass
@@ -68,6 +80,8 @@ class FakeHost:
     completed: dict[str, JobStats] = field(default_factory=dict)
     #: a broken post-copy's progress (remaining, processed, iteration, requests), to resume
     postcopy_left: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
+    #: each domain's new-page write faults (pages first dirtied in a pass), as KVM counts
+    faults: dict[str, int] = field(default_factory=dict)
 
 
 class FakeDriver:
@@ -92,6 +106,9 @@ class FakeDriver:
         self.calls: list[str] = []
         #: seconds before a started dirty-rate measurement has its result
         self.dirty_rate_delay_s = 0.0
+        #: new_page_faults() reports the pages first dirtied in each pass (as KVM does when
+        #: its dirty log write-protects memory); False: None, as TCG
+        self.report_new_page_faults = False
         self._dirty_rates: dict[tuple[str, str], tuple[float, DirtyRate]] = {}
         self._lock = threading.Lock()
         self._watchers: dict[tuple[str, str], list[EventCallback]] = {}
@@ -293,7 +310,11 @@ class FakeDriver:
                     if remaining == 0:
                         break
                 else:
-                    dirtied_this_pass = min(wl.memory_bytes, dirtied_this_pass + wl.dirty_bytes)
+                    before = dirtied_this_pass
+                    cap = wl.memory_bytes if wl.wss_bytes is None else wl.wss_bytes
+                    dirtied_this_pass = min(cap, dirtied_this_pass + wl.dirty_bytes)
+                    new_pages = max(0, dirtied_this_pass - before) // PAGE_BYTES
+                    src.faults[name] = src.faults.get(name, 0) + new_pages
                     if src.domains[name].state is DomainState.PAUSED:
                         dirtied_this_pass = 0
                     if remaining == 0:
@@ -354,7 +375,7 @@ class FakeDriver:
         if dom.state is not DomainState.RUNNING:
             raise HypervisorError(f"cannot measure the dirty rate of {name}: it is not running")
         workload = host.workloads.get(name, FakeWorkload())
-        return DirtyRate(round(workload.dirty_bytes / self.tick_s), "fake", float(period_s))
+        return DirtyRate(workload.measured_rate(self.tick_s, period_s), "fake", float(period_s))
 
     def start_dirty_rate(self, uri: str, name: str, *, period_s: int = 1) -> None:
         """As libvirt: refused during a migration; the result is ready after
@@ -367,7 +388,7 @@ class FakeDriver:
         if dom.state is not DomainState.RUNNING:
             raise HypervisorError(f"cannot measure the dirty rate of {name}: it is not running")
         workload = host.workloads.get(name, FakeWorkload())
-        rate = DirtyRate(round(workload.dirty_bytes / self.tick_s), "fake", float(period_s))
+        rate = DirtyRate(workload.measured_rate(self.tick_s, period_s), "fake", float(period_s))
         with self._lock:
             self._dirty_rates[(uri, name)] = (time.monotonic() + self.dirty_rate_delay_s, rate)
 
@@ -378,6 +399,13 @@ class FakeDriver:
         if entry is None or time.monotonic() < entry[0]:
             return None
         return entry[1]
+
+    def new_page_faults(self, uri: str, name: str) -> int | None:
+        """The pages first dirtied in each pass so far, if ``report_new_page_faults``."""
+        self._dom(uri, name)
+        if not self.report_new_page_faults:
+            return None
+        return self._host(uri).faults.get(name, 0)
 
     def resident_bytes(self, uri: str, name: str) -> int:
         """All of the guest's RAM plus what a QEMU process holds of its own."""

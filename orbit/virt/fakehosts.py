@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -51,6 +52,7 @@ CALLS = frozenset(
         "start_dirty_rate",
         "read_dirty_rate",
         "resident_bytes",
+        "new_page_faults",
         "start_postcopy",
         "set_max_downtime",
         "abort_job",
@@ -74,28 +76,39 @@ def serve(driver: FakeDriver, socket_path: Path, ready: Callable[[], None] = lam
             threading.Thread(target=_answer, args=(driver, conn), daemon=True).start()
 
 
+def _send(conn: Connection, message: object) -> None:
+    """``conn.send`` without multiprocessing's pickler, which copies its dispatch table at
+    every call: a call costs the caller ~0.03 ms of processor instead of ~0.05 ms, closer
+    to libvirt's own client (C, without the GIL) that this process stands in for."""
+    conn.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+
+
+def _recv(conn: Connection) -> Any:
+    return pickle.loads(conn.recv_bytes())
+
+
 def _answer(driver: FakeDriver, conn: Connection) -> None:
     with conn:
         while True:
             try:
-                method, args, kwargs = conn.recv()
+                method, args, kwargs = _recv(conn)
             except (EOFError, OSError):
                 return
             if method == "migrate_calls":  # how often each VM was migrated (benchmarks)
-                conn.send(("ok", _migrate_calls(driver)))
+                _send(conn, ("ok", _migrate_calls(driver)))
                 continue
             if method == "set_bandwidth":  # the link of every later pass (benchmarks)
-                conn.send(("ok", driver.set_bandwidth(*args)))
+                _send(conn, ("ok", driver.set_bandwidth(*args)))
                 continue
             if method not in CALLS:
-                conn.send(("error", "HypervisorError", f"no such call: {method}"))
+                _send(conn, ("error", "HypervisorError", f"no such call: {method}"))
                 continue
             try:
                 result = getattr(driver, method)(*args, **kwargs)
             except OrbitError as err:
-                conn.send(("error", type(err).__name__, str(err)))
+                _send(conn, ("error", type(err).__name__, str(err)))
             else:
-                conn.send(("ok", result))
+                _send(conn, ("ok", result))
 
 
 def _migrate_calls(driver: FakeDriver) -> dict[str, int]:
@@ -119,8 +132,8 @@ class RemoteFakeDriver:
         try:
             if conn is None:
                 conn = self._local.conn = Client(str(self.socket_path), family="AF_UNIX")
-            conn.send((method, args, kwargs))
-            reply = conn.recv()
+            _send(conn, (method, args, kwargs))
+            reply = _recv(conn)
         except (OSError, EOFError) as err:
             self._local.conn = None
             raise HostUnreachable(f"the fake hosts at {self.socket_path} do not answer") from err
@@ -166,6 +179,10 @@ class RemoteFakeDriver:
 
     def read_dirty_rate(self, uri: str, name: str) -> DirtyRate | None:
         result: DirtyRate | None = self._call("read_dirty_rate", uri, name)
+        return result
+
+    def new_page_faults(self, uri: str, name: str) -> int | None:
+        result: int | None = self._call("new_page_faults", uri, name)
         return result
 
     def resident_bytes(self, uri: str, name: str) -> int:

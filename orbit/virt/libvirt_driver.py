@@ -505,6 +505,24 @@ class LibvirtDriver:
         mib_s = int(stats.get("dirtyrate.megabytes_per_second", 0))  # QEMU: MiB/s
         return DirtyRate(mib_s * MIB, mode, float(stats.get("dirtyrate.calc_period", 0)))
 
+    def new_page_faults(self, uri: str, name: str) -> int | None:
+        """``vcpu.<n>.pf_fixed.sum`` of ``VIR_DOMAIN_STATS_VCPU`` summed over the vCPUs:
+        KVM's binary statistics, which libvirt reads with QEMU's ``query-stats`` (a query:
+        allowed while a migration job runs). None when libvirt reports none (TCG)."""
+        dom = self._domain(uri, name)
+        try:
+            found = self._conn(uri).domainListGetStats([dom], libvirt.VIR_DOMAIN_STATS_VCPU)
+        except libvirt.libvirtError as err:
+            raise _mapped(err, uri, f"reading the vCPU statistics of {name}") from err
+        if not found:
+            raise DomainNotFound(f"{name} is not on {host_of(uri)} any more")
+        counts = [
+            int(value)
+            for key, value in found[0][1].items()
+            if key.startswith("vcpu.") and key.endswith(".pf_fixed.sum")
+        ]
+        return sum(counts) if counts else None
+
     def resident_bytes(self, uri: str, name: str) -> int:
         dom = self._domain(uri, name)
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
@@ -509,6 +510,72 @@ def test_auto_plans_while_the_first_pass_runs() -> None:
     assert actions.index(Action.PLAN) < actions.index(Action.SWITCH_TO_POSTCOPY)
     # switch_at_s is kept to the millisecond
     assert result.switch_at_s is not None and result.switch_at_s >= round(plan.made_at_s, 3)
+
+
+#: a link of 25 MiB/s (128 KiB a tick): pass 1 over 64 MiB takes ~2.6 s, long enough
+#: for KVM's write faults to settle during it
+FAULT_LINK = Link(25 * MIB, "test")
+#: 16 MiB of 64 rewritten at 50 MiB/s, on that link
+HOT_SET = FakeWorkload(
+    memory_bytes=64 * MIB, bandwidth_bytes=128 * 1024, dirty_bytes=256 * 1024, wss_bytes=16 * MIB
+)
+
+
+def _faulting(workload: FakeWorkload) -> FakeDriver:
+    driver = _driver(workload)
+    driver.report_new_page_faults = True
+    return driver
+
+
+def test_write_faults_keep_pass_1_for_a_hot_set_and_post_copy_pulls_only_it() -> None:
+    """16 MiB rewritten at 50 MiB/s: the measurement finds 16 MiB/s of distinct pages,
+    which could be a large set written at 16 MiB/s (post-copy at once, says the plan). The
+    write faults stop once the 16 MiB are dirty: a hot set. Pass 1 goes on, and post-copy
+    after it pulls 16 MiB, not the whole RAM."""
+    hot_set = replace(HOT_SET)
+    settings = MigrationSettings.resolve(post_copy=True, completion_timeout_s=60)
+    result = _migration(_faulting(hot_set), settings, link=FAULT_LINK).run()
+    assert result.phase is Phase.COMPLETED and result.switched
+    plan = result.plan
+    assert plan is not None and plan.chosen.strategy.value == "postcopy-after-0", plan
+    rules = [d.rule for d in result.decisions]
+    assert "plan-faults" in rules  # waited for the faults to settle, then kept pass 1
+    switch = next(d for d in result.decisions if d.action is Action.SWITCH_TO_POSTCOPY)
+    assert "postcopy-after-1" in switch.reason and "1 iteration(s) completed" in switch.reason
+    pulled = [x for x in result.samples if x.postcopy]
+    assert pulled and pulled[0].memory_remaining_bytes <= 16 * MIB + 128 * 1024
+
+
+def test_without_write_faults_the_plan_switches_a_hot_set_at_once() -> None:
+    """The same guest on a hypervisor that reports no faults (TCG): post-copy at once."""
+    hot_set = replace(HOT_SET)
+    settings = MigrationSettings.resolve(post_copy=True, completion_timeout_s=60)
+    result = _migration(_driver(hot_set), settings, link=FAULT_LINK).run()
+    switch = next(d for d in result.decisions if d.action is Action.SWITCH_TO_POSTCOPY)
+    assert switch.reason.startswith("as planned: postcopy-after-0"), switch.reason
+    assert "plan-faults" not in [d.rule for d in result.decisions]
+
+
+def test_write_faults_switch_a_guest_that_turns_hot_during_pass_1() -> None:
+    """Measured quiet (pre-copy planned); half a second into pass 1 it dirties 50 MiB/s:
+    the faults show it before the pass ends, and post-copy starts during pass 1."""
+    quiet = FakeWorkload(memory_bytes=64 * MIB, bandwidth_bytes=128 * 1024, dirty_bytes=0)
+    driver = _faulting(quiet)
+    settings = MigrationSettings.resolve(post_copy=True, completion_timeout_s=60)
+    m = _migration(driver, settings, link=FAULT_LINK)
+    thread = _run_in_thread(m)
+    try:
+        _wait_for(lambda: m.result.plan is not None and len(m.result.samples) > 40, ticks=2000)
+        plan = m.result.plan
+        assert plan is not None and plan.chosen.strategy.value == "precopy", plan
+        quiet.dirty_bytes = 256 * 1024  # the guest turns hot
+    finally:
+        thread.join()
+    result = m.result
+    assert result.phase is Phase.COMPLETED and result.switched
+    switch = next(d for d in result.decisions if d.action is Action.SWITCH_TO_POSTCOPY)
+    assert "(KVM write faults), not 0.0" in switch.reason, switch.reason
+    assert "0 iteration(s) completed" in switch.reason
 
 
 def test_a_migration_over_before_the_measurement_has_no_plan() -> None:

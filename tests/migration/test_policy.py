@@ -23,7 +23,15 @@ from orbit.migration.policy import (
     resume_backoff_s,
     transfer_rate,
 )
-from orbit.migration.predict import Facts, Plan, Strategy, make_plan, refine
+from orbit.migration.predict import (
+    FAULT_SETTLE_S,
+    Facts,
+    NewPages,
+    Plan,
+    Strategy,
+    make_plan,
+    refine,
+)
 from orbit.virt.driver import DomainInfo, DomainState
 
 
@@ -632,6 +640,59 @@ def test_auto_replans_when_the_guest_turns_hot_after_the_first_pass() -> None:
     d = decide(samples, AUTO, 11.0, plan)
     assert d.action is Action.SWITCH_TO_POSTCOPY
     assert "dirty rate rose to 95.0 MiB/s from 1.0" in d.reason
+
+
+def _cold_hot_plan() -> Plan:
+    """64 MiB/s of distinct pages measured on a 100 MiB/s link: post-copy at once (from
+    the measurement alone, a large set written at 64 MiB/s)."""
+    plan = _plan(64)
+    assert plan.chosen.strategy.switch_after == 0
+    return plan
+
+
+def test_auto_waits_for_write_faults_to_settle_before_post_copy_at_once() -> None:
+    plan = _cold_hot_plan()
+    samples = [s(1.0, 1, 1000), s(1.25, 1, 975)]
+    burst = NewPages(64 * MIB, 40 * MIB, 0.5, FAULT_SETTLE_S - 0.25)
+    d = decide(samples, AUTO, 1.25, plan, burst)
+    assert d.action is Action.CONTINUE and d.rule == "plan-faults"
+    assert f"once KVM's write faults have run {FAULT_SETTLE_S:.2f} s (0.50 s so far)" in d.reason
+    # settled, new pages as fast as measured: post-copy at once, as planned
+    linear = NewPages(64 * MIB, 64 * MIB, 0.5, FAULT_SETTLE_S)
+    assert decide(samples, AUTO, 1.25, plan, linear).action is Action.SWITCH_TO_POSTCOPY
+    # before the job has been counted twice: wait too
+    assert decide(samples, AUTO, 1.25, plan, NewPages(0, 0.0, 0.0, 0.0)).rule == "plan-faults"
+    # settled, but the faults missed what the measurement saw (Intel PML): not trusted
+    blind = NewPages(1 * MIB, 0.0, 0.5, FAULT_SETTLE_S)
+    assert decide(samples, AUTO, 1.25, plan, blind).action is Action.SWITCH_TO_POSTCOPY
+    # no faults at all (TCG): as before
+    assert decide(samples, AUTO, 1.25, plan).action is Action.SWITCH_TO_POSTCOPY
+
+
+def test_auto_keeps_pass_1_when_write_faults_show_a_hot_set() -> None:
+    """Settled, and the guest dirties no new pages while it dirties 64 MiB/s: a hot set.
+    Pass 1 goes on (it sends the cold memory once), post-copy pulls the set after it."""
+    plan = _cold_hot_plan()
+    samples = [s(1.0 + 0.25 * i, 1, 1000 - 25 * i) for i in range(4)]
+    saturated = NewPages(64 * MIB, 0.0, 0.5, FAULT_SETTLE_S)
+    d = decide(samples, AUTO, 1.75, plan, saturated)
+    assert d.action is Action.CONTINUE and d.rule == "first-pass", d.reason
+    ended = [*samples, s(11.0, 2, 64, dirty_mib_s=6)]
+    d = decide(ended, AUTO, 11.0, plan, None)  # pass 1 over: the engine reads no faults
+    assert d.action is Action.SWITCH_TO_POSTCOPY and "a hot set of 64 MiB" in d.reason
+
+
+def test_auto_switches_in_pass_1_when_write_faults_show_the_guest_turned_hot() -> None:
+    plan = _plan(1)
+    samples = [s(1.0 + 0.25 * i, 1, 1000 - 25 * i) for i in range(8)]
+    assert decide(samples, AUTO, 2.75, plan, NewPages(1 * MIB, 1 * MIB, 0.5, 1.5)).action is (
+        Action.CONTINUE
+    )
+    d = decide(samples, AUTO, 2.75, plan, NewPages(80 * MIB, 135 * MIB, 0.5, 1.5))
+    assert d.action is Action.SWITCH_TO_POSTCOPY, d.reason
+    assert d.reason.startswith(
+        "re-planned (new dirty pages at 135.0 MiB/s (KVM write faults), not 1.0)"
+    )
 
 
 def test_transfer_rate_needs_a_second_of_precopy() -> None:

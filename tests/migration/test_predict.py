@@ -10,14 +10,18 @@ import pytest
 
 from orbit.migration.model import MIB
 from orbit.migration.predict import (
+    FAULT_SETTLE_S,
+    PAGE_BYTES,
     SWITCH_DOWNTIME_MS,
     Facts,
+    NewPages,
     Plan,
     Prediction,
     Strategy,
     choose,
     guest_bytes,
     make_plan,
+    new_pages,
     predict,
     predict_all,
     refine,
@@ -256,3 +260,87 @@ def test_the_previous_migrations_first_pass_reveals_a_hot_set() -> None:
         previous_pass1=(320 * MIB, 10.0),
     )
     assert same.prior == "" and same.chosen == blind.chosen
+
+
+def pages(mib: float) -> int:
+    return round(mib * MIB / PAGE_BYTES)
+
+
+def test_new_pages_are_a_rate_over_the_last_half_second() -> None:
+    """Counts as the engine reads them, 4 a second: a burst of 64 MiB after the
+    protections, then none (the lab's cold+hot guest)."""
+    counts = [(0.49, pages(44)), (0.81, pages(64)), (1.08, pages(64)), (1.35, pages(64))]
+    seen = new_pages(0, counts)
+    assert seen.since_measure_bytes == 64 * MIB
+    assert seen.rate_bytes_s == 0 and seen.window_s == pytest.approx(0.54)
+    assert seen.seen_s == pytest.approx(0.86) and seen.settled
+    early = new_pages(0, counts[:3])
+    assert early.window_s == pytest.approx(0.59)
+    assert early.rate_bytes_s == pytest.approx(20 * MIB / 0.59) and not early.settled
+    one = new_pages(0, counts[:1])  # one count is no rate yet
+    assert one.rate_bytes_s == 0 and one.window_s == 0 and one.seen_s == 0
+    assert new_pages(0, []) == NewPages(0, 0.0, 0.0, 0.0)
+    steady = new_pages(pages(10), [(0.5 + 0.25 * i, pages(10 + 8 * i)) for i in range(5)])
+    assert steady.rate_bytes_s == pytest.approx(32 * MIB)
+    assert steady.since_measure_bytes == 32 * MIB
+
+
+def _cold_hot_plan() -> Plan:
+    """Plan made 1.2 s in: 64 MiB/s of distinct pages measured, 440 MiB of pass 1 left."""
+    f = Facts(
+        RAM,
+        64 * MIB,
+        LINK,
+        300,
+        first_pass_bytes=440 * MIB,
+        first_pass_elapsed_s=0.8,
+        first_pass_sent_bytes=40 * MIB,
+        start_s=1.2,
+        finish_s=0.4,
+    )
+    return make_plan(f, link_source="t", dirty_rate_mode="dirty-bitmap", timeout_s=300)
+
+
+@pytest.mark.parametrize(
+    ("seen", "strategy", "drift"),
+    [
+        # settled, and no new pages while it dirties 64 MiB/s: a hot set, pull it after pass 1
+        (
+            NewPages(64 * MIB, 0.0, 0.5, FAULT_SETTLE_S),
+            Strategy.POSTCOPY_AFTER_1,
+            "new dirty pages at 0.0 MiB/s in pass 1 (KVM write faults) while it dirties "
+            "64.0 MiB/s: a hot set of about 64 MiB",
+        ),
+        # new pages as fast as measured: a large set, post-copy at once stands
+        (NewPages(64 * MIB, 60 * MIB, 0.5, FAULT_SETTLE_S), Strategy.POSTCOPY_AFTER_0, ""),
+        # not settled yet: the burst after the protections may still be coming
+        (NewPages(64 * MIB, 0.0, 0.5, FAULT_SETTLE_S - 0.1), Strategy.POSTCOPY_AFTER_0, ""),
+        # a window too short for a rate
+        (NewPages(64 * MIB, 0.0, 0.3, FAULT_SETTLE_S), Strategy.POSTCOPY_AFTER_0, ""),
+        # faults that missed what the measurement saw (Intel PML): not trusted
+        (NewPages(16 * MIB, 0.0, 0.5, FAULT_SETTLE_S), Strategy.POSTCOPY_AFTER_0, ""),
+    ],
+)
+def test_write_faults_reveal_a_hot_set_during_pass_1(
+    seen: NewPages, strategy: Strategy, drift: str
+) -> None:
+    plan = _cold_hot_plan()
+    assert plan.chosen.strategy is Strategy.POSTCOPY_AFTER_0
+    refined = refine(plan, transfer_bytes_s=None, dirty_bytes_s=None, faults=seen)
+    assert refined.chosen.strategy is strategy, refined.chosen.summary()
+    assert refined.drift == drift
+
+
+def test_write_faults_show_a_guest_turning_hot_during_pass_1() -> None:
+    """Measured quiet (1 MiB/s, pre-copy planned); then 135 MiB/s of new pages."""
+    plan = plan_for(1)
+    assert plan.chosen.strategy is Strategy.PRECOPY
+    hot = NewPages(200 * MIB, 135 * MIB, 0.5, 0.5)  # not settled: a rise needs no settling
+    refined = refine(plan, transfer_bytes_s=None, dirty_bytes_s=None, faults=hot)
+    assert refined.chosen.strategy is Strategy.POSTCOPY_AFTER_0
+    assert refined.drift == "new dirty pages at 135.0 MiB/s (KVM write faults), not 1.0"
+    # once pass 1 is over its end says more: faults are not asked then
+    over = refine(
+        plan, transfer_bytes_s=None, dirty_bytes_s=None, pass1=(5 * MIB, 10.0), faults=hot
+    )
+    assert "write faults" not in over.drift and over.chosen.strategy is Strategy.PRECOPY
