@@ -531,7 +531,7 @@ class Migration:
             left, ran = self.result.samples[-1].memory_remaining_bytes, 0.0
         elif pass1:
             sent = pass1[-1].memory_processed_bytes
-            left, ran = max(0, m.written - sent), now - pass1[0].elapsed_s
+            left, ran = max(0, m.written - sent), max(0.0, now - pass1[0].elapsed_s)
         else:  # libvirt is still preparing the destination
             left, ran = m.written, 0.0
         facts = Facts(

@@ -57,8 +57,10 @@ The rules, checked in this order; the first that applies decides:
        settled, a saturated set), says post-copy after N passes and N passes are done →
        switch ("as planned" or "re-planned (what drifted)"). Post-copy at once waits until
        the write faults have run ``FAULT_SETTLE_S`` (0.75 s) when the hypervisor reports
-       them: a saturated set would make post-copy after pass 1 better. Otherwise the evidence
-       rules below still apply.
+       them and a hot set they may reveal would make another strategy best (post-copy
+       after pass 1). A new strategy
+       that is not due yet is recorded once ("re-planned (...)", rule ``replanned``).
+       Otherwise the evidence rules below still apply.
     c. *First pass*: before one iteration has completed → continue. The first pass always
        sends all RAM and QEMU has not measured the dirty rate yet: there is no evidence.
     d. *Dirty rate*: dirty rate ``>= DIRTY_RATE_RATIO`` (90%) of the transfer rate → switch.
@@ -88,6 +90,7 @@ from orbit.migration.predict import (
     TRANSFER_WINDOW_S,
     NewPages,
     Plan,
+    a_hot_set_would_change,
     refine,
 )
 from orbit.virt.driver import DomainInfo, DomainState
@@ -366,7 +369,13 @@ def _decide_auto(
             faults=faults if done < 1 else None,
         )
         after = refined.chosen.strategy.switch_after
-        if after == 0 and done < 1 and faults is not None and not faults.settled:
+        if (
+            after == 0
+            and done < 1
+            and faults is not None
+            and not faults.settled
+            and a_hot_set_would_change(plan, refined.facts)
+        ):
             return Decision(
                 Action.CONTINUE,
                 f"{refined.chosen.summary()}, once KVM's write faults have run "
@@ -380,6 +389,14 @@ def _decide_auto(
                 Action.SWITCH_TO_POSTCOPY,
                 f"{why}: {refined.chosen.summary()}; {done} iteration(s) completed",
                 "plan",
+            )
+        if done < 1 and refined.drift and refined.chosen.strategy is not plan.chosen.strategy:
+            return Decision(
+                Action.CONTINUE,
+                f"re-planned ({refined.drift}): {refined.chosen.summary()}; first pass over "
+                f"RAM in progress: {_mib(remaining)} of {_mib(latest.memory_total_bytes)} "
+                "remaining",
+                "replanned",
             )
 
     # c. No evidence during the first pass: it sends all RAM whatever the guest does.

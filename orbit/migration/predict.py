@@ -433,6 +433,22 @@ class Refined:
     chosen: Prediction
     #: what drifted, one line ("" when nothing did and the plan stands)
     drift: str
+    #: what the choice was made from
+    facts: Facts
+
+
+def a_hot_set_would_change(plan: Plan, facts: Facts) -> bool:
+    """Whether a hot set as big as the measurement found dirty in its period (what write
+    faults reveal once settled, :func:`_from_faults`) would make a strategy other than
+    post-copy at once the best: only then is it worth waiting for them."""
+    if facts.wss_bytes is not None:
+        return False
+    wss = min(facts.ram_bytes, round(facts.dirty_rate_bytes_s * MEASURE_PERIOD_S))
+    hot = replace(facts, wss_bytes=wss, hot_set=True)
+    chosen = choose(
+        predict_all(hot), timeout_s=plan.timeout_s, postcopy_weight=plan.postcopy_weight
+    )
+    return chosen.strategy is not Strategy.POSTCOPY_AFTER_0
 
 
 def working_set(f: Facts, pass1: tuple[float, float]) -> tuple[int, bool, str] | None:
@@ -506,11 +522,11 @@ def refine(
         dirty, wss, hot_set, why = max(dirty, seen[0]), seen[1], seen[2], seen[3]
         changes.append(why)
     if not changes:
-        return Refined(plan.chosen, "")
+        return Refined(plan.chosen, "", f)
     facts = replace(
         f, dirty_rate_bytes_s=dirty, bandwidth_bytes_s=bandwidth, wss_bytes=wss, hot_set=hot_set
     )
     chosen = choose(
         predict_all(facts), timeout_s=plan.timeout_s, postcopy_weight=plan.postcopy_weight
     )
-    return Refined(chosen, "; ".join(changes))
+    return Refined(chosen, "; ".join(changes), facts)

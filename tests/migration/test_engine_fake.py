@@ -540,6 +540,8 @@ def test_write_faults_keep_pass_1_for_a_hot_set_and_post_copy_pulls_only_it() ->
     assert plan is not None and plan.chosen.strategy.value == "postcopy-after-0", plan
     rules = [d.rule for d in result.decisions]
     assert "plan-faults" in rules  # waited for the faults to settle, then kept pass 1
+    kept = next(d for d in result.decisions if d.rule == "replanned")
+    assert "a hot set of about 16 MiB" in kept.reason and "postcopy-after-1" in kept.reason
     switch = next(d for d in result.decisions if d.action is Action.SWITCH_TO_POSTCOPY)
     assert "postcopy-after-1" in switch.reason and "1 iteration(s) completed" in switch.reason
     pulled = [x for x in result.samples if x.postcopy]

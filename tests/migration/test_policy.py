@@ -660,6 +660,8 @@ def test_auto_waits_for_write_faults_to_settle_before_post_copy_at_once() -> Non
     # settled, new pages as fast as measured: post-copy at once, as planned
     linear = NewPages(64 * MIB, 64 * MIB, 0.5, FAULT_SETTLE_S)
     assert decide(samples, AUTO, 1.25, plan, linear).action is Action.SWITCH_TO_POSTCOPY
+    # a hot set as big as measured would change nothing (2000 MiB/s: all RAM): no waiting
+    assert decide(samples, AUTO, 1.25, _plan(2000), burst).action is Action.SWITCH_TO_POSTCOPY
     # before the job has been counted twice: wait too
     assert decide(samples, AUTO, 1.25, plan, NewPages(0, 0.0, 0.0, 0.0)).rule == "plan-faults"
     # settled, but the faults missed what the measurement saw (Intel PML): not trusted
@@ -676,7 +678,9 @@ def test_auto_keeps_pass_1_when_write_faults_show_a_hot_set() -> None:
     samples = [s(1.0 + 0.25 * i, 1, 1000 - 25 * i) for i in range(4)]
     saturated = NewPages(64 * MIB, 0.0, 0.5, FAULT_SETTLE_S)
     d = decide(samples, AUTO, 1.75, plan, saturated)
-    assert d.action is Action.CONTINUE and d.rule == "first-pass", d.reason
+    assert d.action is Action.CONTINUE and d.rule == "replanned", d.reason
+    assert d.reason.startswith("re-planned (new dirty pages at 0.0 MiB/s in pass 1 (KVM write")
+    assert "postcopy-after-1" in d.reason and "first pass over RAM in progress" in d.reason
     ended = [*samples, s(11.0, 2, 64, dirty_mib_s=6)]
     d = decide(ended, AUTO, 11.0, plan, None)  # pass 1 over: the engine reads no faults
     assert d.action is Action.SWITCH_TO_POSTCOPY and "a hot set of 64 MiB" in d.reason
