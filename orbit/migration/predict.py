@@ -426,6 +426,19 @@ def _from_faults(f: Facts, pages: NewPages) -> tuple[float, int | None, bool, st
     return None
 
 
+def with_faults(f: Facts, pages: NewPages) -> Facts:
+    """``f`` with what write faults said (:func:`_from_faults`); e.g. faults counted
+    during a dirty-rate measurement made before a migration (the benchmarks' predictions
+    for fixed policies, from the evidence auto has)."""
+    seen = _from_faults(f, pages)
+    if seen is None:
+        return f
+    rate, wss, hot_set, _why = seen
+    return replace(
+        f, dirty_rate_bytes_s=max(f.dirty_rate_bytes_s, rate), wss_bytes=wss, hot_set=hot_set
+    )
+
+
 @dataclass(frozen=True)
 class Refined:
     """The plan re-made from what the migration has measured so far."""

@@ -25,6 +25,7 @@ from orbit.migration.predict import (
     predict,
     predict_all,
     refine,
+    with_faults,
 )
 
 LINK = 50 * MIB  # bytes/s: 512 MiB take 10.24 s
@@ -344,3 +345,12 @@ def test_write_faults_show_a_guest_turning_hot_during_pass_1() -> None:
         plan, transfer_bytes_s=None, dirty_bytes_s=None, pass1=(5 * MIB, 10.0), faults=hot
     )
     assert "write faults" not in over.drift and over.chosen.strategy is Strategy.PRECOPY
+
+
+def test_faults_counted_beside_a_measurement_give_the_facts_a_hot_set() -> None:
+    f = facts(32)
+    saturated = NewPages(32 * MIB, 0.0, 0.5, FAULT_SETTLE_S)
+    hot = with_faults(f, saturated)
+    assert hot.wss_bytes == 32 * MIB and hot.hot_set and hot.dirty_rate_bytes_s == 32 * MIB
+    assert with_faults(f, NewPages(32 * MIB, 30 * MIB, 0.5, FAULT_SETTLE_S)) == f  # linear
+    assert with_faults(f, NewPages(1 * MIB, 0.0, 0.5, FAULT_SETTLE_S)) == f  # not trusted
