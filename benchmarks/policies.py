@@ -64,6 +64,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from benchmarks import environment
+from orbit.errors import HypervisorError
 from orbit.lab.guest import Guests, GuestSpec
 from orbit.lab.guest_clock import Arrival, HeartbeatClock, stalls, write_rate
 from orbit.lab.lab import Lab, LabHost
@@ -242,16 +243,17 @@ def measure_facts(driver: LibvirtDriver, uri: str, name: str, link: Link) -> Fac
     during it (a hot set shows as new dirty pages that stop; auto learns the same during
     pass 1, see predict.with_faults)."""
     ram = driver.domain_info(uri, name).memory_mib * MIB
-    base = driver.new_page_faults(uri, name)
+    base = _faults(driver, uri, name)
     driver.start_dirty_rate(uri, name, period_s=MEASURE_PERIOD_S)
     started = time.monotonic()
     counts: list[tuple[float, int]] = []
     while (rate := driver.read_dirty_rate(uri, name)) is None:
         if time.monotonic() - started > MEASURE_PERIOD_S + 10:
             raise RuntimeError(f"the dirty rate of {name} was not measured within 11 s")
-        count = driver.new_page_faults(uri, name) if base is not None else None
-        if count is not None:
-            counts.append((time.monotonic() - started, count))
+        count = _faults(driver, uri, name) if base is not None else None
+        at = time.monotonic() - started
+        if count is not None and at <= MEASURE_PERIOD_S:  # after it, the log is off
+            counts.append((at, count))
         time.sleep(FAULT_COUNT_EVERY_S)  # the pace of the counts, not a wait for a state
     facts = Facts(
         ram_bytes=ram,
@@ -262,7 +264,15 @@ def measure_facts(driver: LibvirtDriver, uri: str, name: str, link: Link) -> Fac
         start_s=DEFAULT_START_S,
         finish_s=DEFAULT_FINISH_S,
     )
-    return facts if base is None else with_faults(facts, new_pages(base, counts))
+    pages = None if base is None else new_pages(base, counts)
+    return facts if pages is None else with_faults(facts, pages)
+
+
+def _faults(driver: LibvirtDriver, uri: str, name: str) -> int | None:
+    try:
+        return driver.new_page_faults(uri, name)
+    except HypervisorError:
+        return None
 
 
 def warm_up(lab: Lab, guests: Guests, driver: LibvirtDriver) -> None:

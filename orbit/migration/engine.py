@@ -473,7 +473,7 @@ class Migration:
             log.debug("no write faults domain=%s error=%s", self.request.domain, err)
             return None
 
-    def _count_faults(self, stats: JobStats, now: float) -> None:
+    def _count_faults(self, stats: JobStats) -> None:
         """auto, during pass 1 of a planned migration: count KVM's write faults."""
         if self._fault_base is None:
             return
@@ -482,10 +482,11 @@ class Migration:
             self._fault_base = None  # pass 1 is over: nothing more to learn
             return
         count = self._read_faults()
-        if count is None:
+        last = self._fault_counts[-1][1] if self._fault_counts else self._fault_base
+        if count is None or count < last:  # a count that went down says nothing
             self._fault_base = None
             return
-        self._fault_counts.append((now, count))
+        self._fault_counts.append((self._elapsed(), count))  # when it was read
 
     def _no_plan(self, why: str) -> None:
         self._record(
@@ -957,7 +958,7 @@ class Migration:
                 sample = self._sample(stats, now)
                 self.result.samples.append(sample)
                 self._tell(self.listener.on_sample, sample)
-                self._count_faults(stats, now)
+                self._count_faults(stats)
             self._poll_measurement(now)
             self._step(now)
 

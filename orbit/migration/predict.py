@@ -42,6 +42,7 @@ The objective
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -247,6 +248,11 @@ FAULT_SETTLE_S = 0.75
 #: this share of what it measured in its period (a host whose KVM logs dirty pages
 #: without write protection, Intel PML, counts none).
 FAULTS_SEEN = 0.3
+#: ... and at least this many bytes of new pages (a guest measured at 0 MiB/s, libvirt's
+#: whole MiB/s, would trust any fault, and KVM counts other faults too: first touches)
+FAULTS_SEEN_MIN_BYTES = 4 * MIB
+#: New pages must also come this much faster than measured to say the guest turned hot.
+HOTTER_MIN_BYTES_S = 1 * MIB
 
 
 @dataclass(frozen=True)
@@ -375,16 +381,20 @@ class NewPages:
     def trusted(self, f: Facts) -> bool:
         """The faults count dirtied pages (see :data:`FAULTS_SEEN`)."""
         expected = f.dirty_rate_bytes_s * MEASURE_PERIOD_S
-        return self.since_measure_bytes >= FAULTS_SEEN * expected
+        return self.since_measure_bytes >= max(FAULTS_SEEN * expected, FAULTS_SEEN_MIN_BYTES)
 
     @property
     def settled(self) -> bool:
         return self.seen_s >= FAULT_SETTLE_S
 
 
-def new_pages(at_measure: int, counts: list[tuple[float, int]]) -> NewPages:
+def new_pages(at_measure: int, counts: list[tuple[float, int]]) -> NewPages | None:
     """:class:`NewPages` from the fault count when the measurement began and the counts
-    read during pass 1 (``(elapsed s, count)``, oldest first); all 0 before two counts."""
+    read during pass 1 (``(elapsed s, count)``, oldest first); all 0 before two counts.
+    None when a count went down (a vCPU unplugged, a reply missing one): such counts say
+    nothing, and a drop must not read as a guest that stopped dirtying new pages."""
+    if any(b < a for a, b in itertools.pairwise([at_measure, *(c for _t, c in counts)])):
+        return None
     if not counts:
         return NewPages(0, 0.0, 0.0, 0.0)
     (t_last, last), (t_first, _first) = counts[-1], counts[0]
@@ -410,7 +420,7 @@ def _from_faults(f: Facts, pages: NewPages) -> tuple[float, int | None, bool, st
     if pages.window_s < FAULT_WINDOW_S or not pages.trusted(f):
         return None
     rate, measured = pages.rate_bytes_s, f.dirty_rate_bytes_s
-    if rate > (1 + DRIFT) * measured:
+    if rate > (1 + DRIFT) * measured + HOTTER_MIN_BYTES_S:
         why = (
             f"new dirty pages at {rate / MIB:.1f} MiB/s (KVM write faults), "
             f"not {measured / MIB:.1f}"

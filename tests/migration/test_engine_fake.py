@@ -548,6 +548,27 @@ def test_write_faults_keep_pass_1_for_a_hot_set_and_post_copy_pulls_only_it() ->
     assert pulled and pulled[0].memory_remaining_bytes <= 16 * MIB + 128 * 1024
 
 
+def test_a_fault_count_that_goes_down_drops_the_signal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The third count of pass 1 reads lower (a vCPU gone): the engine stops reading the
+    faults and the plan's post-copy at once stands, not a 'hot set' from the drop."""
+    driver = _faulting(replace(HOT_SET))
+    real = driver.new_page_faults
+    reads: list[int | None] = []
+
+    def dropping(uri: str, name: str) -> int | None:
+        count = real(uri, name)
+        reads.append(0 if len(reads) == 3 else count)  # the base, two counts, then a drop
+        return reads[-1]
+
+    monkeypatch.setattr(driver, "new_page_faults", dropping)
+    settings = MigrationSettings.resolve(post_copy=True, completion_timeout_s=60)
+    result = _migration(driver, settings, link=FAULT_LINK).run()
+    switch = next(d for d in result.decisions if d.action is Action.SWITCH_TO_POSTCOPY)
+    assert switch.reason.startswith("as planned: postcopy-after-0"), switch.reason
+    assert len(reads) == 4, reads  # none after the drop
+    assert "replanned" not in [d.rule for d in result.decisions]
+
+
 def test_without_write_faults_the_plan_switches_a_hot_set_at_once() -> None:
     """The same guest on a hypervisor that reports no faults (TCG): post-copy at once."""
     hot_set = replace(HOT_SET)

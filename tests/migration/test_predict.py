@@ -272,18 +272,42 @@ def test_new_pages_are_a_rate_over_the_last_half_second() -> None:
     protections, then none (the lab's cold+hot guest)."""
     counts = [(0.49, pages(44)), (0.81, pages(64)), (1.08, pages(64)), (1.35, pages(64))]
     seen = new_pages(0, counts)
-    assert seen.since_measure_bytes == 64 * MIB
+    assert seen is not None and seen.since_measure_bytes == 64 * MIB
     assert seen.rate_bytes_s == 0 and seen.window_s == pytest.approx(0.54)
     assert seen.seen_s == pytest.approx(0.86) and seen.settled
     early = new_pages(0, counts[:3])
-    assert early.window_s == pytest.approx(0.59)
+    assert early is not None and early.window_s == pytest.approx(0.59)
     assert early.rate_bytes_s == pytest.approx(20 * MIB / 0.59) and not early.settled
     one = new_pages(0, counts[:1])  # one count is no rate yet
-    assert one.rate_bytes_s == 0 and one.window_s == 0 and one.seen_s == 0
+    assert one is not None and one.rate_bytes_s == 0 and one.window_s == 0 and one.seen_s == 0
     assert new_pages(0, []) == NewPages(0, 0.0, 0.0, 0.0)
     steady = new_pages(pages(10), [(0.5 + 0.25 * i, pages(10 + 8 * i)) for i in range(5)])
-    assert steady.rate_bytes_s == pytest.approx(32 * MIB)
+    assert steady is not None and steady.rate_bytes_s == pytest.approx(32 * MIB)
     assert steady.since_measure_bytes == 32 * MIB
+
+
+def test_counts_that_go_down_say_nothing() -> None:
+    """A vCPU unplugged, or a reply that missed one: the drop must not read as a guest
+    that stopped dirtying new pages (a hot set)."""
+    dropped = [(0.5, 20000), (0.75, 20500), (1.0, 15000), (1.25, 15000), (1.5, 15000)]
+    assert new_pages(10000, dropped) is None
+    assert new_pages(30000, [(0.5, 20000)]) is None  # below the count before the measurement
+
+
+def test_a_guest_measured_at_0_mib_s_trusts_no_stray_fault() -> None:
+    """libvirt gives whole MiB/s: a guest under 1 MiB/s measures 0, and KVM counts other
+    faults too (first touches). A few of them are neither trusted nor a turn."""
+    quiet = plan_for(0)
+    stray = NewPages(20 * PAGE_BYTES, 0.1 * MIB, 0.5, 0.8)
+    assert not stray.trusted(quiet.facts)
+    assert refine(quiet, transfer_bytes_s=None, dirty_bytes_s=None, faults=stray).drift == ""
+    # trusted, but 0.9 MiB/s of new pages is no turn either: it needs 1 MiB/s over 1.25 x
+    slow = NewPages(8 * MIB, 0.9 * MIB, 0.5, 0.8)
+    assert slow.trusted(quiet.facts)
+    assert refine(quiet, transfer_bytes_s=None, dirty_bytes_s=None, faults=slow).drift == ""
+    hot = NewPages(60 * MIB, 50 * MIB, 0.5, 0.8)
+    turned = refine(quiet, transfer_bytes_s=None, dirty_bytes_s=None, faults=hot)
+    assert turned.drift == "new dirty pages at 50.0 MiB/s (KVM write faults), not 0.0"
 
 
 def _cold_hot_plan() -> Plan:
