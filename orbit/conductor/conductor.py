@@ -41,7 +41,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
+    Boolean,
     Connection,
+    Float,
+    Integer,
     and_,
     bindparam,
     case,
@@ -57,7 +61,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from orbit.conductor.drains import Drains
+from orbit.conductor.drains import UNFINISHED, Drains
 from orbit.conductor.inventory import ACTIVE_PHASES, apply_survey, survey_hosts
 from orbit.config import ServerConfig
 from orbit.db.database import Database
@@ -124,6 +128,8 @@ STOP_JOIN_TIMEOUT_S = 5.0
 #: an instance renews its claims (and looks for expired ones) this often, in parts of
 #: ``lease_s``: one that dies loses its migrations to another within 4/3 x lease_s
 LEASE_RENEWALS = 3
+#: how often an instance deletes the rows of instances long dead
+FORGET_EVERY_S = 60.0
 
 
 def _migration_uri(host: Host) -> str | None:
@@ -215,6 +221,9 @@ _RESERVED = (
 )
 #: a queued migration, if there is any
 _ANY_QUEUED = select(Migration.id).where(Migration.status == Phase.QUEUED.value).limit(1)
+#: whether a migration waits to start, and whether a drain is under way (the dispatch
+#: loop's pass every second: one read when there is nothing to do)
+_WORK_WAITING = select(_ANY_QUEUED.exists(), UNFINISHED.exists())
 
 
 def reserved_mib(session: Session) -> dict[str, int]:
@@ -338,6 +347,7 @@ class Conductor:
         #: when the first kick still waiting for a sync came (None: none waits)
         self._sync_kicked_at: datetime | None = None
         self._loops: list[threading.Thread] = []
+        self._forgot_at = -math.inf  # when the dead instances were last forgotten
         self.drains = Drains(self)
 
     # -- life cycle ----------------------------------------------------------------------
@@ -713,13 +723,24 @@ class Conductor:
                 return
             self._wake.clear()
             try:
-                self.drains.step()
+                with self.db.session() as session:
+                    queued, draining = session.execute(_WORK_WAITING).one()
+            except OrbitError as err:
+                log.warning("dispatch pass failed error=%s", err)
+                continue
             except Exception:
-                log.exception("drain step crashed")
-            try:
-                self.dispatch()
-            except Exception:
-                log.exception("dispatch crashed")
+                log.exception("dispatch pass crashed")
+                continue
+            if draining:
+                try:
+                    self.drains.step()
+                except Exception:
+                    log.exception("drain step crashed")
+            if queued or draining:  # a drain's step may have queued migrations
+                try:
+                    self.dispatch()
+                except Exception:
+                    log.exception("dispatch crashed")
 
     def dispatch(self) -> None:
         """Start what the per-host limits allow, oldest first. Each start is a
@@ -974,14 +995,23 @@ class Conductor:
         """Claim and follow the unfinished migrations nobody drives: those whose lease ran
         out or that have no owner, or (``everything``: SQLite's only instance, at its start)
         all of them."""
-        now = utcnow()
         with self.db.session() as session:
-            query = select(Migration.id, Migration.fence, Migration.owner).where(
-                Migration.status.in_(ACTIVE_PHASES), Migration.status != Phase.QUEUED.value
-            )
-            if not everything:
-                query = query.where(or_(Migration.owner.is_(None), Migration.lease_until < now))
-            orphans = list(session.execute(query))
+            orphans = self._orphans(session, everything=everything)
+        self._adopt(orphans)
+
+    def _orphans(
+        self, session: Session, *, everything: bool = False
+    ) -> list[tuple[int, int, str | None]]:
+        """(id, fence, owner) of each unfinished migration nobody drives (see
+        :meth:`_adopt_unfinished`)."""
+        query = select(Migration.id, Migration.fence, Migration.owner).where(
+            Migration.status.in_(ACTIVE_PHASES), Migration.status != Phase.QUEUED.value
+        )
+        if not everything:
+            query = query.where(or_(Migration.owner.is_(None), Migration.lease_until < utcnow()))
+        return [(mid, fence, owner) for mid, fence, owner in session.execute(query)]
+
+    def _adopt(self, orphans: list[tuple[int, int, str | None]]) -> None:
         with self._lock:
             mine = set(self._fences)
         for mid, fence, owner in orphans:
@@ -1011,61 +1041,86 @@ class Conductor:
         with self._lock:
             return Claim(self.instance_id, self._fences.get(mid, -1))
 
-    def _heartbeat(self) -> None:
-        """Say this instance is alive (the dispatchers share the work among live ones)."""
-        with self.db.session() as session:
-            row = session.get(Instance, self.instance_id)
-            if row is None:
-                session.add(Instance(id=self.instance_id))
-            else:
-                row.seen_at = utcnow()
-            # an instance unseen for a long time has died: forget it
+    def _heartbeat(self, session: Session | None = None) -> None:
+        """Say this instance is alive (the dispatchers share the work among live ones); in
+        ``session`` if given. Instances unseen for a long time have died: forgotten, once
+        a minute (:data:`FORGET_EVERY_S`)."""
+        if session is None:
+            with self.db.session() as own:
+                self._heartbeat(own)
+            return
+        now = utcnow()
+        seen = session.execute(
+            update(Instance)
+            .where(Instance.id == self.instance_id)
+            .values(seen_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if _rowcount(seen) != 1:
+            session.add(Instance(id=self.instance_id, started_at=now, seen_at=now))
+        if time.monotonic() - self._forgot_at >= FORGET_EVERY_S:
+            self._forgot_at = time.monotonic()
             session.execute(
                 delete(Instance).where(
-                    Instance.seen_at < utcnow() - timedelta(seconds=60 * self.config.lease_s)
+                    Instance.seen_at < now - timedelta(seconds=60 * self.config.lease_s)
                 )
             )
 
     def _lease_loop(self) -> None:
         while not self._stop.wait(self.config.lease_s / LEASE_RENEWALS):
             try:
-                self._heartbeat()
-                self._renew_leases()
-                self._apply_requests()
-                self._adopt_unfinished()
+                self._lease_round()
             except OrbitError as err:
                 log.warning("lease renewal failed error=%s", err)
             except Exception:
                 log.exception("lease loop crashed")
 
-    def _renew_leases(self) -> None:
-        """Extend this instance's claims; a claim found taken over is given up: its
-        engine stops retrying, and its writes are refused by the fence anyway."""
+    def _lease_round(self) -> None:
+        """One transaction: the heartbeat, the leases renewed, the operator requests that
+        other instances took for this one's migrations, and the orphans read; then what
+        they call for (each in a transaction of its own: rarely anything)."""
+        with self.db.session() as session:
+            self._heartbeat(session)
+            self._renew_leases(session)
+            with self._lock:
+                held = list(self._fences)
+            asked = self._asked(session, held)
+            orphans = self._orphans(session)
+        self._apply_requests(asked)
+        self._adopt(orphans)
+
+    def _renew_leases(self, session: Session | None = None) -> None:
+        """Extend this instance's claims (in ``session`` if given); a claim found taken
+        over is given up: its engine stops retrying, and its writes are refused by the
+        fence anyway."""
+        if session is None:
+            with self.db.session() as own:
+                self._renew_leases(own)
+            return
         with self._lock:
             held = dict(self._fences)
         if not held:
             return
         until = utcnow() + timedelta(seconds=self.config.lease_s)
-        with self.db.session() as session:  # one statement for all of them
-            # rows locked in id order, as the samples' writer does: no lock cycle
-            session.execute(
-                select(Migration.id)
-                .where(Migration.id.in_(sorted(held)))
-                .order_by(Migration.id)
-                .with_for_update()
-            ).all()
-            renewed = set(
-                session.scalars(
-                    update(Migration)
-                    .where(
-                        Migration.owner == self.instance_id,
-                        tuple_(Migration.id, Migration.fence).in_(list(held.items())),
-                    )
-                    .values(lease_until=until)
-                    .returning(Migration.id)
-                    .execution_options(synchronize_session=False)
+        # rows locked in id order, as the samples' writer does: no lock cycle
+        session.execute(
+            select(Migration.id)
+            .where(Migration.id.in_(sorted(held)))
+            .order_by(Migration.id)
+            .with_for_update()
+        ).all()
+        renewed = set(
+            session.scalars(
+                update(Migration)
+                .where(
+                    Migration.owner == self.instance_id,
+                    tuple_(Migration.id, Migration.fence).in_(list(held.items())),
                 )
+                .values(lease_until=until)
+                .returning(Migration.id)
+                .execution_options(synchronize_session=False)
             )
+        )
         for mid in [mid for mid in held if mid not in renewed]:
             log.warning("migration taken over by another instance id=%d", mid)
             with self._lock:
@@ -1074,21 +1129,18 @@ class Conductor:
             if engine is not None:
                 engine.stop()
 
-    def _apply_requests(self) -> None:
+    def _asked(self, session: Session, held: list[int]) -> list[tuple[int, str | None]]:
+        """(id, request) of the operator requests waiting on the migrations ``held``."""
+        if not held:
+            return []
+        query = select(Migration.id, Migration.requested).where(
+            Migration.id.in_(held), Migration.requested.is_not(None)
+        )
+        return [(mid, what) for mid, what in session.execute(query)]
+
+    def _apply_requests(self, asked: list[tuple[int, str | None]]) -> None:
         """Apply the operator requests other instances took for migrations this one drives
         (each taken once: cleared by compare-and-set; kept while its engine is starting)."""
-        with self._lock:
-            held = list(self._fences)
-        if not held:
-            return
-        with self.db.session() as session:
-            asked = list(
-                session.execute(
-                    select(Migration.id, Migration.requested).where(
-                        Migration.id.in_(held), Migration.requested.is_not(None)
-                    )
-                )
-            )
         for mid, what in asked:
             with self._lock:
                 engine = self._engines.get(mid)
@@ -1432,50 +1484,123 @@ class _RecordWriter:
 def _write_samples(connection: Connection, batches: list[tuple[_Recorder, list[Sample]]]) -> None:
     """Samples of several migrations in one transaction on ``connection``, each record's
     under its recorder's claim: the latest progress of each (one UPDATE for all, which
-    checks each claim and takes the rows' locks), the records' status and claims read
-    back (one SELECT), the samples of those still held inserted (one multi-row INSERT),
-    and a status that failed to land repaired. The records are not loaded."""
+    checks each claim and takes the rows' locks, in id order), the samples of the records
+    still held inserted (one INSERT), and a status that failed to land repaired. The
+    records are not loaded. On PostgreSQL each statement takes arrays, one value for each
+    record or sample (:func:`_pg_unnest`): one execution, however many rows."""
+    progress = [
+        {**recorder.claim_params(),
+         **{f"set_{col}": getattr(only[-1], field) for col, field in _PROGRESS_COLUMNS.items()}}
+        for recorder, only in batches
+    ]  # fmt: skip
     with connection.begin():
-        connection.execute(
-            _WRITE_PROGRESS,
-            [
-                {**recorder.claim_params(),
-                 **{f"set_{col}": getattr(only[-1], field)
-                    for col, field in _PROGRESS_COLUMNS.items()}}
-                for recorder, only in batches
-            ],
-        )  # fmt: skip
-        rows = connection.execute(_READ_CLAIMS, {"mids": [r.mid for r, _only in batches]})
-        found = {row.id: row for row in rows}
-        rows_to_insert: list[dict[str, Any]] = []
-        repairs: list[dict[str, Any]] = []
-        for recorder, only in batches:
-            row = found.get(recorder.mid)
-            if row is None or (row.owner, row.fence) != (
-                recorder.claim.owner,
-                recorder.claim.fence,
-            ):
-                if row is not None:
-                    log.warning("progress not recorded id=%d: another instance drives it",
-                                recorder.mid)  # fmt: skip
-                continue
-            rows_to_insert += [
-                {"migration_id": recorder.mid, **{f: getattr(x, f) for f in _SAMPLE_FIELDS}}
-                for x in only
-            ]
-            phase = recorder.phase
-            if (
-                phase is not None
-                and not phase.is_final  # the outcome writes a final status itself
-                and not Phase(row.status).is_final
-                and row.status != phase.value
-            ):
-                log.info("record repaired id=%d status=%s", recorder.mid, phase.value)
-                repairs.append({**recorder.claim_params(), "set_status": phase.value})
-        if rows_to_insert:
-            connection.execute(_INSERT_SAMPLES, rows_to_insert)
-        if repairs:
-            connection.execute(_REPAIR_STATUS, repairs)
+        if connection.dialect.name == "postgresql":
+            connection.execute(_PG_LOCK_IN_ORDER, {"mids": [r.mid for r, _only in batches]})
+            rows = connection.execute(_PG_WRITE_PROGRESS, _columns(progress))
+            held = {row.id: row.status for row in rows}
+            _insert_and_repair(connection, batches, held, _pg_insert)
+            return
+        connection.execute(_WRITE_PROGRESS, progress)  # one execution for each record
+        claims = {r.mid: (r.claim.owner, r.claim.fence) for r, _only in batches}
+        rows = connection.execute(_READ_CLAIMS, {"mids": list(claims)})
+        held = {row.id: row.status for row in rows if (row.owner, row.fence) == claims[row.id]}
+        _insert_and_repair(connection, batches, held, _insert)
+
+
+def _insert_and_repair(
+    connection: Connection,
+    batches: list[tuple[_Recorder, list[Sample]]],
+    held: dict[int, str],
+    insert_rows: Callable[[Connection, list[dict[str, Any]]], None],
+) -> None:
+    """The samples of the records still ``held`` (id: status) inserted, and a status
+    that failed to land repaired."""
+    rows_to_insert: list[dict[str, Any]] = []
+    repairs: list[dict[str, Any]] = []
+    for recorder, only in batches:
+        status = held.get(recorder.mid)
+        if status is None:
+            log.warning("progress not recorded id=%d: another instance drives it (or the "
+                        "record is gone)", recorder.mid)  # fmt: skip
+            continue
+        rows_to_insert += [
+            {"migration_id": recorder.mid, **{f: getattr(x, f) for f in _SAMPLE_FIELDS}}
+            for x in only
+        ]
+        phase = recorder.phase
+        if (
+            phase is not None
+            and not phase.is_final  # the outcome writes a final status itself
+            and not Phase(status).is_final
+            and status != phase.value
+        ):
+            log.info("record repaired id=%d status=%s", recorder.mid, phase.value)
+            repairs.append({**recorder.claim_params(), "set_status": phase.value})
+    if rows_to_insert:
+        insert_rows(connection, rows_to_insert)
+    if repairs:
+        connection.execute(_REPAIR_STATUS, repairs)
+
+
+def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Rows (dicts with the same keys) as one list of values per key."""
+    return {key: [row[key] for row in rows] for key in rows[0]}
+
+
+def _pg_unnest(params: dict[str, str]) -> str:
+    """``unnest(...) AS v(...)`` of one array parameter for each of ``params`` (name: SQL
+    type): a set of rows from arrays of the same length."""
+    arrays = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in params.items())
+    return f"unnest({arrays}) AS v({', '.join(params)})"
+
+
+def _pg_type(column: Any) -> str:
+    """The SQL type of an array of ``column``'s values (the types these tables use)."""
+    kind = column.type
+    if isinstance(kind, BigInteger):
+        return "BIGINT"
+    if isinstance(kind, Integer):
+        return "INTEGER"
+    if isinstance(kind, Float):
+        return "DOUBLE PRECISION"
+    if isinstance(kind, Boolean):
+        return "BOOLEAN"
+    return "TEXT"
+
+
+#: the rows of a batch's records locked in id order (as the lease renewal does: no cycle)
+_PG_LOCK_IN_ORDER = text(
+    f"SELECT id FROM {_MIGRATIONS.name} WHERE id = ANY(CAST(:mids AS INTEGER[])) "
+    "ORDER BY id FOR UPDATE"
+)
+#: a batch's latest progress of each record still held by its claim; the records held,
+#: with their status
+_PG_PROGRESS_ARRAYS = {
+    "claim_mid": "INTEGER",
+    "claim_owner": "TEXT",
+    "claim_fence": "INTEGER",
+    **{f"set_{col}": _pg_type(_MIGRATIONS.c[col]) for col in _PROGRESS_COLUMNS},
+}
+_PG_WRITE_PROGRESS = text(
+    f"UPDATE {_MIGRATIONS.name} AS m SET "
+    + ", ".join(f"{col} = v.set_{col}" for col in _PROGRESS_COLUMNS)
+    + f" FROM {_pg_unnest(_PG_PROGRESS_ARRAYS)}"
+    + " WHERE m.id = v.claim_mid AND m.owner = v.claim_owner AND m.fence = v.claim_fence"
+    + " RETURNING m.id, m.status"
+)
+_PG_SAMPLE_COLUMNS = ("migration_id", *_SAMPLE_FIELDS)
+_PG_INSERT_SAMPLES = text(
+    f"INSERT INTO {_SAMPLES.name} ({', '.join(_PG_SAMPLE_COLUMNS)}) SELECT * FROM "
+    + _pg_unnest({col: _pg_type(_SAMPLES.c[col]) for col in _PG_SAMPLE_COLUMNS})
+)
+
+
+def _pg_insert(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    connection.execute(_PG_INSERT_SAMPLES, _columns(rows))
+
+
+def _insert(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    connection.execute(_INSERT_SAMPLES, rows)
 
 
 def _first_line(err: BaseException) -> str:

@@ -81,6 +81,12 @@ def item_of_move(move: Any) -> dict[str, Any]:
             "outcome": None}  # fmt: skip
 
 
+#: the drains not ended yet
+UNFINISHED = select(Drain.id).where(
+    Drain.status.in_([DrainState.RUNNING.value, DrainState.CANCELLING.value])
+)
+
+
 class Drains:
     """The conductor's drains; see the module docstring."""
 
@@ -254,13 +260,7 @@ class Drains:
     def step(self) -> None:
         """One pass over the unfinished drains."""
         with self.db.session() as session:
-            ids = list(
-                session.scalars(
-                    select(Drain.id).where(
-                        Drain.status.in_([DrainState.RUNNING.value, DrainState.CANCELLING.value])
-                    )
-                )
-            )
+            ids = list(session.scalars(UNFINISHED))
         for drain_id in ids:
             try:
                 self._step_one(drain_id)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +43,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
+    DisconnectionError,
     InterfaceError,
     NoSuchModuleError,
     OperationalError,
@@ -65,6 +67,10 @@ POOL_TIMEOUT_S = 10.0
 #: for a connection (two instances on one PostgreSQL stay within its default 100).
 POOL_SIZE = 10
 POOL_OVERFLOW = 30
+#: A pooled PostgreSQL connection idle this long is pinged before use (a restarted server
+#: costs one retry, not an error). One in steady use is not: a ping is a round trip, and
+#: a request takes two or three connections (pinging each cost ~1 ms of processor).
+PING_IDLE_S = 1.0
 #: Alembic's scripts: env.py and versions/, next to this file.
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -164,6 +170,13 @@ def _on_sqlite_file_connect(dbapi_connection: Any, record: ConnectionPoolEntry) 
         cursor.close()
 
 
+_CHECKED_IN_AT = "orbit_checked_in_at"
+
+
+def _stamp_checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    record.info[_CHECKED_IN_AT] = time.monotonic()
+
+
 def busy_message(engine: Engine) -> str:
     """Why a session could not get a connection: every pooled one is in use."""
     return (
@@ -198,7 +211,6 @@ class Database:
                 kwargs["pool_size"] = POOL_SIZE
                 kwargs["max_overflow"] = POOL_OVERFLOW
         else:
-            kwargs["pool_pre_ping"] = True  # a restarted server costs one retry, not an error
             kwargs["pool_timeout"] = pool_timeout_s
             kwargs["pool_size"] = POOL_SIZE
             kwargs["max_overflow"] = POOL_OVERFLOW
@@ -209,9 +221,27 @@ class Database:
         if is_sqlite:
             listener = _on_sqlite_connect if sqlite_file is None else _on_sqlite_file_connect
             event.listen(self.engine, "connect", listener)
+        else:
+            event.listen(self.engine, "checkin", _stamp_checkin)
+            event.listen(self.engine, "checkout", self._ping_if_idle)
         # expire_on_commit=False: objects stay readable after the session commits and closes
         # (an API handler returns what it just wrote); reload them to see others' changes.
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def _ping_if_idle(
+        self, dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any
+    ) -> None:
+        """Ping a connection idle :data:`PING_IDLE_S` or more; a dead one is replaced
+        (DisconnectionError: the pool opens another, as ``pool_pre_ping`` does)."""
+        idle_since = record.info.get(_CHECKED_IN_AT)
+        if idle_since is None or time.monotonic() - idle_since < PING_IDLE_S:
+            return
+        try:
+            alive = self.engine.dialect.do_ping(dbapi_connection)
+        except Exception as err:  # the driver's own errors: a closed socket, a reset
+            raise DisconnectionError(f"pooled connection lost: {_reason(err)}") from err
+        if not alive:
+            raise DisconnectionError("pooled connection lost")
 
     @property
     def _safe_url(self) -> str:

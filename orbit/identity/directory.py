@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from orbit.db.models import NAME_LEN, Project, Role, RoleAssignment, Server, Token, User
 from orbit.errors import AuthError, ConfigError, Conflict, NotFound
 from orbit.identity.security import hash_password, verify_password
-from orbit.identity.service import ADMIN_PROJECT, check_password
+from orbit.identity.service import ADMIN_PROJECT, check_password, forget_tokens
 
 #: a user or project name: printable, no leading or trailing space, no control characters
 NAME_RE = re.compile(r"^[^\x00-\x1f\x7f\s](?:[^\x00-\x1f\x7f]{0,253}[^\x00-\x1f\x7f\s])?$")
@@ -65,6 +65,7 @@ def create_project(session: Session, *, name: object) -> Project:
 def delete_project(session: Session, project: Project) -> None:
     """Delete a project with its role assignments and tokens; refused while servers belong
     to it (give them to another project first) or when it holds the last admin."""
+    forget_tokens(session)
     servers = session.scalar(select(func.count(Server.id)).where(Server.project_id == project.id))
     if servers:
         raise Conflict(
@@ -125,6 +126,7 @@ def update_user(
 ) -> None:
     """Change what is given (None: unchanged). A new password ends the user's tokens;
     disabling the last admin is refused."""
+    forget_tokens(session)
     if name is not None:
         name = _name(name, "user")
         taken = session.scalar(select(User.id).where(User.name == name, User.id != user.id))
@@ -147,6 +149,7 @@ def update_user(
 
 def set_password(session: Session, user: User, password: object) -> None:
     """Set a new password (policy-checked) and end every token of the user."""
+    forget_tokens(session)
     if not isinstance(password, str):
         raise ConfigError("the password must be a string")
     check_password(password, user_name=user.name)
@@ -166,6 +169,7 @@ def change_own_password(
 
 
 def delete_user(session: Session, user: User) -> None:
+    forget_tokens(session)
     _keep_an_admin(session, without_user=user.id)
     session.delete(user)
     session.flush()
@@ -176,6 +180,7 @@ def delete_user(session: Session, user: User) -> None:
 
 def assign_role(session: Session, *, user: User, project: Project, role: str) -> bool:
     """Grant ``role`` on ``project``; False if the user held it already."""
+    forget_tokens(session)
     role = _role(role)
     if session.get(RoleAssignment, (user.id, project.id, role)) is not None:
         return False
@@ -190,6 +195,7 @@ def has_role(session: Session, *, user: User, project: Project, role: str) -> bo
 
 def unassign_role(session: Session, *, user: User, project: Project, role: str) -> None:
     """Revoke ``role`` on ``project`` (NotFound if not held; the last admin's is kept)."""
+    forget_tokens(session)
     row = session.get(RoleAssignment, (user.id, project.id, _role(role)))
     if row is None:
         raise NotFound(f"user {user.name} has no role {role} on project {project.name}")

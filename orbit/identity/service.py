@@ -1,7 +1,11 @@
 """Identity data functions: the first admin, password log-in, token validation.
 
 A token is scoped to one project; what it may do is the user's roles on that project, read
-again at every validation (a role removed, or a user disabled, takes effect at once).
+from the database when the token is validated. The API reuses a validation for up to
+:data:`TOKEN_CACHE_S` in the process that made it (:func:`recently_validated`), as
+keystonemiddleware caches tokens (300 s by default): a token revoked, a user disabled or a
+role changed through this process takes effect at once (:func:`forget_tokens`); through
+another instance sharing the database, within that time.
 
 They take a SQLAlchemy session and keyword arguments, know nothing of HTTP, and raise
 :class:`~orbit.errors.AuthError` (401) or :class:`~orbit.errors.Forbidden` (403) with a
@@ -11,10 +15,11 @@ message that never contains a password or a token.
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, bindparam, delete, select
+from sqlalchemy import and_, bindparam, delete, event, select
 from sqlalchemy.orm import Session
 
 from orbit.db.models import Project, Role, RoleAssignment, Token, User
@@ -32,6 +37,10 @@ from orbit.identity.throttle import PASSWORD_CHECKS
 
 ADMIN_USER = "admin"
 ADMIN_PROJECT = "admin"
+#: How long this process reuses a token's validation without reading the database again
+TOKEN_CACHE_S = 2.0
+#: validations kept at most (past that, all are forgotten and read again)
+TOKEN_CACHE_ENTRIES = 10_000
 
 
 @dataclass(frozen=True)
@@ -185,10 +194,45 @@ def issue_token(
 
 
 def validate_token(session: Session, *, token: str | None) -> AuthContext:
-    """The caller behind ``token``; AuthError if it is missing, unknown or expired."""
+    """The caller behind ``token``; AuthError if it is missing, unknown or expired. A valid
+    one is remembered for :func:`recently_validated`."""
     if not token:
         raise AuthError("this request needs a token: send X-Auth-Token")
-    return _valid(session, token_hash(token), by_id=False)
+    key = token_hash(token)
+    context = _valid(session, key, by_id=False)
+    if len(_validated) >= TOKEN_CACHE_ENTRIES:
+        _validated.clear()
+    _validated[key] = (time.monotonic() + TOKEN_CACHE_S, context)
+    return context
+
+
+#: token hash: (monotonic time until which it is reused, its context); the raw token is
+#: never kept
+_validated: dict[str, tuple[float, AuthContext]] = {}
+
+
+def recently_validated(token: str) -> AuthContext | None:
+    """The context :func:`validate_token` found for ``token`` less than
+    :data:`TOKEN_CACHE_S` ago, if the token has not expired since; else None (validate
+    it again)."""
+    key = token_hash(token)
+    hit = _validated.get(key)
+    if hit is None:
+        return None
+    until, context = hit
+    if time.monotonic() >= until or context.expires_at <= utcnow():
+        _validated.pop(key, None)
+        return None
+    return context
+
+
+def forget_tokens(session: Session | None = None) -> None:
+    """Forget every validation this process reuses: a token, user, role or project
+    changed. With ``session``: again once it commits (a validation made meanwhile read the
+    state before the change)."""
+    _validated.clear()
+    if session is not None:
+        event.listen(session, "after_commit", lambda _s: _validated.clear(), once=True)
 
 
 def token_id_of(session: Session, *, token: str) -> str | None:
@@ -264,10 +308,12 @@ def _valid(session: Session, key: str, *, by_id: bool) -> AuthContext:
 
 def revoke_token(session: Session, *, token: str) -> None:
     session.execute(delete(Token).where(Token.token_hash == token_hash(token)))
+    forget_tokens(session)
 
 
 def revoke_token_id(session: Session, *, token_id: str) -> None:
     session.execute(delete(Token).where(Token.id == token_id))
+    forget_tokens(session)
 
 
 def purge_expired(session: Session) -> int:
