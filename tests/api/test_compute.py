@@ -304,7 +304,6 @@ def test_expired_token_is_401(api: Api) -> None:
 
     from orbit.db.models import Token
     from orbit.db.types import utcnow
-
     from orbit.identity.service import forget_tokens
 
     with api.db.session() as s:

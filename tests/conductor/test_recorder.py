@@ -271,7 +271,8 @@ def test_samples_of_many_migrations_are_three_statements_and_keep_to_each_claim(
 ) -> None:
     """The writer writes the samples of all its migrations together: one UPDATE of their
     progress (each under its claim), one read (PostgreSQL: the rows locked first; SQLite:
-    the claims read after), one INSERT, in one transaction. A record another instance took over gets neither progress nor samples."""
+    the claims read after), one INSERT, in one transaction. A record another instance
+    took over gets neither progress nor samples."""
     with db.session() as s:
         *_, h1, _h2, first = add_world(s)
         servers = [first] + [

@@ -9,9 +9,9 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Request, Response
@@ -193,35 +193,34 @@ def _bool(body: dict[str, Any], key: str, default: bool) -> bool:
 # -- servers -------------------------------------------------------------------------------
 
 
-_ACTIVE_MIGRATIONS = select(Migration.server_id, Migration.id).where(
-    Migration.server_id.in_(bindparam("servers", expanding=True)),
-    Migration.status.in_(ACTIVE_PHASES),
-)
+class ServerRow(ServerListing, Protocol):
+    """A row of the servers' lists: a :class:`ServerListing` with the id of the server's
+    unfinished migration (None: there is none)."""
+
+    @property
+    def active_migration_id(self) -> int | None: ...
 
 
-def _active_migrations(session: Session, servers: list[ServerListing]) -> dict[str, int]:
-    """The id of each listed server's unfinished migration (at most one each), in one
-    query (the ids only: the view needs no more)."""
-    if not servers:
-        return {}
-    rows = session.connection().execute(_ACTIVE_MIGRATIONS, {"servers": [s.id for s in servers]})
-    return {server_id: migration_id for server_id, migration_id in rows}
-
-
-#: the servers with their hosts' names and states, in the lists' order (built once)
+#: the servers with their hosts' names and states and the id of their unfinished
+#: migration (at most one each: the database enforces it), in the lists' order (built once)
 _SERVER_ROWS = (
     select(
         *Server.__table__.c,
         Host.name.label("host_name"),
         Host.state.label("host_state"),
         Host.disabled.label("host_disabled"),
+        Migration.id.label("active_migration_id"),
     )
     .outerjoin(Host, Server.host_id == Host.id)
+    .outerjoin(
+        Migration,
+        and_(Migration.server_id == Server.id, Migration.status.in_(ACTIVE_PHASES)),
+    )
     .order_by(Server.name, Server.id)
 )
 
 
-def _servers(session: Session, request: Request, auth: AuthContext) -> list[ServerListing]:
+def _servers(session: Session, request: Request, auth: AuthContext) -> list[ServerRow]:
     """The servers the query asks for and the caller may see, with their hosts' names and
     states (one query; Core rows on the session's connection, not ORM objects nor the ORM's
     result machinery: those cost more than the views). An
@@ -251,8 +250,8 @@ def _servers(session: Session, request: Request, auth: AuthContext) -> list[Serv
     if limit is not None:
         params["limit"] = limit
     query = _servers_query(frozenset(params))
-    # each row has the servers table's columns and the host's: a ServerListing
-    return cast("list[ServerListing]", session.connection().execute(query, params).all())
+    # each row has the servers table's columns, the host's and the active migration's id
+    return cast("list[ServerRow]", session.connection().execute(query, params).all())
 
 
 #: each filter of the servers' lists, its value bound by the filter's name; "viewer" is
@@ -284,7 +283,7 @@ def _servers_query(given: frozenset[str]) -> Select[Any]:
 
 
 def _servers_page(
-    body: dict[str, Any], servers: list[ServerListing], request: Request, base: str
+    body: dict[str, Any], servers: Sequence[ServerListing], request: Request, base: str
 ) -> dict[str, Any]:
     """Nova's ``servers_links`` when a ``limit`` filled the page."""
     limit = _limit(request.query_params)
@@ -313,10 +312,9 @@ def list_servers_detail(
     reads_only(session)
     base = services.config.base_url
     servers = _servers(session, request, auth)
-    active = _active_migrations(session, servers)
     body = {
         "servers": [
-            server_detail(s, base, active.get(s.id), v, admin=auth.is_admin) for s in servers
+            server_detail(s, base, s.active_migration_id, v, admin=auth.is_admin) for s in servers
         ]
     }
     return _servers_page(body, servers, request, base)
