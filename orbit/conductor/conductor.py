@@ -1076,31 +1076,28 @@ class Conductor:
                 log.exception("lease loop crashed")
 
     def _lease_round(self) -> None:
-        """One transaction: the heartbeat, the leases renewed, the operator requests that
-        other instances took for this one's migrations, and the orphans read; then what
-        they call for (each in a transaction of its own: rarely anything)."""
+        """One transaction: the heartbeat, the leases renewed (with the operator requests
+        other instances took for them), and the orphans read; then what they call for
+        (each in a transaction of its own: rarely anything)."""
         with self.db.session() as session:
             self._heartbeat(session)
-            self._renew_leases(session)
-            with self._lock:
-                held = list(self._fences)
-            asked = self._asked(session, held)
+            asked = self._renew_leases(session)
             orphans = self._orphans(session)
         self._apply_requests(asked)
         self._adopt(orphans)
 
-    def _renew_leases(self, session: Session | None = None) -> None:
+    def _renew_leases(self, session: Session | None = None) -> list[tuple[int, str]]:
         """Extend this instance's claims (in ``session`` if given); a claim found taken
         over is given up: its engine stops retrying, and its writes are refused by the
-        fence anyway."""
+        fence anyway. Returns the operator requests waiting on the claims renewed: (id,
+        request)."""
         if session is None:
             with self.db.session() as own:
-                self._renew_leases(own)
-            return
+                return self._renew_leases(own)
         with self._lock:
             held = dict(self._fences)
         if not held:
-            return
+            return []
         until = utcnow() + timedelta(seconds=self.config.lease_s)
         # rows locked in id order, as the samples' writer does: no lock cycle
         session.execute(
@@ -1109,18 +1106,19 @@ class Conductor:
             .order_by(Migration.id)
             .with_for_update()
         ).all()
-        renewed = set(
-            session.scalars(
+        renewed = {
+            mid: requested
+            for mid, requested in session.execute(
                 update(Migration)
                 .where(
                     Migration.owner == self.instance_id,
                     tuple_(Migration.id, Migration.fence).in_(list(held.items())),
                 )
                 .values(lease_until=until)
-                .returning(Migration.id)
+                .returning(Migration.id, Migration.requested)
                 .execution_options(synchronize_session=False)
             )
-        )
+        }
         for mid in [mid for mid in held if mid not in renewed]:
             log.warning("migration taken over by another instance id=%d", mid)
             with self._lock:
@@ -1128,17 +1126,9 @@ class Conductor:
                 engine = self._engines.get(mid)
             if engine is not None:
                 engine.stop()
+        return [(mid, what) for mid, what in renewed.items() if what is not None]
 
-    def _asked(self, session: Session, held: list[int]) -> list[tuple[int, str | None]]:
-        """(id, request) of the operator requests waiting on the migrations ``held``."""
-        if not held:
-            return []
-        query = select(Migration.id, Migration.requested).where(
-            Migration.id.in_(held), Migration.requested.is_not(None)
-        )
-        return [(mid, what) for mid, what in session.execute(query)]
-
-    def _apply_requests(self, asked: list[tuple[int, str | None]]) -> None:
+    def _apply_requests(self, asked: list[tuple[int, str]]) -> None:
         """Apply the operator requests other instances took for migrations this one drives
         (each taken once: cleared by compare-and-set; kept while its engine is starting)."""
         for mid, what in asked:

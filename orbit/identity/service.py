@@ -279,8 +279,7 @@ _TOKEN_BY_ID = _TOKEN_ROWS.where(Token.id == bindparam("key"))
 def _valid(session: Session, key: str, *, by_id: bool) -> AuthContext:
     """The context of the token whose hash (or row id) is ``key``, checked: it exists and
     has not expired, its user is enabled and still holds a role on its project (all read
-    now, in one query: a revoked token, a disabled user or a removed role takes effect at
-    the next request)."""
+    now, in one query)."""
     # Core rows on the session's connection: the ORM's result machinery costs more than
     # the query, for columns only
     query = _TOKEN_BY_ID if by_id else _TOKEN_BY_HASH

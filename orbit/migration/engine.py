@@ -35,6 +35,7 @@ Rules that protect the VM, enforced here:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -218,6 +219,26 @@ class MigrationResult:
         return self.switch_at_s is not None
 
 
+class Waker:
+    """Wakes one sampling thread early: :meth:`wait` returns after ``timeout_s`` or as soon
+    as :meth:`set` was called (since the last wait), and consumes that call. One lock,
+    held while nothing is pending: a tick's wait is one C call, where an Event's wait and
+    clear cost a new lock and a Condition's bookkeeping (a sixth of the monitors'
+    processor time with 50 migrations sampled at 4 Hz). A set() during a tick is kept for
+    the next wait, not lost to a clear()."""
+
+    def __init__(self) -> None:
+        self._pending = threading.Lock()
+        self._pending.acquire()  # held: nothing pending
+
+    def wait(self, timeout_s: float) -> None:
+        self._pending.acquire(timeout=timeout_s)
+
+    def set(self) -> None:
+        with contextlib.suppress(RuntimeError):  # already set: one wake-up is enough
+            self._pending.release()
+
+
 class MigrationListener:
     """Hooks for whoever records a migration (the conductor persists; tests collect)."""
 
@@ -252,7 +273,7 @@ class Migration:
         self.listener = listener or MigrationListener()
         self._clock = clock
         self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self._wake = Waker()
         self._phase = Phase.QUEUED
         self._t0 = clock()
         #: what operators asked and the engine has not acted on yet (a value object)
@@ -925,7 +946,6 @@ class Migration:
 
         while alive():
             self._wake.wait(self.sample_interval_s)
-            self._wake.clear()
             if not alive():
                 break
             now = self._elapsed()

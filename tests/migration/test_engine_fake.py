@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -18,7 +19,13 @@ from orbit.errors import (
     JobNeverStarted,
     MigrationRefused,
 )
-from orbit.migration.engine import DecisionRecord, Migration, MigrationListener, MigrationRequest
+from orbit.migration.engine import (
+    DecisionRecord,
+    Migration,
+    MigrationListener,
+    MigrationRequest,
+    Waker,
+)
 from orbit.migration.model import Action, MigrationSettings, Sample
 from orbit.migration.phase import Phase
 from orbit.migration.predict import Link
@@ -717,3 +724,22 @@ def test_adopting_a_migration_whose_job_never_started_says_so(phase: Phase) -> N
     with pytest.raises(JobNeverStarted, match="starts afresh"):
         m.adopt(phase, 3.0)
     assert driver.calls == []  # nothing was asked of the hosts but questions
+
+
+def test_a_waker_returns_early_once_per_set_and_keeps_a_set_made_meanwhile() -> None:
+    """The monitor's wake-up: a set() ends the next wait at once (even one made while the
+    monitor was busy, between two waits), and is consumed by it; without one, a wait
+    lasts its timeout."""
+    waker = Waker()
+    waker.set()
+    waker.set()  # two before a wait: one wake-up
+    started = time.monotonic()
+    waker.wait(30.0)
+    assert time.monotonic() - started < 10.0  # returned at once, not after 30 s
+    started = time.monotonic()
+    waker.wait(0.05)  # consumed: this one times out
+    assert time.monotonic() - started >= 0.04
+    threading.Timer(0.05, waker.set).start()  # from another thread, during the wait
+    started = time.monotonic()
+    waker.wait(30.0)
+    assert time.monotonic() - started < 10.0
