@@ -8,6 +8,7 @@ stdout (never logged).
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -28,6 +29,8 @@ from orbit.virt.driver import HypervisorDriver
 
 log = logging.getLogger("orbit.server")
 ADMIN_PASSWORD_ENV = "ORBIT_ADMIN_PASSWORD"
+#: the cyclic garbage collector's first threshold (Python's default: 700 allocations)
+GC_GEN0_THRESHOLD = 7000
 
 
 #: ``--fake-hosts``: each fake VM has 512 MiB and sends 16 MiB per 0.1 s tick while it
@@ -163,9 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     log.info(
         "orbit-server listening url=%s database=%s", config.base_url, _safe(config.database_url)
     )
+    app = create_app(services)
+    _settle_garbage_collector()
     try:
         uvicorn.run(
-            create_app(services),
+            app,
             host=host,
             port=port,
             log_level="warning",
@@ -176,6 +181,18 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         services.conductor.stop()
     return 0
+
+
+def _settle_garbage_collector() -> None:
+    """Exempt what start-up built from the collector and let it run less often. Start-up
+    leaves ~170,000 objects (modules, SQLAlchemy and FastAPI structures) that every full
+    collection walked again: one took 107-125 ms, holding the GIL, in the middle of a
+    burst of requests. Frozen, they are never scanned; a tenfold first threshold makes the
+    collections of young objects (a request allocates thousands) ten times fewer."""
+    gc.collect()
+    gc.freeze()
+    _gen0, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
 def _safe(url: str) -> str:
