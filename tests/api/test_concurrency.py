@@ -335,3 +335,23 @@ def test_os_migrations_runs_the_same_queries_for_two_migrations_or_twelve(api: A
     many = _statements_for(api, "/v2.1/os-migrations")
     assert many == few, (few, many)
     assert len(api.get("/v2.1/os-migrations").json()["migrations"]) == 12
+
+
+def test_only_a_read_only_transaction_ends_without_a_worker_thread(db_url: str) -> None:
+    """get_session ends a session on the event loop only when nothing is to be sent: its
+    transaction read in autocommit (reads_only), or there is none. The token's check reads
+    only and rolls back; the route's transaction after it may write, and is committed in a
+    worker thread as before."""
+    from orbit.api.deps import _READS_ONLY, reads_only
+
+    db = Database(db_url)
+    db.upgrade()
+    with db.session() as session:
+        reads_only(session)
+        read = session.get_transaction()
+        assert read is not None and session.info[_READS_ONLY] is read
+        session.rollback()  # as the token's check does
+        session.execute(select(func.count()).select_from(Migration))  # the route's own
+        assert session.get_transaction() is not None
+        assert session.info[_READS_ONLY] is not session.get_transaction()
+    db.dispose()
