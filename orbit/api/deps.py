@@ -72,7 +72,8 @@ async def get_session(services: ServicesDep) -> AsyncIterator[Session]:
             raise
     else:
         current = session.get_transaction()
-        if current is None or session.info.get(_READS_ONLY) is current:
+        untouched = current is None and not (session.new or session.dirty or session.deleted)
+        if untouched or (current is not None and session.info.get(_READS_ONLY) is current):
             unit.__exit__(None, None, None)  # nothing to send: see above
             return
         with anyio.CancelScope(shield=True):
@@ -90,10 +91,12 @@ def reads_only(session: Session) -> None:
     database). Each statement still sees the committed data of its own start, as in a
     READ COMMITTED transaction; the connection's isolation level is put back when it
     returns to the pool."""
-    session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
-    # this transaction only: the token's check reads only, rolls back, and its route may
-    # then write in a new one
-    session.info[_READS_ONLY] = session.get_transaction()
+    connection = session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    # this transaction only (the token's check reads only, rolls back, and its route may
+    # then write in a new one), and only if it really is in autocommit (the option is
+    # ignored when the transaction has its connection already)
+    if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        session.info[_READS_ONLY] = session.get_transaction()
 
 
 #: the session's transaction that only reads (autocommit: nothing to commit at its end)

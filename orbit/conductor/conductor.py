@@ -1486,7 +1486,9 @@ def _write_samples(connection: Connection, batches: list[tuple[_Recorder, list[S
     with connection.begin():
         if connection.dialect.name == "postgresql":
             connection.execute(_PG_LOCK_IN_ORDER, {"mids": [r.mid for r, _only in batches]})
-            rows = connection.execute(_PG_WRITE_PROGRESS, _columns(progress))
+            rows = connection.execute(
+                _PG_WRITE_PROGRESS, {**_columns(progress), "updated_at": utcnow()}
+            )
             held = {row.id: row.status for row in rows}
             _insert_and_repair(connection, batches, held, _pg_insert)
             return
@@ -1574,6 +1576,7 @@ _PG_PROGRESS_ARRAYS = {
 _PG_WRITE_PROGRESS = text(
     f"UPDATE {_MIGRATIONS.name} AS m SET "
     + ", ".join(f"{col} = v.set_{col}" for col in _PROGRESS_COLUMNS)
+    + ", updated_at = :updated_at"  # as the column's onupdate does in the other statements
     + f" FROM {_pg_unnest(_PG_PROGRESS_ARRAYS)}"
     + " WHERE m.id = v.claim_mid AND m.owner = v.claim_owner AND m.fence = v.claim_fence"
     + " RETURNING m.id, m.status"

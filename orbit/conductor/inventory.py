@@ -259,9 +259,10 @@ def _name_of(hosts: list[Any], host_id: str) -> str:
 
 def _update_rows(session: Session, table: Any, rows: list[dict[str, Any]], now: datetime) -> None:
     """UPDATE ``table`` by id: one statement for each set of columns, executed for each
-    row that has it (``updated_at`` set to ``now``)."""
+    row that has it, in id order (as the ORM's flush did: two syncs at once lock rows in
+    the same order), ``updated_at`` set to ``now``."""
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for row in rows:
+    for row in sorted(rows, key=lambda r: str(r["id"])):  # rows locked in id order: no cycle
         columns = tuple(sorted(k for k in row if k != "id"))
         groups.setdefault(columns, []).append(
             {"row_id": row["id"], **{f"new_{k}": row[k] for k in columns}, "new_updated_at": now}

@@ -15,6 +15,7 @@ message that never contains a password or a token.
 from __future__ import annotations
 
 import functools
+import itertools
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -199,16 +200,22 @@ def validate_token(session: Session, *, token: str | None) -> AuthContext:
     if not token:
         raise AuthError("this request needs a token: send X-Auth-Token")
     key = token_hash(token)
+    generation = _generation[0]
     context = _valid(session, key, by_id=False)
     if len(_validated) >= TOKEN_CACHE_ENTRIES:
         _validated.clear()
-    _validated[key] = (time.monotonic() + TOKEN_CACHE_S, context)
+    if _generation[0] == generation:  # else a change was forgotten meanwhile: read before it
+        _validated[key] = (time.monotonic() + TOKEN_CACHE_S, context)
     return context
 
 
 #: token hash: (monotonic time until which it is reused, its context); the raw token is
 #: never kept
 _validated: dict[str, tuple[float, AuthContext]] = {}
+#: how many times the validations were forgotten (from itertools.count: atomic): one read
+#: before a change and stored after it would otherwise outlive the change
+_forgets = itertools.count(1)
+_generation = [0]
 
 
 def recently_validated(token: str) -> AuthContext | None:
@@ -230,9 +237,14 @@ def forget_tokens(session: Session | None = None) -> None:
     """Forget every validation this process reuses: a token, user, role or project
     changed. With ``session``: again once it commits (a validation made meanwhile read the
     state before the change)."""
-    _validated.clear()
+    _forget()
     if session is not None:
-        event.listen(session, "after_commit", lambda _s: _validated.clear(), once=True)
+        event.listen(session, "after_commit", lambda _s: _forget(), once=True)
+
+
+def _forget() -> None:
+    _generation[0] = next(_forgets)
+    _validated.clear()
 
 
 def token_id_of(session: Session, *, token: str) -> str | None:

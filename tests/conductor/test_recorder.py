@@ -293,6 +293,8 @@ def test_samples_of_many_migrations_are_three_statements_and_keep_to_each_claim(
         r: [Sample(elapsed_s=t, memory_total_bytes=64 * MIB, iteration=k + 1) for t in (0.25, 0.5)]
         for k, r in enumerate(recorders)
     }
+    with db.session() as s:
+        updated_before = s.get_one(Migration, mids[0]).updated_at
     event.listen(db.engine, "before_cursor_execute", seen)
     try:
         writer._write(batch)
@@ -313,5 +315,6 @@ def test_samples_of_many_migrations_are_three_statements_and_keep_to_each_claim(
         assert [m.iterations for m in got][:2] == [1, 2]
         assert got[2].iterations != 3
         assert [x.elapsed_s for x in got[1].samples] == [0.25, 0.5]
+        assert got[0].updated_at > updated_before  # progress moves it (changes-since)
     for r in recorders:
         r.close()

@@ -90,3 +90,22 @@ def test_a_change_through_this_process_is_seen_at_once(db: Database, change: str
     assert service.recently_validated(token) is None
     with db.session() as s, pytest.raises(AuthError):
         service.validate_token(s, token=token)
+
+
+def test_a_validation_read_before_a_change_is_not_kept(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A validation that read the database before a change was forgotten (another request
+    revoked the token meanwhile) is answered but not reused."""
+    token = _token(db)
+    real = service._valid
+
+    def valid_then_revoked(*args: object, **kwargs: object) -> service.AuthContext:
+        context = real(*args, **kwargs)  # type: ignore[arg-type]
+        service.forget_tokens()  # the revocation commits while this request goes on
+        return context
+
+    monkeypatch.setattr(service, "_valid", valid_then_revoked)
+    with db.session() as s:
+        service.validate_token(s, token=token)
+    assert service.recently_validated(token) is None
