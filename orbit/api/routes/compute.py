@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 from urllib.parse import urlencode, urlsplit
 
+import pydantic_core
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import Select, and_, bindparam, func, or_, select
@@ -50,6 +51,7 @@ from orbit.db.models import (
     Project,
     Server,
 )
+from orbit.db.rows import plain_rows
 from orbit.errors import ComputeHostNotFound, ConfigError, MigrationNotFound, ServerNotFound
 from orbit.identity.policy import sees_server, visible_servers
 from orbit.identity.service import AuthContext
@@ -251,7 +253,7 @@ def _servers(session: Session, request: Request, auth: AuthContext) -> list[Serv
         params["limit"] = limit
     query = _servers_query(frozenset(params))
     # each row has the servers table's columns, the host's and the active migration's id
-    return cast("list[ServerRow]", session.connection().execute(query, params).all())
+    return cast("list[ServerRow]", plain_rows(session.connection().execute(query, params)))
 
 
 #: each filter of the servers' lists, its value bound by the filter's name; "viewer" is
@@ -292,22 +294,32 @@ def _servers_page(
     return body
 
 
+def _json(body: dict[str, Any]) -> Response:
+    """``body`` as a JSON answer, serialized in the handler's worker thread by pydantic-core.
+
+    For the lists, which are read most: a handler that returns a dict has FastAPI check it
+    against the return annotation in a second worker thread and serialize it on the event
+    loop; for a page of 50 that costs 0.2-0.4 ms more (py-spy at 200 requests/s).
+    """
+    return Response(pydantic_core.to_json(body), media_type="application/json")
+
+
 @router.get("/servers")
 def list_servers(
     request: Request, auth: AuthDep, session: SessionDep, services: ServicesDep
-) -> dict[str, Any]:
+) -> Response:
     """List servers (filters: name, status, host; an admin's: project_id)."""
     reads_only(session)
     base = services.config.base_url
     servers = _servers(session, request, auth)
     body = {"servers": [server_summary(s, base) for s in servers]}
-    return _servers_page(body, servers, request, base)
+    return _json(_servers_page(body, servers, request, base))
 
 
 @router.get("/servers/detail")
 def list_servers_detail(
     request: Request, v: VersionDep, auth: AuthDep, session: SessionDep, services: ServicesDep
-) -> dict[str, Any]:
+) -> Response:
     """List servers with details."""
     reads_only(session)
     base = services.config.base_url
@@ -317,7 +329,7 @@ def list_servers_detail(
             server_detail(s, base, s.active_migration_id, v, admin=auth.is_admin) for s in servers
         ]
     }
-    return _servers_page(body, servers, request, base)
+    return _json(_servers_page(body, servers, request, base))
 
 
 @router.get("/servers/{server_id}")
@@ -643,7 +655,7 @@ def _migrations_query(given: frozenset[str]) -> Select[Any]:
 @router.get("/os-migrations")
 def list_migrations(
     request: Request, v: VersionDep, auth: AuthDep, session: SessionDep, services: ServicesDep
-) -> dict[str, Any]:
+) -> Response:
     """All migrations (filters: host, source_compute, status, instance_uuid, migration_type;
     2.59: limit, marker, changes-since; 2.66: changes-before; 2.80: user_id, project_id)."""
     auth.require_admin("listing all migrations")
@@ -683,11 +695,11 @@ def list_migrations(
     query = _migrations_query(frozenset(params))
     base = services.config.base_url
     # each row has the migrations table's columns and the names: a MigrationListing
-    rows = cast("list[MigrationListing]", session.connection().execute(query, params).all())
+    rows = cast("list[MigrationListing]", plain_rows(session.connection().execute(query, params)))
     body: dict[str, Any] = {"migrations": [os_migration_view(m, base, v) for m in rows]}
     if limit and len(rows) == limit:
         body["migrations_links"] = _next_link(request, base, rows[-1].uuid)
-    return body
+    return _json(body)
 
 
 # -- hypervisors and services ----------------------------------------------------------------
@@ -710,7 +722,7 @@ _HOSTS = (
 def _hosts(session: Session) -> list[tuple[int, HostRecord, int]]:
     """Every host with its index (a hypervisor's id before 2.53) and its number of servers,
     in one query (Core rows, not ORM objects: the views only read them)."""
-    rows = session.connection().execute(_HOSTS).all()
+    rows = plain_rows(session.connection().execute(_HOSTS))
     # each row has the hosts table's columns: a HostRecord
     return [(i, cast("HostRecord", h), int(h.n_servers)) for i, h in enumerate(rows, start=1)]
 
@@ -784,21 +796,21 @@ def _hypervisors(
 @router.get("/os-hypervisors")
 def list_hypervisors(
     request: Request, v: VersionDep, auth: AuthDep, session: SessionDep, services: ServicesDep
-) -> dict[str, Any]:
+) -> Response:
     """Hypervisors (one per registered host); 2.53: hypervisor_hostname_pattern, with_servers."""
     auth.require_admin("listing hypervisors")
     reads_only(session)
-    return _hypervisors(request, v, session, services.config.base_url, detail=False)
+    return _json(_hypervisors(request, v, session, services.config.base_url, detail=False))
 
 
 @router.get("/os-hypervisors/detail")
 def list_hypervisors_detail(
     request: Request, v: VersionDep, auth: AuthDep, session: SessionDep, services: ServicesDep
-) -> dict[str, Any]:
+) -> Response:
     """Hypervisors with details (before 2.88: memory and VM counts)."""
     auth.require_admin("listing hypervisors")
     reads_only(session)
-    return _hypervisors(request, v, session, services.config.base_url, detail=True)
+    return _json(_hypervisors(request, v, session, services.config.base_url, detail=True))
 
 
 @router.get("/os-hypervisors/statistics")
