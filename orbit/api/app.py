@@ -96,16 +96,18 @@ def create_app(services: Services) -> FastAPI:
     )
     app.state.services = services
     errors.install(app)
-    app.include_router(identity.router)
-    app.include_router(directory.router)
-    app.include_router(metrics.router)
-    app.include_router(compute.versions)
+    # The compute API first: it takes most requests, and a request walks the routes in
+    # order (no other router's paths start with /v2).
     for prefix in COMPUTE_PREFIXES:  # the project-less one first: it wins ambiguous paths
         checks = [Depends(url_project)] if "{project_id}" in prefix else []
         for router in (compute.router, drains.router):
             app.include_router(
                 router, prefix=prefix, include_in_schema=prefix == "/v2.1", dependencies=checks
             )
+    app.include_router(compute.versions)
+    app.include_router(identity.router)
+    app.include_router(directory.router)
+    app.include_router(metrics.router)
     dashboard.install(app)  # the web dashboard under /dashboard
     openapi.install(app)  # bodies and the error codes the API really answers with
 

@@ -27,6 +27,7 @@ duplicate name is a user's mistake or a race.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +35,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -73,6 +75,16 @@ POOL_OVERFLOW = 30
 PING_IDLE_S = 1.0
 #: Alembic's scripts: env.py and versions/, next to this file.
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+
+def json_loads(text: str | bytes) -> Any:
+    """A JSON column's value: orjson reads it in about a third of the time of ``json.loads``
+    (a page of 50 migrations reads 150). Python's json writes NaN and Infinity, which orjson
+    refuses: such a text is read by ``json.loads``."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def default_url() -> str:
@@ -196,7 +208,7 @@ class Database:
         self, url: str | URL, *, echo: bool = False, pool_timeout_s: float = POOL_TIMEOUT_S
     ) -> None:
         self.url = _parse(url)
-        kwargs: dict[str, Any] = {"echo": echo}
+        kwargs: dict[str, Any] = {"echo": echo, "json_deserializer": json_loads}
         sqlite_file = _sqlite_path(self.url)
         is_sqlite = self.url.get_backend_name() == "sqlite"
         if is_sqlite:

@@ -24,4 +24,4 @@ def _tuple_class(keys: tuple[str, ...]) -> type[tuple[Any, ...]]:
 def plain_rows(result: Result[Any]) -> list[Any]:
     """All of ``result``'s rows as named tuples with the result's column names."""
     make = _tuple_class(tuple(result.keys()))._make  # type: ignore[attr-defined]
-    return [make(row) for row in result]
+    return [make(row) for row in result.all()]  # one fetchall, not a fetchone a row

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -223,16 +224,29 @@ def test_simultaneous_requests_never_place_beyond_a_hosts_free_memory(
                 f"/v2.1/servers/{server_id}/action", json=body, headers=headers
             )
 
-        responses = _all_at_once([migrate(ids[f"big{i}"]) for i in range(9)])
-        codes = [r.status_code for r in responses]
-        assert set(codes) <= {202, 400}, [(r.status_code, r.text[:160]) for r in responses]
-        rows = _wait_final(live_server, codes.count(202))
-        moved = [m.dest_host.name for m in rows if m.status == "completed" and m.dest_host]
+        names = [f"big{i}" for i in range(9)]
+        accepted = 0
+        for _round in range(3):
+            responses = _all_at_once([migrate(ids[name]) for name in names])
+            codes = [r.status_code for r in responses]
+            assert set(codes) <= {202, 400}, [(r.status_code, r.text[:160]) for r in responses]
+            earlier, accepted = accepted, accepted + codes.count(202)
+            rows = sorted(_wait_final(live_server, accepted), key=lambda m: m.id)
+            moved = [m.dest_host.name for m in rows if m.status == "completed" and m.dest_host]
+            assert max(Counter(moved).values(), default=0) <= 4, moved  # never a fifth
+            refused = [r.text for r in responses if r.status_code == 400]
+            failed = [m.error or "" for m in rows[earlier:] if m.status == "failed"]
+            assert all("no host can take a VM of 4096 MiB" in why for why in refused + failed)
+            if len(moved) == 8:
+                break
+            # A survey asked between a VM's arrival and the end of its record sees the VM
+            # there and counts it, as reserved_mib does until the next sync (the safe side):
+            # a VM refused meanwhile finds its room after that sync.
+            live_server.conductor.sync()
+            done = {m.server_id for m in rows if m.status == "completed"}
+            names = [name for name in names if ids[name] not in done]
         assert sorted(moved) == ["h2"] * 4 + ["h3"] * 4, [(m.status, m.error) for m in rows]
-        refused = [r.text for r in responses if r.status_code == 400]
-        failed = [m.error or "" for m in rows if m.status == "failed"]
-        assert len(refused) + len(failed) == 1, (refused, failed)
-        assert all("no host can take a VM of 4096 MiB" in why for why in refused + failed)
+        assert len(refused) + len(failed) == 1, (refused, failed)  # the ninth, in the last round
         # a named destination without room is refused at once, with the numbers
         live_server.conductor.sync()
         r = http.post(

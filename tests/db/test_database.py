@@ -211,3 +211,11 @@ def test_a_locked_sqlite_database_is_a_database_error(
     finally:
         waiter.dispose()
         holder.dispose()
+
+
+def test_json_columns_are_read_by_orjson_and_nan_by_json() -> None:
+    from orbit.db.database import json_loads
+
+    assert json_loads(b'{"decisions": [{"at_s": 1.5}]}') == {"decisions": [{"at_s": 1.5}]}
+    nan, inf = json_loads("[NaN, Infinity]")  # what json.dumps writes for them
+    assert nan != nan and inf == float("inf")
