@@ -374,7 +374,7 @@ class Drains:
                     if server is None:
                         item["state"], item["outcome"] = "stuck", "the server is no longer known"
                         return
-                    record = self.conductor.request_migration(
+                    mid = self.conductor.request_migration(
                         session,
                         server=server,
                         dest_host_name=dest,
@@ -386,7 +386,7 @@ class Drains:
                         force=False,
                     )
                     session.commit()
-                    item["migration_id"] = record.id
+                    item["migration_id"] = mid
             except MigrationInProgress:
                 active = self._active_migration(item["server_id"])
                 if active is None:

@@ -267,7 +267,7 @@ def live_migrate(
     server = queries.server(db, server_id=server_id, auth=viewer.auth)
     fields = LiveMigrateForm.from_form(form)
     try:
-        record = services.conductor.request_migration(
+        migration_id = services.conductor.request_migration(
             db,
             server=server,
             dest_host_name=fields.dest_host_name,
@@ -277,7 +277,7 @@ def live_migrate(
             user_id=viewer.auth.user_id,
             project_id=viewer.auth.project_id,
         )
-        migration_id, name = record.id, server.name
+        name = server.name
         db.commit()  # before the dispatcher looks and before the browser asks for it
     except FORM_ERRORS as err:
         db.rollback()

@@ -64,11 +64,13 @@ URL_ENV = "ORBIT_DATABASE_URL"
 SQLITE_BUSY_TIMEOUT_S = 30.0
 #: How long a session waits for a pooled connection before the request answers 503.
 POOL_TIMEOUT_S = 10.0
-#: Connections kept open, and how many more may open at a busy moment: together as many as
-#: the API's worker threads (40), so that a burst of requests waits for the processor, not
-#: for a connection (two instances on one PostgreSQL stay within its default 100).
-POOL_SIZE = 10
-POOL_OVERFLOW = 30
+#: Connections kept open, and how many more may open at a busy moment: together 40, so that
+#: a burst of requests waits for the processor, not for a connection (two instances on one
+#: PostgreSQL stay within its default 100). A burst of 200 migrations takes ~25 at once in
+#: each instance (API threads and the migrations starting): with 10 kept, every burst opened
+#: and closed ~50 PostgreSQL sessions (pg_stat_database), each a new backend to start.
+POOL_SIZE = 30
+POOL_OVERFLOW = 10
 #: A pooled PostgreSQL connection idle this long is pinged before use (a restarted server
 #: costs one retry, not an error). One in steady use is not: a ping is a round trip, and
 #: a request takes two or three connections (pinging each cost ~1 ms of processor).

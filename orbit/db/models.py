@@ -437,17 +437,25 @@ class Migration(Base):
 
     @settings.setter
     def settings(self, settings: MigrationSettings) -> None:
-        self.post_copy = settings.post_copy
-        self.policy = settings.policy.value
-        self.post_copy_after_iterations = settings.post_copy_after_iterations
-        self.completion_timeout_s = settings.completion_timeout_s
-        self.downtime_limit_ms = settings.downtime_limit_ms
-        self.bandwidth_mib_s = settings.bandwidth_mib_s
-        self.block_migration = settings.block_migration
-        self.postcopy_weight = settings.postcopy_weight
+        for column, value in settings_columns(settings).items():
+            setattr(self, column, value)
 
     def __repr__(self) -> str:
         return f"Migration(id={self.id!r}, server_id={self.server_id!r}, status={self.status!r})"
+
+
+def settings_columns(settings: MigrationSettings) -> dict[str, Any]:
+    """The migrations table's columns that hold ``settings`` (for an insert without the ORM)."""
+    return {
+        "post_copy": settings.post_copy,
+        "policy": settings.policy.value,
+        "post_copy_after_iterations": settings.post_copy_after_iterations,
+        "completion_timeout_s": settings.completion_timeout_s,
+        "downtime_limit_ms": settings.downtime_limit_ms,
+        "bandwidth_mib_s": settings.bandwidth_mib_s,
+        "block_migration": settings.block_migration,
+        "postcopy_weight": settings.postcopy_weight,
+    }
 
 
 class MigrationSample(Base):

@@ -256,15 +256,15 @@ def test_a_migration_whose_instance_died_before_it_started_is_started_afresh(
     conductor.sync()
     with db.session() as s:
         server = s.scalars(select(Server)).one()
-        record = conductor.request_migration(
+        mid = conductor.request_migration(
             s, server=server, dest_host_name="h2",
             settings=MigrationSettings.resolve(post_copy=False), block_migration_auto=False,
             disk_over_commit=False, user_id=None, project_id=None,
         )  # fmt: skip
+        record = s.get_one(Migration, mid)
         record.status = Phase.RUNNING_PRECOPY.value  # claimed by an instance that then died
         record.owner, record.fence = "dead-instance", 1
         record.lease_until = utcnow() - timedelta(seconds=1)
-        mid = record.id
     conductor.start()
     try:
         deadline = time.monotonic() + 30
