@@ -59,7 +59,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from orbit.conductor.drains import UNFINISHED, Drains
@@ -112,8 +112,10 @@ log = logging.getLogger(__name__)
 
 #: How often the dispatcher looks at the queue when nothing wakes it.
 DISPATCH_INTERVAL_S = 1.0
-#: the shortest time between two dispatch passes (requests kick the dispatcher)
+#: the shortest time between two dispatch passes (requests kick the dispatcher): a pass
+#: waits until no request came for this long, or at most DISPATCH_MAX_WAIT_S
 DISPATCH_MIN_GAP_S = 0.1
+DISPATCH_MAX_WAIT_S = 0.5
 #: the shortest time between the starts of two inventory syncs (ended migrations kick it),
 #: or ``sync_interval_s`` if shorter
 SYNC_MIN_GAP_S = 2.0
@@ -132,6 +134,14 @@ STOP_JOIN_TIMEOUT_S = 5.0
 LEASE_RENEWALS = 3
 #: how often an instance deletes the rows of instances long dead
 FORGET_EVERY_S = 60.0
+
+
+#: a migration's hosts and server, loaded with it (one query, not four)
+_WITH_HOSTS_AND_SERVER = (
+    joinedload(Migration.source_host),
+    joinedload(Migration.dest_host),
+    joinedload(Migration.server),
+)
 
 
 def _migration_uri(host: Host) -> str | None:
@@ -736,10 +746,8 @@ class Conductor:
     def _dispatch_loop(self) -> None:
         while not self._stop.is_set():
             self._wake.wait(DISPATCH_INTERVAL_S)
-            # a burst of requests (each kicks) makes one pass, not one per request
-            if self._stop.wait(DISPATCH_MIN_GAP_S):
+            if self._settle():
                 return
-            self._wake.clear()
             try:
                 with self.db.session() as session:
                     queued, draining = session.execute(_WORK_WAITING).one()
@@ -759,6 +767,18 @@ class Conductor:
                     self.dispatch()
                 except Exception:
                     log.exception("dispatch crashed")
+
+    def _settle(self) -> bool:
+        """Wait until requests stop arriving (each kicks): a burst makes a pass every
+        DISPATCH_MAX_WAIT_S, not one every DISPATCH_MIN_GAP_S, each reading the whole queue
+        while the requests wait for the processor. True: the conductor stops."""
+        deadline = time.monotonic() + DISPATCH_MAX_WAIT_S
+        while True:
+            self._wake.clear()
+            if self._stop.wait(DISPATCH_MIN_GAP_S):
+                return True
+            if not self._wake.is_set() or time.monotonic() >= deadline:
+                return False
 
     def dispatch(self) -> None:
         """Start what the per-host limits allow, oldest first. Each start is a
@@ -875,7 +895,7 @@ class Conductor:
 
     def _request_for(self, mid: int) -> tuple[MigrationRequest, str]:
         with self.db.session() as session:
-            record = session.get(Migration, mid)
+            record = session.get(Migration, mid, options=_WITH_HOSTS_AND_SERVER)
             if record is None:
                 raise MigrationNotFound(f"migration {mid} disappeared")
             src, dst = record.source_host, record.dest_host

@@ -69,19 +69,22 @@ def place_in_order(
     :func:`pick_host` would give it; a VM no host can take is left out. The same as
     calling :func:`pick_host` for each and reserving its memory, in O(log hosts) a VM
     instead of O(hosts): a burst of 200 requests each placing the queue before it."""
-    views = {h.name: h for h in hosts}
     heap = [(-h.available_mib, h.name) for h in hosts if h.up and not h.disabled]
     heapq.heapify(heap)
+    taken: dict[str, int] = {}  # MiB each host takes of the VMs (no HostView made per VM)
     for source, mib in vms:
         skipped: list[tuple[int, str]] = []
         while heap and heap[0][1] == source:
             skipped.append(heapq.heappop(heap))
         if heap and -heap[0][0] >= mib:
-            _available, name = heapq.heappop(heap)
-            h = views[name] = replace(
-                views[name], memory_reserved_mib=views[name].memory_reserved_mib + mib
-            )
-            heapq.heappush(heap, (-h.available_mib, name))
+            minus_available, name = heap[0]
+            heapq.heapreplace(heap, (minus_available + mib, name))
+            taken[name] = taken.get(name, 0) + mib
         for item in skipped:
             heapq.heappush(heap, item)
-    return views
+    return {
+        h.name: replace(h, memory_reserved_mib=h.memory_reserved_mib + taken[h.name])
+        if h.name in taken
+        else h
+        for h in hosts
+    }

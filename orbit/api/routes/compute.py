@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import Select, and_, bindparam, func, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session, aliased, joinedload
 from starlette.datastructures import MutableHeaders
 
 from orbit.api import microversion as mv
@@ -160,9 +160,12 @@ def _uri_parses(uri: str) -> bool:
     return not parts.scheme.endswith(("+tcp", "+tls", "+ssh")) or bool(parts.hostname)
 
 
-def _server(session: Session, server_id: str, auth: AuthContext) -> Server:
-    """The server, if the caller may see it (another project's is not found, as Nova)."""
-    server = session.get(Server, server_id)
+def _server(
+    session: Session, server_id: str, auth: AuthContext, *, with_host: bool = False
+) -> Server:
+    """The server, if the caller may see it (another project's is not found, as Nova);
+    ``with_host``: its host loaded in the same query."""
+    server = session.get(Server, server_id, options=[joinedload(Server.host)] if with_host else ())
     if server is None or not sees_server(auth, server):
         raise ServerNotFound(f"server {server_id[:60]} could not be found")
     return server
@@ -443,7 +446,7 @@ def server_action(
         block_migration=block,
         postcopy_weight=float(weight),
     )
-    server = _server(session, server_id, auth)
+    server = _server(session, server_id, auth, with_host=True)
     services.conductor.request_migration(
         session,
         server=server,
