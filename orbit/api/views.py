@@ -253,6 +253,7 @@ def _flavor_name(server: ServerListing) -> str:
     return f"orbit-{server.memory_mib}m-{server.vcpus}c"
 
 
+@functools.lru_cache(maxsize=4096)
 def host_id(project_id: str | None, host: str | None) -> str:
     """Nova's ``hostId``: a hash of the project and the host, which tells a member whether
     two of its servers share a host without naming the host."""
@@ -431,6 +432,10 @@ def server_migration_view(
     }
 
 
+#: the statuses of a migration that ended (a set of texts: no Phase made for each row)
+_FINAL_STATUSES = frozenset(p.value for p in Phase if p.is_final)
+
+
 def os_migration_view(m: MigrationListing, base: str, v: Version = mv.MIN) -> dict[str, Any]:
     """A migration as Nova's GET /os-migrations shows it, plus ORBIT's record."""
     view: dict[str, Any] = {
@@ -445,7 +450,7 @@ def os_migration_view(m: MigrationListing, base: str, v: Version = mv.MIN) -> di
     }
     if v >= mv.MIGRATION_TYPE:
         view["migration_type"] = m.migration_type
-        if not Phase(m.status).is_final:  # Nova links only in-progress live migrations
+        if m.status not in _FINAL_STATUSES:  # Nova links only in-progress live migrations
             href = f"{base}/v2.1/servers/{m.server_id}/migrations/{m.id}"
             view["links"] = [{"rel": "self", "href": href}]
     view.update(_versioned(m, v))
