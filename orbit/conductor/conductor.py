@@ -1528,28 +1528,28 @@ def _write_samples(connection: Connection, batches: list[tuple[_Recorder, list[S
             rows = connection.execute(
                 _PG_WRITE_PROGRESS, {**_columns(progress), "updated_at": utcnow()}
             )
-            held = {row.id: row.status for row in rows}
+            held = {(row.id, row.owner, row.fence): row.status for row in rows}
             _insert_and_repair(connection, batches, held, _pg_insert)
             return
         connection.execute(_WRITE_PROGRESS, progress)  # one execution for each record
-        claims = {r.mid: (r.claim.owner, r.claim.fence) for r, _only in batches}
-        rows = connection.execute(_READ_CLAIMS, {"mids": list(claims)})
-        held = {row.id: row.status for row in rows if (row.owner, row.fence) == claims[row.id]}
+        rows = connection.execute(_READ_CLAIMS, {"mids": list({r.mid for r, _only in batches})})
+        held = {(row.id, row.owner, row.fence): row.status for row in rows}
         _insert_and_repair(connection, batches, held, _insert)
 
 
 def _insert_and_repair(
     connection: Connection,
     batches: list[tuple[_Recorder, list[Sample]]],
-    held: dict[int, str],
+    held: dict[tuple[int, str | None, int], str],
     insert_rows: Callable[[Connection, list[dict[str, Any]]], None],
 ) -> None:
-    """The samples of the records still ``held`` (id: status) inserted, and a status
-    that failed to land repaired."""
+    """The samples of the records still ``held`` ((id, owner, fence): status) inserted, and
+    a status that failed to land repaired. A recorder whose claim is not the record's has
+    its samples dropped, even when the record's current claim is in the same batch."""
     rows_to_insert: list[dict[str, Any]] = []
     repairs: list[dict[str, Any]] = []
     for recorder, only in batches:
-        status = held.get(recorder.mid)
+        status = held.get((recorder.mid, recorder.claim.owner, recorder.claim.fence))
         if status is None:
             log.warning("progress not recorded id=%d: another instance drives it (or the "
                         "record is gone)", recorder.mid)  # fmt: skip
@@ -1618,7 +1618,7 @@ _PG_WRITE_PROGRESS = text(
     + ", updated_at = :updated_at"  # as the column's onupdate does in the other statements
     + f" FROM {_pg_unnest(_PG_PROGRESS_ARRAYS)}"
     + " WHERE m.id = v.claim_mid AND m.owner = v.claim_owner AND m.fence = v.claim_fence"
-    + " RETURNING m.id, m.status"
+    + " RETURNING m.id, m.owner, m.fence, m.status"
 )
 _PG_SAMPLE_COLUMNS = ("migration_id", *_SAMPLE_FIELDS)
 _PG_INSERT_SAMPLES = text(

@@ -318,3 +318,27 @@ def test_samples_of_many_migrations_are_three_statements_and_keep_to_each_claim(
         assert got[0].updated_at > updated_before  # progress moves it (changes-since)
     for r in recorders:
         r.close()
+
+
+def test_a_stale_recorder_beside_the_current_one_in_a_batch_writes_no_samples(
+    db: Database,
+) -> None:
+    """The same instance took its own migration over (its lease ran out while the old
+    engine thread still sampled): both recorders' samples reach one batch. Only those of
+    the claim the record holds are kept, whichever comes first in the batch."""
+    with db.session() as s:
+        *_, server = add_world(s)
+        mid = add_migration(s, server, status=Phase.RUNNING_PRECOPY.value).id
+    writer = _RecordWriter(db)
+    stale = claimed_recorder(db, mid, writer=writer)
+    current = claimed_recorder(db, mid, writer=writer)  # the same owner, fence + 1
+    for first, second in ((stale, current), (current, stale)):
+        batch: dict[_Recorder, list[Any]] = {
+            first: [Sample(elapsed_s=1.0 if first is current else 9.0, memory_total_bytes=MIB)],
+            second: [Sample(elapsed_s=1.0 if second is current else 9.0, memory_total_bytes=MIB)],
+        }
+        writer._write(batch)
+    with db.session() as s:
+        assert [x.elapsed_s for x in s.get_one(Migration, mid).samples] == [1.0, 1.0]
+    for r in (stale, current):
+        r.close()
