@@ -210,13 +210,12 @@ class Bench:
                 select(Server).join(Host).where(
                     Server.name == spec.name, Host.name == "h1", Server.status == "ACTIVE")
             ).one()  # fmt: skip
-            record = self.conductor.request_migration(
+            mid = self.conductor.request_migration(
                 s, server=server, dest_host_name=None, settings=settings,
                 block_migration_auto=False, disk_over_commit=False, user_id=None,
                 project_id=None,
             )  # fmt: skip
             s.commit()
-            mid = record.id
         self.conductor.kick()
 
         def ended() -> bool:
