@@ -37,7 +37,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -52,10 +52,12 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    literal,
     or_,
     select,
     text,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -77,7 +79,7 @@ from orbit.db.models import (
     ServerStatus,
     settings_columns,
 )
-from orbit.db.types import utcnow
+from orbit.db.types import UTCDateTime, utcnow
 from orbit.errors import (
     DatabaseError,
     HypervisorError,
@@ -215,22 +217,34 @@ def serialize_placement(session: Session) -> None:
 
 
 #: MiB each host will take for migrations to it (see :func:`reserved_mib`); built once (a
-#: statement and its cache key cost more to build than to run)
-_RESERVED = (
+#: statement and its cache key cost more to build than to run). Two parts:
+#: - migrations not ended, by their destination;
+#: - for each host, completed migrations to it that ended after its last survey. A
+#:   subquery per host reads only those from the index on (dest_host_id, status,
+#:   finished_at): 0.6 ms with 20,000 completed migrations on PostgreSQL, where one join
+#:   of the whole history with the hosts took 21 ms.
+#: before any migration ended
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ACTIVE_TO = (
     select(Migration.dest_host_id, func.sum(Server.memory_mib))
     .join(Server, Migration.server_id == Server.id)
-    .join(Host, Migration.dest_host_id == Host.id)
-    .where(
-        or_(
-            Migration.status.in_(ACTIVE_PHASES),
-            and_(
-                Migration.status == Phase.COMPLETED.value,
-                or_(Host.last_seen_at.is_(None), Migration.finished_at > Host.last_seen_at),
-            ),
-        )
-    )
+    .where(Migration.status.in_(ACTIVE_PHASES), Migration.dest_host_id.is_not(None))
     .group_by(Migration.dest_host_id)
 )
+_COMPLETED_UNSEEN = (
+    select(func.sum(Server.memory_mib))
+    .select_from(Migration)
+    .join(Server, Migration.server_id == Server.id)
+    .where(
+        Migration.dest_host_id == Host.id,
+        Migration.status == Phase.COMPLETED.value,
+        # a host never surveyed: every completed migration to it counts
+        Migration.finished_at > func.coalesce(Host.last_seen_at, literal(_EPOCH, UTCDateTime())),
+    )
+    .correlate(Host)
+    .scalar_subquery()
+)
+_RESERVED = union_all(_ACTIVE_TO, select(Host.id, _COMPLETED_UNSEEN))
 #: a queued migration, if there is any
 _ANY_QUEUED = select(Migration.id).where(Migration.status == Phase.QUEUED.value).limit(1)
 #: whether a migration waits to start, and whether a drain is under way (the dispatch
@@ -244,8 +258,11 @@ def reserved_mib(session: Session) -> dict[str, int]:
     What a completed migration freed on its source is not given back before a sync says
     so: the VM's configured memory may be more than it used, and a survey asked before
     the migration's end may have seen it gone already (erring on the safe side)."""
-    rows = session.connection().execute(_RESERVED)  # Core: no ORM objects to make
-    return {host_id: int(mib or 0) for host_id, mib in rows if host_id is not None}
+    reserved: dict[str, int] = {}
+    for host_id, mib in session.connection().execute(_RESERVED):  # Core: no ORM objects
+        if mib:
+            reserved[host_id] = reserved.get(host_id, 0) + int(mib)
+    return reserved
 
 
 def _host_views(session: Session) -> tuple[list[Host], dict[str, HostView]]:

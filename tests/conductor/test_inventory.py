@@ -112,3 +112,27 @@ def test_between_two_syncs_a_destination_keeps_what_its_migrations_took(
         h1.last_seen_at = h2.last_seen_at = synced + timedelta(seconds=2)
         s.flush()
         assert reserved_mib(s) == {}
+
+
+def test_a_host_never_surveyed_keeps_every_completed_arrival_and_the_parts_add_up(
+    db: Database,
+) -> None:
+    """A destination no sync has seen yet counts every completed migration to it; one
+    with a running arrival and a completed one its sync has not seen counts both."""
+    with db.session() as s:
+        *_, h1, h2, vm1 = add_world(s)
+        vm2 = Server(id="6e2d9f9f-1d6f-4e64-8b8f-3f1e2c8dab22", name="vm2", host=h1,
+                     status="ACTIVE", memory_mib=256)  # fmt: skip
+        vm3 = Server(id="0c8f7b1e-52a4-4c1b-9d7e-1b2a3c4d5e6f", name="vm3", host=h1,
+                     status="ACTIVE", memory_mib=1024)  # fmt: skip
+        s.add_all([vm2, vm3])
+        h1.last_seen_at, h2.last_seen_at = utcnow(), None
+        s.flush()
+        long_ago = utcnow() - timedelta(days=400)
+        add_migration(s, vm1, source_host=h1, dest_host=h2, finished_at=long_ago)
+        assert reserved_mib(s) == {h2.id: 512}
+        add_migration(s, vm2, source_host=h2, dest_host=h1,
+                      finished_at=h1.last_seen_at + timedelta(seconds=1))  # fmt: skip
+        add_migration(s, vm3, source_host=h2, dest_host=h1,
+                      status=Phase.RUNNING_POSTCOPY.value)  # fmt: skip
+        assert reserved_mib(s) == {h1.id: 256 + 1024, h2.id: 512}
