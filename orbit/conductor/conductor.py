@@ -69,6 +69,7 @@ from orbit.conductor.inventory import ACTIVE_PHASES, apply_survey, survey_hosts
 from orbit.config import ServerConfig
 from orbit.db.database import Database
 from orbit.db.models import (
+    ACTIVE_MIGRATION,
     Host,
     HostState,
     Instance,
@@ -245,6 +246,13 @@ _COMPLETED_UNSEEN = (
     .scalar_subquery()
 )
 _RESERVED = union_all(_ACTIVE_TO, select(Host.id, _COMPLETED_UNSEEN))
+#: the id of a server's migration that has not ended, if it has one (the predicate of
+#: the unique index that allows one: read from that index)
+_ACTIVE_OF_SERVER = (
+    select(Migration.id)
+    .where(Migration.server_id == bindparam("server_id"), text(ACTIVE_MIGRATION))
+    .limit(1)
+)
 #: a queued migration, if there is any
 _ANY_QUEUED = select(Migration.id).where(Migration.status == Phase.QUEUED.value).limit(1)
 #: whether a migration waits to start, and whether a drain is under way (the dispatch
@@ -513,10 +521,8 @@ class Conductor:
         host; it never skips the memory check, which protects the VM.
         """
         source = server.host
-        if server.status == ServerStatus.MIGRATING.value or session.scalar(
-            select(Migration.id).where(
-                Migration.server_id == server.id, Migration.status.in_(ACTIVE_PHASES)
-            )
+        if server.status == ServerStatus.MIGRATING.value or session.connection().scalar(
+            _ACTIVE_OF_SERVER, {"server_id": server.id}
         ):
             raise MigrationInProgress(f"server {server.name} is already being migrated")
         if server.status != ServerStatus.ACTIVE.value or source is None:
@@ -583,7 +589,7 @@ class Conductor:
             settings = replace(settings, block_migration=True)
         try:
             mid = session.connection().scalar(
-                insert(_MIGRATIONS).returning(_MIGRATIONS.c.id),
+                _INSERT_QUEUED,
                 {
                     "server_id": server.id,
                     "source_host_id": source.id,
@@ -598,18 +604,14 @@ class Conductor:
             )
         except IntegrityError as err:  # another request queued one first
             session.rollback()
-            if session.scalar(
-                select(Migration.id).where(
-                    Migration.server_id == server.id, Migration.status.in_(ACTIVE_PHASES)
-                )
-            ):
+            if session.connection().scalar(_ACTIVE_OF_SERVER, {"server_id": server.id}):
                 raise MigrationInProgress(
                     f"server {server.name} is already being migrated"
                 ) from err
             raise
         session.connection().execute(
-            update(_SERVERS).where(_SERVERS.c.id == server.id),
-            {"status": ServerStatus.MIGRATING.value, "updated_at": utcnow()},
+            _SET_SERVER_STATUS,
+            {"id_": server.id, "status": ServerStatus.MIGRATING.value, "updated_at": utcnow()},
         )
         set_committed_value(server, "status", ServerStatus.MIGRATING.value)
         log.info(
@@ -632,10 +634,8 @@ class Conductor:
         so that it travels with the VM, then in the database. Refused while the server
         migrates (libvirt would make the change wait for the migration) or has no host.
         Commits ``session`` before the libvirt call: no connection is held across it."""
-        if server.status == ServerStatus.MIGRATING.value or session.scalar(
-            select(Migration.id).where(
-                Migration.server_id == server.id, Migration.status.in_(ACTIVE_PHASES)
-            )
+        if server.status == ServerStatus.MIGRATING.value or session.connection().scalar(
+            _ACTIVE_OF_SERVER, {"server_id": server.id}
         ):
             raise MigrationInProgress(
                 f"server {server.name} is migrating: assign its project when it has moved"
@@ -1385,6 +1385,9 @@ _PROGRESS_COLUMNS = {
 _SAMPLE_FIELDS = tuple(f.name for f in fields(Sample))
 _MIGRATIONS = Migration.metadata.tables[Migration.__tablename__]
 _SERVERS = Server.metadata.tables[Server.__tablename__]
+#: a queued record, its id returned; a server's status (built once: see _queue)
+_INSERT_QUEUED = insert(_MIGRATIONS).returning(_MIGRATIONS.c.id)
+_SET_SERVER_STATUS = update(_SERVERS).where(_SERVERS.c.id == bindparam("id_"))
 _SAMPLES = MigrationSample.metadata.tables[MigrationSample.__tablename__]
 #: the record, if this claim still holds it (the parameters: claim_mid, claim_owner,
 #: claim_fence); statements built once, so that each write only binds its values

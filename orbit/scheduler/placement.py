@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from orbit.errors import NoValidHost
 
@@ -82,9 +82,10 @@ def place_in_order(
             taken[name] = taken.get(name, 0) + mib
         for item in skipped:
             heapq.heappush(heap, item)
-    return {
-        h.name: replace(h, memory_reserved_mib=h.memory_reserved_mib + taken[h.name])
-        if h.name in taken
-        else h
-        for h in hosts
-    }
+    placed = {h.name: h for h in hosts}
+    for name, mib in taken.items():  # a view made only for a host that took some
+        h = placed[name]
+        placed[name] = HostView(
+            h.name, h.up, h.memory_free_mib, h.memory_reserved_mib + mib, h.disabled
+        )
+    return placed

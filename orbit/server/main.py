@@ -12,6 +12,7 @@ import gc
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 
 import uvicorn
@@ -160,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         host, port = config.host_port
         services.conductor.start()
+        # in the background: requests are answered meanwhile
+        threading.Thread(target=services.db.open_pool, name="open-pool", daemon=True).start()
     except OrbitError as err:
         print(f"orbit-server: {err}", file=sys.stderr)
         return 1

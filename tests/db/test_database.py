@@ -219,3 +219,16 @@ def test_json_columns_are_read_by_orjson_and_nan_by_json() -> None:
     assert json_loads(b'{"decisions": [{"at_s": 1.5}]}') == {"decisions": [{"at_s": 1.5}]}
     nan, inf = json_loads("[NaN, Infinity]")  # what json.dumps writes for them
     assert nan != nan and inf == float("inf")
+
+
+def test_open_pool_opens_connections_on_postgresql_and_nothing_on_sqlite(db: Database) -> None:
+    """orbit-server opens its pool as it starts: the connections stay in the pool, open
+    (PostgreSQL), and the statements are prepared at their first execution."""
+    opened = db.open_pool(4)
+    if db.engine.dialect.name == "postgresql":
+        assert opened == 4
+        assert db.engine.pool.checkedin() >= 4  # type: ignore[attr-defined]
+        with db.engine.connect() as connection:
+            assert connection.connection.driver_connection.prepare_threshold == 0  # type: ignore[union-attr]
+    else:
+        assert opened == 0
