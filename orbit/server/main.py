@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             port=port,
             log_level="warning",
             access_log=False,
+            loop="auto",  # uvloop, a dependency (see pyproject.toml); asyncio without it
             ssl_certfile=config.tls_cert_file or None,
             ssl_keyfile=config.tls_key_file or None,
         )
