@@ -55,6 +55,7 @@ def test_server_lists_page_with_limit_and_marker(api: Api, path: str) -> None:
     assert [s["id"] for s in first["servers"]] == everyone[:1]
     link = first["servers_links"][0]
     assert link["rel"] == "next" and f"marker={everyone[0]}" in link["href"]
+    assert link["href"].split("?")[0].endswith(path)  # the same list's next page
     second = api.get(f"{path}?limit=1&marker={everyone[0]}").json()
     assert [s["id"] for s in second["servers"]] == everyone[1:]
     last = api.get(f"{path}?limit=1&marker={everyone[1]}").json()

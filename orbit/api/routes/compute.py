@@ -328,12 +328,10 @@ def list_servers_detail(
 ) -> Response:
     """List servers with details."""
     reads_only(session)
-    base = services.config.base_url
+    base, admin = services.config.base_url, auth.is_admin
     servers = _servers(session, request, auth)
     body = {
-        "servers": [
-            server_detail(s, base, s.active_migration_id, v, admin=auth.is_admin) for s in servers
-        ]
+        "servers": [server_detail(s, base, s.active_migration_id, v, admin=admin) for s in servers]
     }
     return _json(_servers_page(body, servers, request, base))
 
@@ -497,7 +495,8 @@ def list_server_migrations(
     rows = session.scalars(
         select(Migration).where(Migration.server_id == server_id).order_by(Migration.id.desc())
     )
-    return {"migrations": [server_migration_view(m, v, admin=auth.is_admin) for m in rows]}
+    admin = auth.is_admin
+    return {"migrations": [server_migration_view(m, v, admin=admin) for m in rows]}
 
 
 @router.get("/servers/{server_id}/migrations/{migration_id}")
@@ -604,7 +603,7 @@ def _limit(q: Mapping[str, str]) -> int | None:
 
 def _next_link(request: Request, base: str, marker: str | int) -> list[dict[str, str]]:
     query = {**request.query_params, "marker": str(marker)}
-    path = request.url.path
+    path = request.scope["path"]  # what request.url.path says, without parsing a whole URL
     return [{"rel": "next", "href": f"{base}{path}?{urlencode(query)}"}]
 
 
