@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     BigInteger,
@@ -61,8 +61,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.sql.elements import BindParameter
 
 from orbit.conductor.drains import UNFINISHED, Drains
 from orbit.conductor.inventory import ACTIVE_PHASES, apply_survey, survey_hosts
@@ -79,6 +80,7 @@ from orbit.db.models import (
     Server,
     ServerStatus,
     settings_columns,
+    settings_of,
 )
 from orbit.db.types import UTCDateTime, utcnow
 from orbit.errors import (
@@ -139,15 +141,37 @@ LEASE_RENEWALS = 3
 FORGET_EVERY_S = 60.0
 
 
-#: a migration's hosts and server, loaded with it (one query, not four)
-_WITH_HOSTS_AND_SERVER = (
-    joinedload(Migration.source_host),
-    joinedload(Migration.dest_host),
-    joinedload(Migration.server),
+#: what a migration's start reads: its settings, its server's name, its hosts (one query)
+_SRC, _DST = Host.__table__.alias("src"), Host.__table__.alias("dst")
+_REQUEST = (
+    select(
+        Migration.server_id,
+        Migration.post_copy,
+        Migration.policy,
+        Migration.post_copy_after_iterations,
+        Migration.completion_timeout_s,
+        Migration.downtime_limit_ms,
+        Migration.bandwidth_mib_s,
+        Migration.block_migration,
+        Migration.postcopy_weight,
+        Server.name.label("server_name"),
+        _SRC.c.id.label("src_id"),
+        _SRC.c.name.label("src_name"),
+        _SRC.c.uri.label("src_uri"),
+        _DST.c.id.label("dst_id"),
+        _DST.c.name.label("dst_name"),
+        _DST.c.uri.label("dst_uri"),
+        _DST.c.migration_address.label("dst_address"),
+        _DST.c.link_mib_s.label("dst_link"),
+    )
+    .join(Server, Server.id == Migration.server_id)
+    .outerjoin(_SRC, _SRC.c.id == Migration.source_host_id)
+    .outerjoin(_DST, _DST.c.id == Migration.dest_host_id)
+    .where(Migration.id == bindparam("mid"))
 )
 
 
-def _migration_uri(host: Host) -> str | None:
+def _migration_uri(host: HostEnd) -> str | None:
     return host.migration_address or None
 
 
@@ -155,26 +179,59 @@ def _migration_uri(host: Host) -> str | None:
 LINK_HISTORY = 5
 
 
-def link_between(session: Session, src: Host, dst: Host) -> Link | None:
+class HostEnd(Protocol):
+    """What a migration's start reads of each of its hosts (a Host, or a row of
+    :data:`_REQUEST`'s as :class:`_End`)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def migration_address(self) -> str | None: ...
+    @property
+    def link_mib_s(self) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class _End:
+    id: str
+    name: str
+    uri: str
+    migration_address: str | None
+    link_mib_s: int | None
+
+
+def _flushed(session: Session) -> Connection:
+    """The session's connection, for a prebuilt Core statement (no ORM execution: a
+    fraction of its processor time), once the session's pending changes are flushed (as
+    the ORM's autoflush would before a query)."""
+    session.flush()
+    return session.connection()
+
+
+_PAIR: list[BindParameter[str]] = [bindparam("host_a"), bindparam("host_b")]
+#: the rates pre-copy achieved between two hosts, newest first (built once: a
+#: migration's start runs it)
+_LINK_RATES = (
+    select(Migration.transfer_rate_bytes_s)
+    .where(
+        Migration.source_host_id.in_(_PAIR),
+        Migration.dest_host_id.in_(_PAIR),
+        Migration.source_host_id != Migration.dest_host_id,
+        Migration.transfer_rate_bytes_s.is_not(None),
+    )
+    .order_by(Migration.id.desc())
+    .limit(LINK_HISTORY)
+)
+
+
+def link_between(session: Session, src: HostEnd, dst: HostEnd) -> Link | None:
     """The link's expected transfer rate for auto's plan: the median of what pre-copy
     achieved in the last :data:`LINK_HISTORY` migrations between the two hosts (either
     way), else the destination's configured ``link_mib_s``, else None (the engine assumes)."""
-    pair = {src.id, dst.id}
-    rates = [
-        rate
-        for rate in session.scalars(
-            select(Migration.transfer_rate_bytes_s)
-            .where(
-                Migration.source_host_id.in_(pair),
-                Migration.dest_host_id.in_(pair),
-                Migration.source_host_id != Migration.dest_host_id,
-                Migration.transfer_rate_bytes_s.is_not(None),
-            )
-            .order_by(Migration.id.desc())
-            .limit(LINK_HISTORY)
-        )
-        if rate is not None
-    ]
+    found = _flushed(session).execute(_LINK_RATES, {"host_a": src.id, "host_b": dst.id})
+    rates = [rate for (rate,) in found if rate is not None]
     if rates:
         return Link(
             float(statistics.median(rates)),
@@ -185,18 +242,22 @@ def link_between(session: Session, src: Host, dst: Host) -> Link | None:
     return None
 
 
+#: pass 1 of a server's latest migration that had one (built once)
+_PASS1 = (
+    select(Migration.pass1_dirtied_bytes, Migration.pass1_s)
+    .where(
+        Migration.server_id == bindparam("server_id"),
+        Migration.pass1_dirtied_bytes.is_not(None),
+        Migration.pass1_s.is_not(None),
+    )
+    .order_by(Migration.id.desc())
+    .limit(1)
+)
+
+
 def previous_pass1(session: Session, server_id: str) -> tuple[float, float] | None:
     """(bytes dirtied, seconds) in pass 1 of the server's latest migration that had one."""
-    row = session.execute(
-        select(Migration.pass1_dirtied_bytes, Migration.pass1_s)
-        .where(
-            Migration.server_id == server_id,
-            Migration.pass1_dirtied_bytes.is_not(None),
-            Migration.pass1_s.is_not(None),
-        )
-        .order_by(Migration.id.desc())
-        .limit(1)
-    ).first()
+    row = _flushed(session).execute(_PASS1, {"server_id": server_id}).first()
     if row is None or row[0] is None or row[1] is None:
         return None
     return float(row[0]), float(row[1])
@@ -308,15 +369,11 @@ _WAITING = (
 )
 
 
-def _check_room(session: Session, source: str, memory_mib: int) -> None:
-    """NoValidHost unless a VM of ``memory_mib`` would find a host after the queued VMs
-    still to be placed took theirs (placed the dispatcher's way, oldest first). Without a
-    lock: two requests at the same instant may both pass, and the dispatcher, which
-    places under the lock, then keeps the later one waiting or fails it with the numbers.
-    The hosts are read as rows of the five columns it needs (as :func:`_host_views` sees
-    them)."""
-    db = session.connection()  # Core statements: the ORM's execution layer costs more here
-    rows = db.execute(_HOST_ROOM).all()
+def _room_views(session: Session) -> tuple[dict[str, str], dict[str, HostView]]:
+    """The hosts' names by id, and what the scheduler sees of each host, by name: Core
+    rows of the five columns it needs (the ORM's loading of every Host cost more than the
+    rest of a placement)."""
+    rows = _flushed(session).execute(_HOST_ROOM).all()
     reserved = reserved_mib(session)
     views = {
         name: HostView(
@@ -324,12 +381,59 @@ def _check_room(session: Session, source: str, memory_mib: int) -> None:
         )
         for hid, name, state, free, disabled in rows
     }
-    names = {hid: name for hid, name, *_ in rows}
-    waiting = db.execute(_WAITING)
+    return {hid: name for hid, name, *_ in rows}, views
+
+
+def _check_room(session: Session, source: str, memory_mib: int) -> None:
+    """NoValidHost unless a VM of ``memory_mib`` would find a host after the queued VMs
+    still to be placed took theirs (placed the dispatcher's way, oldest first). Without a
+    lock: two requests at the same instant may both pass, and the dispatcher, which
+    places under the lock, then keeps the later one waiting or fails it with the numbers."""
+    names, views = _room_views(session)
+    waiting = session.connection().execute(_WAITING)
     placed = place_in_order(
         list(views.values()), [(names.get(src or "", ""), mib) for src, mib in waiting]
     )
     pick_host(list(placed.values()), source=source, memory_mib=memory_mib)
+
+
+#: a dispatch pass's statements (built once: building one cost more than running it)
+#: - the hosts of the migrations that started and have not ended
+_STARTED = and_(Migration.status.in_(ACTIVE_PHASES), Migration.status != Phase.QUEUED.value)
+_RUNNING_ENDS = select(Migration.source_host_id, Migration.dest_host_id).where(_STARTED)
+_RUNNING_OWNERS = select(Migration.owner).where(_STARTED)
+#: - the queued migrations, oldest first, with the memory each needs
+_QUEUED_TO_START = (
+    select(
+        Migration.id,
+        Migration.source_host_id,
+        Migration.dest_host_id,
+        Migration.fence,
+        Server.memory_mib,
+    )
+    .join(Server, Migration.server_id == Server.id)
+    .where(Migration.status == Phase.QUEUED.value)
+    .order_by(Migration.id)
+)
+#: - a start: queued -> preparing, if still queued under the same fence (compare-and-set)
+_CLAIM_QUEUED = (
+    update(Migration)
+    .where(
+        Migration.id == bindparam("claim_mid"),
+        Migration.status == Phase.QUEUED.value,
+        Migration.fence == bindparam("claim_fence"),
+    )
+    .values(
+        status=Phase.PREPARING.value,
+        dest_host_id=bindparam("new_dest"),
+        started_at=bindparam("new_started_at"),
+        owner=bindparam("new_owner"),
+        lease_until=bindparam("new_lease_until"),
+        fence=bindparam("new_fence"),
+    )
+)
+#: - the instances alive (seen since a lease's length ago)
+_LIVE_SINCE = select(Instance.id).where(Instance.seen_at >= bindparam("since"))
 
 
 def merged_decisions(
@@ -808,32 +912,14 @@ class Conductor:
                 return
         with self.db.session() as session:
             serialize_placement(session)
-            running = list(
-                session.execute(
-                    select(Migration.source_host_id, Migration.dest_host_id).where(
-                        Migration.status.in_(ACTIVE_PHASES), Migration.status != Phase.QUEUED.value
-                    )
-                )
-            )
+            connection = session.connection()
+            running = list(connection.execute(_RUNNING_ENDS))
             outgoing: dict[str | None, int] = {}
             incoming: dict[str | None, int] = {}
             for src, dst in running:
                 outgoing[src] = outgoing.get(src, 0) + 1
                 incoming[dst] = incoming.get(dst, 0) + 1
-            queued = list(
-                session.execute(
-                    select(
-                        Migration.id,
-                        Migration.source_host_id,
-                        Migration.dest_host_id,
-                        Migration.fence,
-                        Server.memory_mib,
-                    )
-                    .join(Server, Migration.server_id == Server.id)
-                    .where(Migration.status == Phase.QUEUED.value)
-                    .order_by(Migration.id)
-                )
-            )
+            queued = list(connection.execute(_QUEUED_TO_START))
             quota = self._fair_share(session, len(queued))
             placer = _Placer(session, incoming, self.config.max_incoming_per_host, bool(running))
             to_start: list[tuple[int, int]] = []
@@ -849,24 +935,20 @@ class Conductor:
                         continue
                 elif incoming.get(dst, 0) >= self.config.max_incoming_per_host:
                     continue
-                claimed = session.execute(
-                    update(Migration)
-                    .where(
-                        Migration.id == mid,
-                        Migration.status == Phase.QUEUED.value,
-                        Migration.fence == fence,
-                    )
-                    .values(
-                        status=Phase.PREPARING.value,
-                        dest_host_id=dst,
-                        started_at=utcnow(),
-                        owner=self.instance_id,
-                        lease_until=utcnow() + timedelta(seconds=self.config.lease_s),
-                        fence=fence + 1,
-                    )
-                    .execution_options(synchronize_session=False)
+                now = utcnow()
+                claimed = connection.execute(
+                    _CLAIM_QUEUED,
+                    {
+                        "claim_mid": mid,
+                        "claim_fence": fence,
+                        "new_dest": dst,
+                        "new_started_at": now,
+                        "new_owner": self.instance_id,
+                        "new_lease_until": now + timedelta(seconds=self.config.lease_s),
+                        "new_fence": fence + 1,
+                    },
                 )
-                if _rowcount(claimed) != 1:
+                if claimed.rowcount != 1:
                     continue  # aborted meanwhile, or another instance claimed it
                 outgoing[src] = outgoing.get(src, 0) + 1
                 incoming[dst] = incoming.get(dst, 0) + 1
@@ -884,21 +966,13 @@ class Conductor:
         if not queued:
             return 0
         now = utcnow()
-        live = set(
-            session.scalars(
-                select(Instance.id).where(
-                    Instance.seen_at >= now - timedelta(seconds=self.config.lease_s)
-                )
-            )
-        ) | {self.instance_id}
+        connection = session.connection()
+        since = now - timedelta(seconds=self.config.lease_s)
+        live = set(connection.scalars(_LIVE_SINCE, {"since": since})) | {self.instance_id}
         if len(live) == 1:
             return queued
         load = dict.fromkeys(live, 0)
-        for owner in session.scalars(
-            select(Migration.owner).where(
-                Migration.status.in_(ACTIVE_PHASES), Migration.status != Phase.QUEUED.value
-            )
-        ):
+        for owner in connection.scalars(_RUNNING_OWNERS):
             if owner in load:
                 load[owner] += 1
         share = -(-(sum(load.values()) + queued) // len(live))  # ceiling
@@ -912,26 +986,28 @@ class Conductor:
 
     def _request_for(self, mid: int) -> tuple[MigrationRequest, str]:
         with self.db.session() as session:
-            record = session.get(Migration, mid, options=_WITH_HOSTS_AND_SERVER)
-            if record is None:
+            connection = session.connection()
+            row = connection.execute(_REQUEST, {"mid": mid}).first()
+            if row is None:
                 raise MigrationNotFound(f"migration {mid} disappeared")
-            src, dst = record.source_host, record.dest_host
-            if src is None or dst is None:
+            if row.src_id is None or row.dst_id is None:
                 raise InvalidMigration(f"migration {mid}: a host was removed")
+            src = _End(row.src_id, row.src_name, row.src_uri, None, None)
+            dst = _End(row.dst_id, row.dst_name, row.dst_uri, row.dst_address, row.dst_link)
             request = MigrationRequest(
-                domain=record.server.name,
+                domain=row.server_name,
                 src_uri=src.uri,
                 dst_uri=dst.uri,
                 settings=replace(
-                    record.settings,
+                    settings_of(row),
                     stall_timeout_s=self.config.stall_timeout_s,
                     postcopy_stall_s=self.config.postcopy_stall_s,
                 ),
                 dst_migration_uri=_migration_uri(dst),
                 link=link_between(session, src, dst),
-                previous_pass1=previous_pass1(session, record.server_id),
+                previous_pass1=previous_pass1(session, row.server_id),
             )
-            return request, record.server.name
+            return request, row.server_name
 
     def _run(self, mid: int) -> None:
         delay_s = FINAL_WRITE_RETRY_FIRST_S
@@ -993,54 +1069,46 @@ class Conductor:
     def _write_outcome(
         self, mid: int, phase: Phase, error: str | None, result: MigrationResult | None
     ) -> None:
+        """The outcome into the record (locked, under this instance's claim) and the server:
+        its new host, and ACTIVE again. Core statements: the record is read once, not
+        loaded as objects."""
         claim = self._claim(mid)
         with self.db.session() as session:
-            record = _locked(session, mid)
-            if record is None:
+            connection = session.connection()
+            found = connection.execute(_READ_OUTCOME, {"claim_mid": mid}).first()
+            if found is None:
                 return
-            if not claim.holds(record):
+            if (found.owner, found.fence) != (claim.owner, claim.fence):
                 log.warning(
                     "outcome not written id=%d: another instance drives it now owner=%s",
                     mid,
-                    record.owner,
+                    found.owner,
                 )
                 return
-            record.status = phase.value
-            record.error = error
+            values: dict[str, Any] = {"status": phase.value, "error": error}
             if phase.is_final:
-                record.requested = None  # too late for a forwarded request
-                record.finished_at = utcnow()
+                values["requested"] = None  # too late for a forwarded request
+                values["finished_at"] = utcnow()
             if result is not None:
-                record.total_s = result.total_s
-                record.downtime_ms = result.downtime_ms
-                record.memory_total_bytes = result.memory_total_bytes or record.memory_total_bytes
-                record.memory_processed_bytes = result.memory_bytes
-                record.disk_processed_bytes = result.disk_bytes
-                record.iterations = result.iterations
-                record.postcopy_requests = result.postcopy_requests
-                record.switch_at_s = result.switch_at_s
-                record.transfer_rate_bytes_s = result.transfer_rate_bytes_s
-                if result.pass1 is not None:
-                    record.pass1_dirtied_bytes = round(result.pass1[0])
-                    record.pass1_s = result.pass1[1]
-                if result.plan is not None:
-                    record.prediction = result.plan.to_dict()
-                record.phase_times = {**result.phase_times, **record.phase_times}
-                record.decisions = merged_decisions(record.decisions, result.decisions)
-                if phase is Phase.COMPLETED:
-                    record.memory_remaining_bytes = 0
-                    record.disk_remaining_bytes = 0
-            server = record.server
-            if phase is Phase.COMPLETED and record.dest_host_id is not None:
-                server.host_id = record.dest_host_id
-            if phase.is_final and server.status == ServerStatus.MIGRATING.value:
-                server.status = ServerStatus.ACTIVE.value  # sync below corrects it
+                values |= _outcome_columns(result, found)
+            if phase is Phase.COMPLETED:
+                values |= {"memory_remaining_bytes": 0, "disk_remaining_bytes": 0}
+            connection.execute(_WRITE_OUTCOME, {"claim_mid": mid, **values})
+            server: dict[str, Any] = {}
+            if phase is Phase.COMPLETED and found.dest_host_id is not None:
+                server["host_id"] = found.dest_host_id
+            if phase.is_final and found.server_status == ServerStatus.MIGRATING.value:
+                server["status"] = ServerStatus.ACTIVE.value  # the sync corrects it
+            if server:
+                connection.execute(
+                    _SET_SERVER_STATUS, {"id_": found.server_id, **server, "updated_at": utcnow()}
+                )
             log.info(
                 "migration finished id=%d server=%s phase=%s total_s=%s error=%s",
                 mid,
-                server.name,
+                found.server_name,
                 phase.value,
-                record.total_s,
+                values.get("total_s"),
                 error or "-",
             )
 
@@ -1288,23 +1356,22 @@ class _Placer:
         self.max_incoming = max_incoming
         #: migrations are running: memory frees up and slots open as they end
         self.busy = busy
-        self._hosts: list[Host] | None = None
-        self._views: dict[str, HostView] = {}
+        self._names: dict[str, str] | None = None  # by host id
+        self._views: dict[str, HostView] = {}  # by host name
 
-    def _load(self) -> list[Host]:
-        if self._hosts is None:
-            self._hosts, self._views = _host_views(self.session)
-        return self._hosts
+    def _load(self) -> dict[str, str]:
+        if self._names is None:
+            self._names, self._views = _room_views(self.session)
+        return self._names
 
     def place(self, mid: int, source_id: str | None, memory_mib: int) -> str | None:
         """The host id for migration ``mid``, or None: it waits for a slot or for memory
         (or, when nothing could ever free some, it is failed with the reason)."""
-        hosts = self._load()
-        names = {h.id: h.name for h in hosts}
+        names = self._load()
         source = names.get(source_id or "", "")
         open_views = [
-            v for h in hosts if self.incoming.get(h.id, 0) < self.max_incoming
-            for v in (self._views[h.name],)
+            self._views[name] for hid, name in names.items()
+            if self.incoming.get(hid, 0) < self.max_incoming
         ]  # fmt: skip
         try:
             name = pick_host(open_views, source=source, memory_mib=memory_mib)
@@ -1318,7 +1385,7 @@ class _Placer:
                 return None  # running migrations will free memory (or take it): look again
             self._fail(mid, str(err))
             return None
-        host_id = next(h.id for h in hosts if h.name == name)
+        host_id = next(hid for hid, known in names.items() if known == name)
         log.info(
             "migration placed id=%d dest=%s available_mib=%d memory_mib=%d",
             mid, name, self._views[name].available_mib, memory_mib,
@@ -1327,7 +1394,7 @@ class _Placer:
 
     def reserve(self, host_id: str, memory_mib: int) -> None:
         """Count a VM just placed on ``host_id`` (the views predate it)."""
-        name = next((h.name for h in self._load() if h.id == host_id), None)
+        name = self._load().get(host_id)
         if name is not None:
             view = self._views[name]
             self._views[name] = replace(
@@ -1363,11 +1430,28 @@ class Claim:
         return record.owner == self.owner and record.fence == self.fence
 
 
-def _locked(session: Session, mid: int) -> Migration | None:
-    """The record, locked until the transaction ends where the database can (PostgreSQL):
-    a take-over then waits for this write, and this write sees a take-over that came
-    first."""
-    return session.get(Migration, mid, with_for_update=True, populate_existing=True)
+def _outcome_columns(result: MigrationResult, stored: Any) -> dict[str, Any]:
+    """The record's columns that the engine's result sets, merged with what the record
+    holds (``stored``: its phase times, decisions and memory total)."""
+    values: dict[str, Any] = {
+        "total_s": result.total_s,
+        "downtime_ms": result.downtime_ms,
+        "memory_total_bytes": result.memory_total_bytes or stored.memory_total_bytes,
+        "memory_processed_bytes": result.memory_bytes,
+        "disk_processed_bytes": result.disk_bytes,
+        "iterations": result.iterations,
+        "postcopy_requests": result.postcopy_requests,
+        "switch_at_s": result.switch_at_s,
+        "transfer_rate_bytes_s": result.transfer_rate_bytes_s,
+        "phase_times": {**result.phase_times, **stored.phase_times},
+        "decisions": merged_decisions(stored.decisions, result.decisions),
+    }
+    if result.pass1 is not None:
+        values["pass1_dirtied_bytes"] = round(result.pass1[0])
+        values["pass1_s"] = result.pass1[1]
+    if result.plan is not None:
+        values["prediction"] = result.plan.to_dict()
+    return values
 
 
 #: the progress columns of a migration record, each as a Sample sets it
@@ -1417,6 +1501,26 @@ _READ_CLAIMED = (
     .where(_CLAIMED)
     .with_for_update()
 )
+
+#: what the outcome's write reads: the claim, what it merges, the server (the record
+#: locked where the database can)
+_READ_OUTCOME = (
+    select(
+        _MIGRATIONS.c.owner,
+        _MIGRATIONS.c.fence,
+        _MIGRATIONS.c.phase_times,
+        _MIGRATIONS.c.decisions,
+        _MIGRATIONS.c.memory_total_bytes,
+        _MIGRATIONS.c.dest_host_id,
+        _MIGRATIONS.c.server_id,
+        _SERVERS.c.name.label("server_name"),
+        _SERVERS.c.status.label("server_status"),
+    )
+    .join(_SERVERS, _SERVERS.c.id == _MIGRATIONS.c.server_id)
+    .where(_CLAIMED_ID)
+    .with_for_update(of=_MIGRATIONS)
+)
+_WRITE_OUTCOME = update(_MIGRATIONS).where(_CLAIMED_ID)
 
 #: the record's columns as a change of it sees and sets them (those it reads: status,
 #: phase_times, decisions; it may set error, prediction, switch_at_s too)

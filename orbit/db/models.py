@@ -430,16 +430,7 @@ class Migration(Base):
     @property
     def settings(self) -> MigrationSettings:
         """The settings this migration ran under, as the engine takes them."""
-        return MigrationSettings(
-            post_copy=self.post_copy,
-            policy=Policy(self.policy),
-            post_copy_after_iterations=self.post_copy_after_iterations,
-            completion_timeout_s=self.completion_timeout_s,
-            downtime_limit_ms=self.downtime_limit_ms,
-            bandwidth_mib_s=self.bandwidth_mib_s,
-            block_migration=self.block_migration,
-            postcopy_weight=self.postcopy_weight,
-        )
+        return settings_of(self)
 
     @settings.setter
     def settings(self, settings: MigrationSettings) -> None:
@@ -448,6 +439,21 @@ class Migration(Base):
 
     def __repr__(self) -> str:
         return f"Migration(id={self.id!r}, server_id={self.server_id!r}, status={self.status!r})"
+
+
+def settings_of(record: Any) -> MigrationSettings:
+    """The settings held in a migration's columns: those of a :class:`Migration`, or of a
+    Core row that selected them under their names (no ORM object loaded)."""
+    return MigrationSettings(
+        post_copy=record.post_copy,
+        policy=Policy(record.policy),
+        post_copy_after_iterations=record.post_copy_after_iterations,
+        completion_timeout_s=record.completion_timeout_s,
+        downtime_limit_ms=record.downtime_limit_ms,
+        bandwidth_mib_s=record.bandwidth_mib_s,
+        block_migration=record.block_migration,
+        postcopy_weight=record.postcopy_weight,
+    )
 
 
 def settings_columns(settings: MigrationSettings) -> dict[str, Any]:
