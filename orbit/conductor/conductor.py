@@ -1492,6 +1492,7 @@ _READ_CLAIMS = select(
     _MIGRATIONS.c.id, _MIGRATIONS.c.status, _MIGRATIONS.c.owner, _MIGRATIONS.c.fence
 ).where(_MIGRATIONS.c.id.in_(bindparam("mids", expanding=True)))
 _REPAIR_STATUS = update(_MIGRATIONS).where(_CLAIMED).values(status=bindparam("set_status"))
+_WRITE_CLAIMED = update(_MIGRATIONS).where(_CLAIMED)
 _INSERT_SAMPLES = insert(_SAMPLES)
 #: what a phase, decision or plan write reads of the record, locked until the transaction
 #: ends where the database can (PostgreSQL), if this claim still holds it: a take-over then
@@ -1811,8 +1812,7 @@ class _Recorder(MigrationListener):
         status repaired. Nothing when another instance holds the claim."""
         claim = self.claim_params()
         try:
-            with self.db.session() as session:
-                connection = session.connection()
+            with self.db.engine.connect() as connection, connection.begin():
                 found = connection.execute(_READ_CLAIMED, claim).first()
                 if found is None:  # gone, or claimed by another instance
                     if connection.scalar(select(_MIGRATIONS.c.id).where(_CLAIMED_ID), claim):
@@ -1838,8 +1838,8 @@ class _Recorder(MigrationListener):
                     row.update({col: getattr(last, f) for col, f in _PROGRESS_COLUMNS.items()})
                 self._repair(row)
                 values = {k: v for k, v in row.items() if k not in before or v != before[k]}
-                if values:
-                    connection.execute(update(_MIGRATIONS).where(_CLAIMED).values(values), claim)
+                if values:  # the columns set are the parameters' (one statement, cached)
+                    connection.execute(_WRITE_CLAIMED, {**claim, **values, "updated_at": utcnow()})
         except Exception as err:  # the migration goes on; the next write catches up
             log.warning(
                 "cannot record progress id=%d changes=%d error=%s",

@@ -71,15 +71,14 @@ def test_a_phase_write_that_failed_is_repaired_by_the_next_write(
         *_, server = add_world(s)
         mid = add_migration(s, server, status=Phase.RUNNING_PRECOPY.value).id
     recorder = claimed_recorder(db, mid)
-    real_session = db.session
 
-    def failing_session() -> Any:
+    def no_connection() -> Any:
         raise PoolTimeout("QueuePool limit reached")
 
-    monkeypatch.setattr(db, "session", failing_session)
+    monkeypatch.setattr(db.engine, "connect", no_connection)
     recorder.on_phase(Phase.RUNNING_POSTCOPY, 3.0, "switched")  # lost, and logged
     recorder.flush()
-    monkeypatch.setattr(db, "session", real_session)
+    monkeypatch.undo()
     with db.session() as s:
         assert s.get_one(Migration, mid).status == Phase.RUNNING_PRECOPY.value
     recorder.on_sample(Sample(elapsed_s=3.25, memory_total_bytes=64 * MIB, postcopy=True))
@@ -105,13 +104,13 @@ def test_the_engine_never_waits_for_the_database(
         mid = add_migration(s, server, status=Phase.RUNNING_PRECOPY.value).id
     recorder = claimed_recorder(db, mid)
     gate = threading.Event()
-    real_session = db.session
+    real_connect = db.engine.connect
 
-    def slow_session() -> Any:
+    def slow_connect() -> Any:
         gate.wait(10)  # the database is locked until the test opens the gate
-        return real_session()
+        return real_connect()
 
-    monkeypatch.setattr(db, "session", slow_session)
+    monkeypatch.setattr(db.engine, "connect", slow_connect)
     started = time.monotonic()
     for i in range(40):
         recorder.on_sample(Sample(elapsed_s=i * 0.25, memory_total_bytes=64 * MIB))
