@@ -1746,14 +1746,18 @@ _PG_WRITE_PROGRESS = text(
     + " RETURNING m.id, m.owner, m.fence, m.status"
 )
 _PG_SAMPLE_COLUMNS = ("migration_id", *_SAMPLE_FIELDS)
-_PG_INSERT_SAMPLES = text(
-    f"INSERT INTO {_SAMPLES.name} ({', '.join(_PG_SAMPLE_COLUMNS)}) SELECT * FROM "
-    + _pg_unnest({col: _pg_type(_SAMPLES.c[col]) for col in _PG_SAMPLE_COLUMNS})
-)
+_PG_COPY_SAMPLES = f"COPY {_SAMPLES.name} ({', '.join(_PG_SAMPLE_COLUMNS)}) FROM STDIN"
 
 
 def _pg_insert(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    connection.execute(_PG_INSERT_SAMPLES, _columns(rows))
+    """The samples by COPY, in the connection's transaction: psycopg formats each row in
+    C, where arrays for an INSERT from unnest() were formatted value by value in Python
+    (a tenth of an instance's processor while it sampled 50 migrations)."""
+    driver = connection.connection.driver_connection  # psycopg's, in the same transaction
+    assert driver is not None
+    with driver.cursor() as cursor, cursor.copy(_PG_COPY_SAMPLES) as copy:
+        for row in rows:
+            copy.write_row([row[column] for column in _PG_SAMPLE_COLUMNS])
 
 
 def _insert(connection: Connection, rows: list[dict[str, Any]]) -> None:
