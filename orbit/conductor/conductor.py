@@ -1560,13 +1560,18 @@ class _RecordWriter:
         with self._cond:
             self._pending[recorder] = []
 
-    def put(self, recorder: _Recorder, change: _Change | None, *, now: bool) -> None:
-        """Queue ``change`` (None: the recorder closes); ``now``: write without waiting."""
+    def put(
+        self, recorder: _Recorder, change: _Change | None, *, now: bool, phase: Phase | None = None
+    ) -> None:
+        """Queue ``change`` (None: the recorder closes; ``phase``: it is the engine's change
+        to that phase); ``now``: write without waiting."""
         with self._cond:
             pending = self._pending.get(recorder)
             if pending is None:  # closed: there is nothing more to write
                 return
             pending.append(change)
+            if phase is not None:
+                recorder.latest_phase = phase
             recorder.queued += 1
             self._queued += 1
             if self._thread is None:
@@ -1596,6 +1601,7 @@ class _RecordWriter:
                 batch = {r: changes for r, changes in self._pending.items() if changes}
                 for recorder in batch:
                     self._pending[recorder] = []
+                    recorder.taken_phase = recorder.latest_phase  # what these changes reach
                 self._queued = 0
             try:
                 self._write(batch)
@@ -1683,7 +1689,7 @@ def _insert_and_repair(
             {"migration_id": recorder.mid, **{f: getattr(x, f) for f in _SAMPLE_FIELDS}}
             for x in only
         ]
-        phase = recorder.phase
+        phase = recorder.taken_phase
         if (
             phase is not None
             and not phase.is_final  # the outcome writes a final status itself
@@ -1789,16 +1795,20 @@ class _Recorder(MigrationListener):
         self.db = db
         self.mid = migration_id
         self.claim = claim
-        #: the engine's latest phase: every later write repairs a status that failed to land
-        self._phase: Phase | None = None
+        #: the engine's latest phase, set as its change is queued (under the writer's lock)
+        self.latest_phase: Phase | None = None
+        #: the latest phase of the changes the writer took last: its writes repair a status
+        #: that failed to land to this one (not to a phase queued after them)
+        self.taken_phase: Phase | None = None
         #: changes queued and written (or dropped) so far; the writer's lock guards them
         self.queued = self.written = 0
         self._writer = writer or _RecordWriter(db)
         self._writer.open(self)
 
-    def _update(self, change: _Change, *, gather: bool = False) -> None:
-        """Queue a change; ``gather``: it may wait for the next ones (samples)."""
-        self._writer.put(self, change, now=not gather)
+    def _update(self, change: _Change, *, gather: bool = False, phase: Phase | None = None) -> None:
+        """Queue a change (of the engine's phase to ``phase``, if given); ``gather``: it
+        may wait for the next ones (samples)."""
+        self._writer.put(self, change, now=not gather, phase=phase)
 
     def flush(self) -> None:
         """Return once every change queued so far has been written (or dropped)."""
@@ -1851,7 +1861,7 @@ class _Recorder(MigrationListener):
             )  # fmt: skip
 
     def _repair(self, row: _Row) -> None:
-        phase = self._phase
+        phase = self.taken_phase
         status = Phase(row["status"])
         if (
             phase is not None
@@ -1862,18 +1872,12 @@ class _Recorder(MigrationListener):
             log.info("record repaired id=%d status=%s", self.mid, phase.value)
             row["status"] = phase.value  # an earlier write did not land
 
-    @property
-    def phase(self) -> Phase | None:
-        """The engine's latest phase (what a later write repairs the status to)."""
-        return self._phase
-
     def claim_params(self) -> dict[str, Any]:
         """The claim, as the parameters of the statements that check it."""
         return {"claim_mid": self.mid, "claim_owner": self.claim.owner,
                 "claim_fence": self.claim.fence}  # fmt: skip
 
     def on_phase(self, phase: Phase, at_s: float, reason: str) -> None:
-        self._phase = phase
 
         def apply(row: _Row) -> None:
             # A final status is written by the outcome (_write_outcome), in one transaction
@@ -1886,7 +1890,7 @@ class _Recorder(MigrationListener):
             if phase in (Phase.FAILED, Phase.CANCELLED, Phase.POSTCOPY_PAUSED) and reason:
                 row["error"] = reason
 
-        self._update(apply)
+        self._update(apply, phase=phase)
 
     def on_sample(self, sample: Sample) -> None:
         self._update(sample, gather=True)

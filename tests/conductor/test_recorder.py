@@ -94,6 +94,32 @@ def test_a_phase_write_that_failed_is_repaired_by_the_next_write(
         assert s.get_one(Migration, mid).status == Phase.COMPLETED.value
 
 
+def test_samples_taken_before_a_phase_change_do_not_repair_the_status(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The engine changes phase while the writer writes samples it took before: those
+    samples leave the status to the phase change's own write (no "repair", no log line
+    saying a write was lost); samples taken after a phase write that was lost repair it."""
+    with db.session() as s:
+        *_, server = add_world(s)
+        mid = add_migration(s, server, status=Phase.RUNNING_PRECOPY.value).id
+    writer = _RecordWriter(db)
+    recorder = claimed_recorder(db, mid, writer=writer)
+    recorder.taken_phase = Phase.RUNNING_PRECOPY  # the batch was taken in pre-copy...
+    recorder.latest_phase = Phase.RUNNING_POSTCOPY  # ...and the switch queued since
+    caplog.set_level("INFO", logger="orbit.conductor.conductor")
+    writer._write({recorder: [Sample(elapsed_s=1.0, memory_total_bytes=64 * MIB)]})
+    with db.session() as s:
+        assert s.get_one(Migration, mid).status == Phase.RUNNING_PRECOPY.value
+    assert "record repaired" not in caplog.text
+    recorder.taken_phase = Phase.RUNNING_POSTCOPY  # the switch's own write was lost
+    writer._write({recorder: [Sample(elapsed_s=1.25, memory_total_bytes=64 * MIB)]})
+    with db.session() as s:
+        assert s.get_one(Migration, mid).status == Phase.RUNNING_POSTCOPY.value
+    assert "record repaired" in caplog.text
+    recorder.close()
+
+
 def test_the_engine_never_waits_for_the_database(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
