@@ -42,6 +42,8 @@ def test_the_control_plane_result_is_whole() -> None:
     assert burst["most_vms_on_a_host"] <= burst["vms_that_fit_on_a_host"]
     assert kill["migrations"] == 100 and kill["started_twice"] == 0
     assert {a["rate_per_s"] for a in doc["api_load"]} == {200, 50}
+    assert doc["api_load_alone"]["rate_per_s"] == 200
+    assert doc["api_load_alone"]["migrations_meanwhile"] == 0
     sampling = doc["sampling"]
     assert sampling["completed"] == sampling["migrations"] == 50
     assert sampling["running_in_the_window"] == 50  # all at once, as the README says
