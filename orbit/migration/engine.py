@@ -110,6 +110,8 @@ PREFLIGHT_PROBES = 3
 MEASURE_GRACE_S = 2.0
 #: How long the engine waits for the job-completed event (final statistics) after the end.
 FINAL_STATS_TIMEOUT_S = 2.0
+#: auto: write-fault reads in a row that say nothing before the counting ends
+FAULT_MISSES = 3
 
 
 @dataclass(frozen=True)
@@ -293,6 +295,10 @@ class Migration:
         #: reported), and the counts read during pass 1 (elapsed s, count)
         self._fault_base: int | None = None
         self._fault_counts: list[tuple[float, int]] = []
+        #: reads in a row that said nothing (failed, or a count that went down)
+        self._fault_misses = 0
+        #: the faults stopped being readable after they settled: what they said stands
+        self._faults_kept = False
         self.result = MigrationResult(
             domain=request.domain,
             src_uri=request.src_uri,
@@ -495,8 +501,15 @@ class Migration:
             return None
 
     def _count_faults(self, stats: JobStats) -> None:
-        """auto, during pass 1 of a planned migration: count KVM's write faults."""
-        if self._fault_base is None:
+        """auto, during pass 1 of a planned migration: count KVM's write faults.
+
+        A read that says nothing is skipped: libvirt leaves a vCPU's statistics out when it
+        cannot query QEMU at that moment (a busy monitor), and a count that went down (a
+        vCPU's reply missing) must not read as a guest that stopped dirtying new pages.
+        After :data:`FAULT_MISSES` such reads in a row the counting ends: what the faults
+        said once settled stands for the rest of pass 1; before that, the signal is
+        dropped and the plan stands as made."""
+        if self._fault_base is None or self._faults_kept:
             return
         planned = self._measuring is not None or self.result.plan is not None
         if not planned or stats.iteration > 1 or self._sent.switching or self._phase.in_postcopy:
@@ -504,10 +517,26 @@ class Migration:
             return
         count = self._read_faults()
         last = self._fault_counts[-1][1] if self._fault_counts else self._fault_base
-        if count is None or count < last:  # a count that went down says nothing
-            self._fault_base = None
+        if count is not None and count >= last:
+            self._fault_misses = 0
+            self._fault_counts.append((self._elapsed(), count))  # when it was read
             return
-        self._fault_counts.append((self._elapsed(), count))  # when it was read
+        self._fault_misses += 1
+        if self._fault_misses < FAULT_MISSES:
+            return
+        seen = new_pages(self._fault_base, self._fault_counts)
+        settled = seen is not None and seen.settled
+        log.info(
+            "write faults unreadable domain=%s reads_in_a_row=%d seen_s=%.2f evidence=%s",
+            self.request.domain,
+            self._fault_misses,
+            seen.seen_s if seen is not None else 0.0,
+            "kept (settled)" if settled else "dropped (not settled)",
+        )
+        if settled:
+            self._faults_kept = True
+        else:
+            self._fault_base = None
 
     def _no_plan(self, why: str) -> None:
         self._record(

@@ -20,6 +20,7 @@ from orbit.errors import (
     MigrationRefused,
 )
 from orbit.migration.engine import (
+    FAULT_MISSES,
     DecisionRecord,
     Migration,
     MigrationListener,
@@ -555,16 +556,19 @@ def test_write_faults_keep_pass_1_for_a_hot_set_and_post_copy_pulls_only_it() ->
     assert pulled and pulled[0].memory_remaining_bytes <= 16 * MIB + 128 * 1024
 
 
-def test_a_fault_count_that_goes_down_drops_the_signal(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The third count of pass 1 reads lower (a vCPU gone): the engine stops reading the
-    faults and the plan's post-copy at once stands, not a 'hot set' from the drop."""
+def test_fault_counts_that_keep_going_down_drop_the_signal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """From the third count of pass 1 on, every count reads lower (a vCPU gone): after
+    FAULT_MISSES such reads the engine stops reading the faults, and as they had not
+    settled, the plan's post-copy at once stands, not a 'hot set' from the drop."""
     driver = _faulting(replace(HOT_SET))
     real = driver.new_page_faults
     reads: list[int | None] = []
 
     def dropping(uri: str, name: str) -> int | None:
         count = real(uri, name)
-        reads.append(0 if len(reads) == 3 else count)  # the base, two counts, then a drop
+        reads.append(0 if len(reads) >= 3 else count)  # the base, two counts, then drops
         return reads[-1]
 
     monkeypatch.setattr(driver, "new_page_faults", dropping)
@@ -572,8 +576,60 @@ def test_a_fault_count_that_goes_down_drops_the_signal(monkeypatch: pytest.Monke
     result = _migration(driver, settings, link=FAULT_LINK).run()
     switch = next(d for d in result.decisions if d.action is Action.SWITCH_TO_POSTCOPY)
     assert switch.reason.startswith("as planned: postcopy-after-0"), switch.reason
-    assert len(reads) == 4, reads  # none after the drop
+    assert len(reads) == 3 + FAULT_MISSES, reads  # none after the last miss
     assert "replanned" not in [d.rule for d in result.decisions]
+
+
+@pytest.mark.parametrize("miss", [None, 0], ids=["unreadable", "lower"])
+def test_a_fault_read_that_says_nothing_does_not_lose_the_hot_set(
+    monkeypatch: pytest.MonkeyPatch, miss: int | None
+) -> None:
+    """The hot set of the test above, with one read of pass 1 that failed (libvirt left
+    the vCPU statistics out) or came back lower: that read is skipped, the faults still
+    settle on the hot set, and post-copy waits for pass 1. (Before, one such read ended
+    the counting, and post-copy started at once, as the plan without faults said.)"""
+    driver = _faulting(replace(HOT_SET))
+    real = driver.new_page_faults
+    reads: list[int | None] = []
+
+    def missing_one(uri: str, name: str) -> int | None:
+        count = real(uri, name)
+        reads.append(miss if len(reads) == 4 else count)
+        return reads[-1]
+
+    monkeypatch.setattr(driver, "new_page_faults", missing_one)
+    settings = MigrationSettings.resolve(post_copy=True, completion_timeout_s=60)
+    result = _migration(driver, settings, link=FAULT_LINK).run()
+    assert len(reads) > 6 and reads[4] == miss, reads
+    switch = next(d for d in result.decisions if d.action is Action.SWITCH_TO_POSTCOPY)
+    assert "postcopy-after-1" in switch.reason and "1 iteration(s) completed" in switch.reason
+
+
+def test_faults_unreadable_once_settled_keep_what_they_said(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The faults settle on the hot set, then every read fails for the rest of pass 1:
+    what they said stands (post-copy after pass 1), and the engine stops reading them."""
+    driver = _faulting(replace(HOT_SET))
+    real = driver.new_page_faults
+    reads: list[int | None] = []
+    replanned = threading.Event()
+
+    def failing_once_settled(uri: str, name: str) -> int | None:
+        reads.append(None if replanned.is_set() else real(uri, name))
+        return reads[-1]
+
+    monkeypatch.setattr(driver, "new_page_faults", failing_once_settled)
+    settings = MigrationSettings.resolve(post_copy=True, completion_timeout_s=60)
+    m = _migration(driver, settings, link=FAULT_LINK)
+    thread = _run_in_thread(m)
+    _wait_for(lambda: any(d.rule == "replanned" for d in m.result.decisions), ticks=2000)
+    replanned.set()
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    switch = next(d for d in m.result.decisions if d.action is Action.SWITCH_TO_POSTCOPY)
+    assert "postcopy-after-1" in switch.reason and "1 iteration(s) completed" in switch.reason
+    assert reads.count(None) == FAULT_MISSES, reads
 
 
 def test_without_write_faults_the_plan_switches_a_hot_set_at_once() -> None:
