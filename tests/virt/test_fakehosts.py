@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,8 +52,6 @@ def test_a_migration_blocks_only_its_own_connection(remote: RemoteFakeDriver) ->
     """migrate() holds its thread's connection for the whole migration (as libvirt's
     migrateToURI3 does); other threads' calls answer meanwhile; the VM then runs on the
     destination, migrated once."""
-    import threading
-
     t = threading.Thread(
         target=remote.migrate,
         args=("fake://h1", "vm-h1-1", MigrationParams(dst_uri="fake://h2")),
@@ -77,3 +76,25 @@ def test_a_benchmark_can_slow_the_link_down(remote: RemoteFakeDriver) -> None:
         assert remote.set_bandwidth(2 * 1024 * 1024) == 1024 * 1024
     finally:
         remote.set_bandwidth(before)
+
+
+def test_messages_of_any_size_cross_whole_and_in_order() -> None:
+    """The channel's framing: a message larger than one receive (64 KiB), an empty one,
+    and several sent before any is read arrive whole, each once, in order; a closed peer
+    is an EOFError, not a hang."""
+    import socket
+
+    from orbit.virt.fakehosts import _Channel
+
+    left, right = socket.socketpair()
+    a, b = _Channel(left), _Channel(right)
+    big = {"domains": ["x" * 1000] * 300}  # ~300 KB: several receives
+    sent: list[object] = [("ok", big), (), ("job_stats", ("fake://h1", "vm"), {}), "z" * 70_000]
+    writer = threading.Thread(target=lambda: [a.send(m) for m in sent])
+    writer.start()
+    assert [b.recv() for _ in sent] == sent
+    writer.join()
+    a.close()
+    with pytest.raises(EOFError):
+        b.recv()
+    b.close()
