@@ -90,7 +90,12 @@ def test_messages_of_any_size_cross_whole_and_in_order() -> None:
     a, b = _Channel(left), _Channel(right)
     big = {"domains": ["x" * 1000] * 300}  # ~300 KB: several receives
     sent: list[object] = [("ok", big), (), ("job_stats", ("fake://h1", "vm"), {}), "z" * 70_000]
-    writer = threading.Thread(target=lambda: [a.send(m) for m in sent])
+
+    def send_all() -> None:
+        for message in sent:
+            a.send(message)
+
+    writer = threading.Thread(target=send_all)
     writer.start()
     assert [b.recv() for _ in sent] == sent
     writer.join()
