@@ -62,7 +62,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.sql.elements import BindParameter
 
@@ -405,6 +405,30 @@ def _check_room(session: Session, source: str, memory_mib: int) -> None:
 _STARTED = and_(Migration.status.in_(ACTIVE_PHASES), Migration.status != Phase.QUEUED.value)
 _RUNNING_ENDS = select(Migration.source_host_id, Migration.dest_host_id).where(_STARTED)
 _RUNNING_OWNERS = select(Migration.owner).where(_STARTED)
+_OTHER = aliased(Migration)
+_OTHER_STARTED = and_(_OTHER.status.in_(ACTIVE_PHASES), _OTHER.status != Phase.QUEUED.value)
+#: - whether a queued migration could start: its source below the outgoing limit and its
+#:   named destination below the incoming one (placement decides for the others). None:
+#:   the pass has nothing to do (a queue whose sources are all busy: a migration's end
+#:   kicks the next pass), and takes no lock and reads no host.
+_ANY_STARTABLE = (
+    select(Migration.id)
+    .where(
+        Migration.status == Phase.QUEUED.value,
+        select(func.count())
+        .where(_OTHER_STARTED, _OTHER.source_host_id == Migration.source_host_id)
+        .scalar_subquery()
+        < bindparam("max_out"),
+        or_(
+            Migration.dest_host_id.is_(None),
+            select(func.count())
+            .where(_OTHER_STARTED, _OTHER.dest_host_id == Migration.dest_host_id)
+            .scalar_subquery()
+            < bindparam("max_in"),
+        ),
+    )
+    .limit(1)
+)
 #: - the queued migrations, oldest first, with the memory each needs
 _QUEUED_TO_START = (
     select(
@@ -912,9 +936,14 @@ class Conductor:
         compare-and-set (queued -> preparing, with this instance as the owner): an abort
         that came first wins, and of several instances exactly one claims it; one
         dispatcher at a time counts the hosts' migrations (across instances). Nothing
-        queued: one indexed read, no lock (the pass every second of every instance)."""
+        that could start: one read, no lock (the pass every second of every instance,
+        also while a queue waits for busy sources)."""
+        limits = {
+            "max_out": self.config.max_outgoing_per_host,
+            "max_in": self.config.max_incoming_per_host,
+        }
         with self.db.session() as session:
-            if session.scalar(_ANY_QUEUED) is None:
+            if session.scalar(_ANY_STARTABLE, limits) is None:
                 return
         with self.db.session() as session:
             serialize_placement(session)
