@@ -272,8 +272,14 @@ def test_source_libvirtd_restart_during_postcopy_is_followed_to_the_end(
 def test_packet_loss_throughout(
     lab: Lab, guests: Guests, driver: LibvirtDriver, shaped: None
 ) -> None:
+    """Loss on the link all along (each way, and 20 ms of delay where netem is there):
+    post-copy completes. The lab's TCP gives up on a segment after 5 retransmissions
+    (TCP_SYSCTLS, ~12.6 s): at 10 % each way a retransmission fails ~19 % of the time,
+    and one chain of six among the ~50,000 segments of a 64 MiB guest failed this test
+    once in make test ("Connection timed out" in pre-copy; the VM kept on the source, as
+    it should be); at 5 % such a chain is ~50 times rarer."""
     delay = "20ms" if netem_available() else None  # this kernel may lack netem: loss only
-    lab.shape("h2", Shaping(loss="10%", delay=delay))
+    lab.shape("h2", Shaping(loss="5%", delay=delay))
     small = replace(GUEST, memory_mib=64, wss_mib=32)
     guests.start("h1", small)
     src, dst = lab.host("h1"), lab.host("h2")
