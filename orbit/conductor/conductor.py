@@ -35,7 +35,7 @@ import socket
 import statistics
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
@@ -522,6 +522,8 @@ class Conductor:
         self._sync_now = threading.Event()
         #: when the first kick still waiting for a sync came (None: none waits)
         self._sync_kicked_at: datetime | None = None
+        #: the hosts the waiting kicks asked to survey (None: every host)
+        self._sync_uris: set[str] | None = set()
         self._loops: list[threading.Thread] = []
         self._forgot_at = -math.inf  # when the dead instances were last forgotten
         self.drains = Drains(self)
@@ -565,10 +567,12 @@ class Conductor:
             except OrbitError as err:
                 log.warning("cannot sign this instance off error=%s", err)
 
-    def sync(self) -> None:
-        with self.db.session() as session:
-            uris = list(session.scalars(select(Host.uri)))
-        surveys = survey_hosts(self.driver, uris)  # no session open while hosts answer
+    def sync(self, uris: Collection[str] | None = None) -> None:
+        """Survey the hosts (``uris`` only, if given) and record what they said."""
+        if uris is None:
+            with self.db.session() as session:
+                uris = list(session.scalars(select(Host.uri)))
+        surveys = survey_hosts(self.driver, list(uris))  # no session open while hosts answer
         with self.db.session() as session:
             report = apply_survey(session, surveys)
         with self.db.session() as session:  # housekeeping: expired tokens are of no use
@@ -582,11 +586,16 @@ class Conductor:
             report.servers,
         )
 
-    def _kick_sync(self) -> None:
-        """Ask the inventory thread for a sync: one that starts after this moment."""
+    def _kick_sync(self, uris: Collection[str | None] | None = None) -> None:
+        """Ask the inventory thread for a sync that starts after this moment: of the hosts
+        ``uris`` (a migration's two ends), or of every host (None, or a host unknown)."""
         with self._lock:
             if self._sync_kicked_at is None:
                 self._sync_kicked_at = utcnow()
+            if uris is None or None in uris:
+                self._sync_uris = None
+            elif self._sync_uris is not None:
+                self._sync_uris.update(uri for uri in uris if uri is not None)
         self._sync_now.set()
 
     def surveyed_since(self, since: datetime) -> bool:
@@ -615,6 +624,10 @@ class Conductor:
             with self._lock:
                 self._sync_now.clear()
                 kicked_at, self._sync_kicked_at = self._sync_kicked_at, None
+                uris, self._sync_uris = self._sync_uris, set()
+            # a kick for the hosts of the migrations that ended surveys those hosts only:
+            # at a wave's end each instance surveyed all 50 hosts, both at once
+            targeted = sorted(uris) if kicked and uris else None
             try:
                 # several instances share the hosts: another's survey that began after
                 # the first kick waiting (or, periodic, within half the interval) serves
@@ -626,8 +639,9 @@ class Conductor:
                 if self.surveyed_since(max(mine, since)):
                     continue
                 last = time.monotonic()
-                self.sync()
-                mine = utcnow()
+                self.sync(targeted)
+                if targeted is None:
+                    mine = utcnow()
             except OrbitError as err:
                 log.warning("inventory sync failed error=%s", err)
             except Exception:
@@ -1116,7 +1130,8 @@ class Conductor:
         with self._lock:
             self._threads.pop(mid, None)
             self._fences.pop(mid, None)
-        self._kick_sync()  # one sync for however many migrations just ended
+        # one sync for however many migrations just ended, of their hosts
+        self._kick_sync(None if result is None else (result.src_uri, result.dst_uri))
         self._wake.set()
 
     def _write_outcome(

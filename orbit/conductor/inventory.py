@@ -17,6 +17,8 @@ with no database session open) and :func:`apply_survey` updates the ``hosts`` an
   know: only admins see a server without a project.
 - A server no longer found on any answering host, whose host answers, has gone: its row is
   deleted if it has no migration history, else kept with status ``SHUTOFF`` and no host.
+- A survey of some hosts only (the two ends of migrations that just ended) judges the
+  servers on those hosts and those it finds there, no other.
 """
 
 from __future__ import annotations
@@ -161,7 +163,11 @@ def apply_survey(session: Session, surveys: dict[str, Survey]) -> SyncReport:
     after the survey is left for the next one. Writes only what changed (and each
     answering host's capacity and time seen)."""
     now = utcnow()
-    hosts = [h for h in session.execute(_HOSTS) if h.uri in surveys]
+    every_host = list(session.execute(_HOSTS))
+    hosts = [h for h in every_host if h.uri in surveys]
+    # some hosts only (a migration's ends): a server elsewhere, or on no host, is not
+    # judged gone or unknown by a survey that did not look there
+    surveyed = {h.id for h in hosts} if len(hosts) < len(every_host) else None
     found: dict[str, tuple[int, str, DomainInfo]] = {}
     answering: set[str] = set()
     host_rows: list[dict[str, Any]] = []
@@ -226,6 +232,8 @@ def apply_survey(session: Session, surveys: dict[str, Survey]) -> SyncReport:
     gone = []
     for row in known.values():
         if row.id in found or row.id in migrating:
+            continue
+        if surveyed is not None and row.host_id not in surveyed:
             continue
         if row.host_id is not None and row.host_id not in answering:
             if row.status != ServerStatus.UNKNOWN.value:  # its host is down: keep it

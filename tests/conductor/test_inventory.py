@@ -5,8 +5,9 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timedelta
 
-from orbit.conductor.conductor import reserved_mib
+from orbit.conductor.conductor import Conductor, reserved_mib
 from orbit.conductor.inventory import Survey, apply_survey, survey_hosts
+from orbit.config import ServerConfig
 from orbit.db.database import Database
 from orbit.db.models import Host, Server
 from orbit.db.types import utcnow
@@ -136,3 +137,61 @@ def test_a_host_never_surveyed_keeps_every_completed_arrival_and_the_parts_add_u
         add_migration(s, vm3, source_host=h2, dest_host=h1,
                       status=Phase.RUNNING_POSTCOPY.value)  # fmt: skip
         assert reserved_mib(s) == {h1.id: 256 + 1024, h2.id: 512}
+
+
+def test_a_survey_of_some_hosts_judges_only_the_servers_on_them(db: Database) -> None:
+    """After a migration the conductor surveys its two ends only. A server on another
+    host is not made UNKNOWN (its host did not answer because it was not asked) nor gone;
+    one on a surveyed host that is no longer there is gone, as in a full survey."""
+    with db.session() as s:
+        _project, _user, h1, h2, vm1 = add_world(s)
+        vm1.status = "ACTIVE"
+        vm2 = Server(id="6e2d9f9f-1d6f-4e64-8b8f-3f1e2c8dab22", name="vm2", host=h2,
+                     status="ACTIVE", memory_mib=256)  # fmt: skip
+        s.add(vm2)
+        h1_uri, h1_id, h1_seen, h2_uri = h1.uri, h1.id, h1.last_seen_at, h2.uri
+        vm1_id, vm2_id = vm1.id, vm2.id
+    with db.session() as s:
+        apply_survey(s, _survey_of(utcnow(), {h2_uri: []}))
+    with db.session() as s:
+        vm1 = s.get_one(Server, vm1_id)
+        assert (vm1.host_id, vm1.status) == (h1_id, "ACTIVE")
+        assert s.get_one(Host, h1_id).last_seen_at == h1_seen
+        assert s.get(Server, vm2_id) is None  # no history: its row is deleted
+    with db.session() as s:  # the whole survey does judge it
+        apply_survey(s, _survey_of(utcnow(), {h1_uri: [], h2_uri: []}))
+    with db.session() as s:
+        assert s.get(Server, vm1_id) is None
+
+
+class _AskedDriver(FakeDriver):
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[str] = []
+
+    def host_info(self, uri: str) -> HostInfo:
+        self.asked.append(uri)
+        return super().host_info(uri)
+
+
+def test_the_kicks_of_migrations_that_end_add_up_to_a_survey_of_their_hosts(
+    db: Database,
+) -> None:
+    """Each ending migration asks for its two hosts; a kick without hosts (or with one
+    unknown) asks for all. sync() with hosts asks those only."""
+    driver = _AskedDriver()
+    with db.session() as s:
+        for i in (1, 2, 3, 4):
+            driver.add_host(f"fake://h{i}")
+            s.add(Host(name=f"h{i}", uri=f"fake://h{i}"))
+    conductor = Conductor(db, driver, ServerConfig(driver="fake"))
+    conductor._kick_sync(("fake://h1", "fake://h2"))
+    conductor._kick_sync(("fake://h3", "fake://h2"))
+    assert conductor._sync_uris == {"fake://h1", "fake://h2", "fake://h3"}
+    conductor.sync(sorted(conductor._sync_uris))
+    assert sorted(driver.asked) == ["fake://h1", "fake://h2", "fake://h3"]
+    conductor._kick_sync(("fake://h4", None))
+    assert conductor._sync_uris is None
+    driver.asked.clear()
+    conductor.sync()
+    assert sorted(driver.asked) == [f"fake://h{i}" for i in (1, 2, 3, 4)]
