@@ -12,6 +12,7 @@ from orbit.migration.model import MIB
 from orbit.migration.predict import (
     FAULT_SETTLE_S,
     PAGE_BYTES,
+    SATURATED,
     SWITCH_DOWNTIME_MS,
     Facts,
     NewPages,
@@ -284,6 +285,35 @@ def test_new_pages_are_a_rate_over_the_last_half_second() -> None:
     steady = new_pages(pages(10), [(0.5 + 0.25 * i, pages(10 + 8 * i)) for i in range(5)])
     assert steady is not None and steady.rate_bytes_s == pytest.approx(32 * MIB)
     assert steady.since_measure_bytes == 32 * MIB
+
+
+def test_a_late_moment_of_new_pages_keeps_the_hot_set_the_settled_faults_showed() -> None:
+    """The lab's hot set (64 MiB/s measured): the burst after the protections, then no new
+    pages for 4 s, then 36 MiB of them in half a second, 5 s into a long pass 1. The last
+    window alone reads 48-72 MiB/s, not saturated; the settled period (0.81 s to 5.31 s)
+    reads 8 MiB/s: the hot set stands and pass 1 is kept."""
+    counts = [(0.49, pages(44)), (0.81, pages(64))]
+    counts += [(0.81 + 0.25 * i, pages(64)) for i in range(1, 17)]  # to 4.81 s
+    counts += [(5.06, pages(82)), (5.31, pages(100))]
+    seen = new_pages(0, counts)
+    assert seen is not None and seen.settled
+    assert seen.rate_bytes_s > SATURATED * 64 * MIB  # 48-72 MiB/s, as the window falls
+    assert seen.settled_rate_bytes_s == pytest.approx(36 * MIB / 4.5)
+    assert seen.saturation_rate_bytes_s == seen.settled_rate_bytes_s
+    refined = refine(_cold_hot_plan(), transfer_bytes_s=None, dirty_bytes_s=None, faults=seen)
+    assert refined.chosen.strategy is Strategy.POSTCOPY_AFTER_1, refined.drift
+    assert refined.drift.startswith("new dirty pages at 8.0 MiB/s in pass 1")
+    # a guest whose new pages keep coming as fast as measured is no hot set, however long
+    linear = [(0.5 + 0.25 * i, pages(16 * i)) for i in range(20)]
+    steady = new_pages(0, linear)
+    assert steady is not None and steady.saturation_rate_bytes_s == pytest.approx(64 * MIB)
+    plan = _cold_hot_plan()
+    assert refine(plan, transfer_bytes_s=None, dirty_bytes_s=None, faults=steady).drift == ""
+    # a burst longer than the settling time: the last window sees the set saturate first
+    long_burst = [(0.25 * i, pages(min(80, 20 * i))) for i in range(1, 9)]  # flat from 1 s
+    late = new_pages(0, long_burst)
+    assert late is not None and late.rate_bytes_s == 0 and late.settled_rate_bytes_s
+    assert late.saturation_rate_bytes_s == 0
 
 
 def test_counts_that_go_down_say_nothing() -> None:
