@@ -147,6 +147,7 @@ _SERVERS = select(
     Server.memory_mib,
     Server.vcpus,
     Server.project_id,
+    Server.updated_at,
 )
 #: a server gone from its answering host, with a migration history: kept, shut off
 _GONE = {
@@ -202,8 +203,8 @@ def apply_survey(session: Session, surveys: dict[str, Survey]) -> SyncReport:
     migrating = set(
         session.scalars(select(Migration.server_id).where(Migration.status.in_(ACTIVE_PHASES)))
     )
+    oldest = min((said.asked_at for said in surveys.values()), default=now)
     if surveys:  # moved since the oldest answer was given: that answer may predate the move
-        oldest = min(said.asked_at for said in surveys.values())
         migrating |= set(
             session.scalars(select(Migration.server_id).where(Migration.finished_at >= oldest))
         )
@@ -217,12 +218,14 @@ def apply_survey(session: Session, surveys: dict[str, Survey]) -> SyncReport:
             "memory_mib": info.memory_mib,
             "vcpus": info.vcpus,
         }
-        if projects is not None:
+        row = known.get(uuid)
+        # a row written since the oldest answer was given (a project assigned: the domain's
+        # metadata, then the row) may be newer than what that answer says of its owner
+        if projects is not None and (row is None or row.updated_at < oldest):
             want["project_id"] = projects.resolve(info.owner)
         if uuid not in migrating:
             status, power = status_of(info)
             want |= {"host_id": host_id, "status": status.value, "power_state": power.value}
-        row = known.get(uuid)
         if row is None:
             log.info("server discovered name=%s host=%s", info.name, _name_of(hosts, host_id))
             new_rows.append({"id": uuid, **want})

@@ -13,7 +13,7 @@ from orbit.db.models import Host, Server
 from orbit.db.types import utcnow
 from orbit.errors import HostUnreachable
 from orbit.migration.phase import Phase
-from orbit.virt.driver import DomainInfo, DomainState, HostInfo
+from orbit.virt.driver import DomainInfo, DomainState, HostInfo, Owner
 from orbit.virt.fake import FakeDriver
 from tests.db.test_models import add_migration, add_world
 
@@ -87,6 +87,30 @@ def test_a_survey_older_than_a_move_does_not_undo_it(db: Database) -> None:
         apply_survey(s, _survey_of(utcnow(), {h1_uri: [], h2_uri: []}))
     with db.session() as s:
         assert s.get_one(Server, server_id).status == "SHUTOFF"
+
+
+def test_a_survey_older_than_a_project_assignment_does_not_undo_it(db: Database) -> None:
+    """The survey read vm1's domain naming project demo; the operator then gave vm1 to no
+    project (the domain's metadata, then the row); the survey is applied after that, as a
+    migration's end kicks one. vm1 keeps no project (make test once saw a member still
+    list it); a survey asked after the assignment is the truth again."""
+    with db.session() as s:
+        project, _user, h1, _h2, server = add_world(s)
+        server_id, h1_uri, project_id = server.id, h1.uri, project.id
+    owned = DomainInfo(name="vm1", uuid=server_id, state=DomainState.RUNNING, reason="",
+                       memory_mib=512, vcpus=1, persistent=True,
+                       owner=Owner(project_id, "demo"))  # fmt: skip
+    before = utcnow()
+    with db.session() as s:  # the assignment, after the survey was taken
+        s.get_one(Server, server_id).project_id = None
+    with db.session() as s:
+        apply_survey(s, _survey_of(before, {h1_uri: [owned]}))
+    with db.session() as s:
+        assert s.get_one(Server, server_id).project_id is None
+    with db.session() as s:  # asked after the assignment (the domain still names demo)
+        apply_survey(s, _survey_of(utcnow(), {h1_uri: [owned]}))
+    with db.session() as s:
+        assert s.get_one(Server, server_id).project_id == project_id
 
 
 def test_between_two_syncs_a_destination_keeps_what_its_migrations_took(
