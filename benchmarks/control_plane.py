@@ -430,8 +430,9 @@ class RawHttp:
 
     async def get(self, path: str) -> int:
         """The answer's status (its body read and dropped). A kept connection that the
-        server closed while it was idle (uvicorn's keep-alive timeout, 5 s) is replaced and
-        the GET sent again, as HTTP clients do (RFC 9112, 9.3.1); counted in ``reconnects``."""
+        server closed while it was idle (uvicorn's keep-alive timeout, 5 s), found closed or
+        reset as the request reached it, is replaced and the GET sent again, as HTTP
+        clients do (RFC 9112, 9.3.1); counted in ``reconnects``."""
         async with self._free:
             while self._idle:
                 try:
@@ -461,7 +462,10 @@ class RawHttp:
         if body is not None:
             extra += f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
         writer.write(f"{method} {path} HTTP/1.1\r\n{extra}".encode() + self._head + data)
-        status_line = await reader.readline()
+        try:
+            status_line = await reader.readline()
+        except ConnectionResetError:  # closed as the request came: the kernel answers RST
+            status_line = b""
         if not status_line:  # closed before any answer
             writer.close()
             raise ClosedWhileIdle

@@ -63,3 +63,47 @@ def test_a_short_migration_is_judged_by_its_median_run() -> None:
     assert kept.repeat_totals_s == [2.03, 0.83, 1.02]
     assert kept.verification_errors == 1  # every repeat's count, not the median's
     assert median_run([run(0.9), run(20.4, converged=False), run(1.1)]).total_s == 1.1
+
+
+def test_the_api_load_resends_a_get_on_a_kept_connection_the_server_reset() -> None:
+    """uvicorn closes a connection idle for 5 s; a GET that reaches it as it closes is
+    answered by a reset (one run counted it an error). The load client opens a new
+    connection and sends the GET again, as HTTP clients do; a new connection reset is an
+    error still."""
+    import asyncio
+    import socket
+    import struct
+
+    from benchmarks.control_plane import RawHttp
+
+    answered: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:  # keep-alive: one request after another
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:  # the client closed it
+                writer.close()
+                return
+            if len(answered) == 1:  # the kept connection's second request: reset it
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.transport.abort()
+                answered.append(0)
+                return
+            answered.append(200)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+
+    async def run() -> tuple[int, int, int]:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = RawHttp(f"http://127.0.0.1:{port}", {}, connections=1)
+        first = await client.get("/")
+        second = await client.get("/")  # on the kept connection: reset, then resent
+        client.close()
+        server.close()
+        return first, second, client.reconnects
+
+    assert asyncio.run(asyncio.wait_for(run(), 10.0)) == (200, 200, 1)
+    assert answered == [200, 0, 200]
